@@ -1,0 +1,115 @@
+"""What every Fleet ModelAdmin shares: tenant scoping and role checks.
+
+Every queryset, foreign-key choice, list filter and action goes through
+`Model.objects.restrict(user, role)`; object pages of other workspaces answer 404.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import Http404, HttpRequest
+
+from fleet.models import Membership, Role, Workspace
+
+
+def roles_of(request: HttpRequest) -> dict[int, str]:
+    """The user's role per workspace id, read once per request."""
+    if not hasattr(request, "_fleet_roles"):
+        request._fleet_roles = dict(
+            Membership.objects.filter(user_id=request.user.pk).values_list("workspace_id", "role")
+        )
+    return request._fleet_roles
+
+
+def has_role(request: HttpRequest, role: str, workspace_id: int | None = None) -> bool:
+    """Whether the user holds at least `role` in that workspace (in any, when None)."""
+    user = request.user
+    if not (user.is_active and user.is_staff):
+        return False
+    if user.is_superuser:
+        return True
+    allowed = Role.at_least(role)
+    roles = roles_of(request)
+    if workspace_id is None:
+        return any(r in allowed for r in roles.values())
+    return roles.get(workspace_id) in allowed
+
+
+def workspace_id_of(obj) -> int | None:
+    return obj.pk if isinstance(obj, Workspace) else obj.workspace_id
+
+
+class ScopedRelatedFilter(admin.RelatedFieldListFilter):
+    """A related-object filter that offers only the user's own workspaces' objects."""
+
+    def field_choices(self, field, request, model_admin):
+        related = field.related_model.objects.restrict(request.user)
+        return [(obj.pk, str(obj)) for obj in related.order_by(*related.model._meta.ordering)]
+
+
+class ScopedAdmin(admin.ModelAdmin):
+    """Roles needed to see, add, change and delete; subclasses raise them where they must."""
+
+    view_role = Role.VIEWER
+    add_role = Role.OPERATOR
+    change_role = Role.OPERATOR
+    delete_role = Role.MANAGER
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).restrict(request.user, self.view_role)
+
+    def _role_allows(self, request, role, obj=None) -> bool:
+        return has_role(request, role, workspace_id_of(obj) if obj is not None else None)
+
+    def has_module_permission(self, request):
+        return self._role_allows(request, self.view_role)
+
+    def has_view_permission(self, request, obj=None):
+        return self._role_allows(request, self.view_role, obj)
+
+    def has_add_permission(self, request):
+        return self._role_allows(request, self.add_role)
+
+    def has_change_permission(self, request, obj=None):
+        return self._role_allows(request, self.change_role, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._role_allows(request, self.delete_role, obj)
+
+    # Action permissions: `allowed_permissions = ("operate",)` etc. on an action.
+    def has_operate_permission(self, request, obj=None):
+        return self._role_allows(request, Role.OPERATOR, obj)
+
+    def has_manage_permission(self, request, obj=None):
+        return self._role_allows(request, Role.MANAGER, obj)
+
+    def has_own_permission(self, request, obj=None):
+        return self._role_allows(request, Role.OWNER, obj)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        related = db_field.related_model
+        if hasattr(related.objects, "restrict"):
+            # New objects may only be put in workspaces where the user may add them.
+            kwargs["queryset"] = related.objects.restrict(request.user, self.add_role)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        related = db_field.related_model
+        if hasattr(related.objects, "restrict"):
+            kwargs["queryset"] = related.objects.restrict(request.user, self.add_role)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        # The form's choices are scoped already; this guards a forged POST as well.
+        if not self._role_allows(request, self.change_role if change else self.add_role, obj):
+            raise Http404
+        super().save_model(request, obj, form, change)
+
+    def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
+        # Django redirects to the index with "doesn't exist"; another workspace's object is a
+        # plain 404, so that ids cannot be probed.
+        raise Http404(f"No {opts.verbose_name} with this id.")
+
+    def scoped(self, request, queryset, role: str):
+        """The part of an action's selection the user may act on with `role`."""
+        return queryset.restrict(request.user, role)

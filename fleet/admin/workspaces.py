@@ -1,0 +1,107 @@
+from django import forms
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.db.models import Count
+
+from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
+from fleet.models import Membership, Role, Tag, Workspace
+
+
+class MembershipForm(forms.ModelForm):
+    """Members are named by username or email, so that owners never browse the user list."""
+
+    username = forms.CharField(label="Username or email", max_length=254)
+
+    class Meta:
+        model = Membership
+        fields = ["workspace", "username", "role"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["username"].initial = self.instance.user.get_username()
+
+    def clean_username(self):
+        name = self.cleaned_data["username"].strip()
+        users = get_user_model().objects.filter(is_active=True)
+        user = users.filter(username=name).first() or users.filter(email__iexact=name).first()
+        if user is None:
+            raise forms.ValidationError(
+                "No active user with this username or email: a superuser creates the account first."
+            )
+        self.instance.user = user
+        return name
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    form = MembershipForm
+    extra = 0
+
+    def has_view_permission(self, request, obj=None):
+        return self.admin_site._registry[Workspace].has_view_permission(request, obj)
+
+    def _owner(self, request, obj):
+        return self.admin_site._registry[Workspace].has_own_permission(request, obj)
+
+    def has_add_permission(self, request, obj):
+        return obj is not None and self._owner(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return obj is not None and self._owner(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return obj is not None and self._owner(request, obj)
+
+
+@admin.register(Workspace)
+class WorkspaceAdmin(ScopedAdmin):
+    change_role = Role.OWNER
+    delete_role = Role.OWNER
+    list_display = ["name", "slug", "mailbox_count", "member_count", "webhook_url"]
+    search_fields = ["name", "slug"]
+    prepopulated_fields = {"slug": ["name"]}
+    fields = ["name", "slug", "webhook_url", "webhook_secret"]
+    inlines = [MembershipInline]
+
+    def get_queryset(self, request):
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                mailbox_total=Count("mailboxes", distinct=True),
+                member_total=Count("memberships", distinct=True),
+            )
+        )
+
+    def has_add_permission(self, request):
+        # A workspace is a new agency client: a platform decision, not a member's.
+        return request.user.is_active and request.user.is_superuser
+
+    @admin.display(description="mailboxes", ordering="mailbox_total")
+    def mailbox_count(self, obj):
+        return obj.mailbox_total
+
+    @admin.display(description="members", ordering="member_total")
+    def member_count(self, obj):
+        return obj.member_total
+
+
+@admin.register(Membership)
+class MembershipAdmin(ScopedAdmin):
+    add_role = Role.OWNER
+    change_role = Role.OWNER
+    delete_role = Role.OWNER
+    form = MembershipForm
+    list_display = ["user", "workspace", "role", "created_at"]
+    list_filter = ["role", ("workspace", ScopedRelatedFilter)]
+    search_fields = ["user__username", "user__email", "workspace__name"]
+    list_select_related = ["user", "workspace"]
+
+
+@admin.register(Tag)
+class TagAdmin(ScopedAdmin):
+    list_display = ["name", "workspace"]
+    list_filter = [("workspace", ScopedRelatedFilter)]
+    search_fields = ["name"]
+    list_select_related = ["workspace"]

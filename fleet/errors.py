@@ -1,0 +1,100 @@
+"""The error catalogue: every error code Fleet shows, in one place.
+
+Admin badges, API responses, webhook payloads and tests all read from here. Codes are stable
+UPPER_SNAKE strings; the seed documents' codes and texts are kept word for word. Microsoft's own
+signals are mapped to these codes by their codes (AADSTS numbers, Graph error codes, SMTP reply
+codes), never by message text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    code: str
+    message: str
+    hint: str
+    permanent: bool = True  # False: trying again later may succeed
+
+    def __str__(self) -> str:
+        return self.code
+
+
+CATALOGUE: dict[str, ErrorCode] = {}
+
+
+def define(code: str, message: str, hint: str, *, permanent: bool = True) -> ErrorCode:
+    if code in CATALOGUE:
+        raise ValueError(f"error code {code} defined twice")
+    CATALOGUE[code] = ErrorCode(code, message, hint, permanent)
+    return CATALOGUE[code]
+
+
+def get(code: str | None) -> ErrorCode | None:
+    return CATALOGUE.get(code) if code else None
+
+
+def choices() -> list[tuple[str, str]]:
+    return [(e.code, f"{e.code} — {e.message}") for e in sorted(CATALOGUE.values(), key=str)]
+
+
+class FleetError(Exception):
+    """An error with a catalogue code; `detail` adds the particulars (row, address, …)."""
+
+    def __init__(self, error: ErrorCode, detail: str = ""):
+        self.error = error
+        self.detail = detail
+        super().__init__(f"{error.code}: {detail or error.message}")
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+    @property
+    def message(self) -> str:
+        return self.detail or self.error.message
+
+
+# --- Seeds (texts kept word for word) ---------------------------------------------------------
+MICROSOFT_OAUTH_NOT_CONFIGURED = define(
+    "MICROSOFT_OAUTH_NOT_CONFIGURED",
+    "Microsoft OAuth not configured",
+    "A manager adds a credential of kind 'OAuth app' for this workspace (Credentials → Add), "
+    "with the client id, client secret and redirect URI of its Entra ID app registration.",
+)
+VALIDATION_ERROR = define(
+    "VALIDATION_ERROR",
+    "The request is not valid",
+    "Correct the fields named in the message and send it again.",
+)
+WRONG_ALIAS = define(
+    "WRONG_ALIAS",
+    "The address is an alias of another mailbox",
+    "Add the mailbox by its primary address (named in the message); aliases cannot sign in.",
+)
+INVALID_CREDENTIAL_ID = define(
+    "INVALID_CREDENTIAL_ID",
+    "No valid Microsoft Graph credential was given",
+    "Pick a Graph app-only credential of this workspace that is verified valid, or leave it "
+    "out when the workspace has exactly one valid Graph credential.",
+)
+
+# --- Foundation -------------------------------------------------------------------------------
+SECRET_UNREADABLE = define(
+    "SECRET_UNREADABLE",
+    "A stored secret cannot be decrypted with the configured keys",
+    "An administrator adds the missing key to FIELD_ENCRYPTION_KEYS (keep old keys after the "
+    "new one until `manage.py reencrypt_secrets` has run), or sets the secret again.",
+)
+PERMISSION_DENIED = define(
+    "PERMISSION_DENIED",
+    "Your role in this workspace does not allow this",
+    "Ask an owner of the workspace for the role the action needs.",
+)
+NOT_FOUND = define(
+    "NOT_FOUND",
+    "Requested resource does not exist",
+    "Check the identifier; objects of workspaces you do not belong to are not visible.",
+)

@@ -1,0 +1,96 @@
+"""Demo data for the README's run command: a superuser, two workspaces, members with each role,
+and sample mailboxes in every state with their history. Safe to run again."""
+
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from fleet import errors
+from fleet.models import Mailbox, Membership, Role, Tag, Workspace
+
+DEMO_PASSWORD = "fleet-demo"  # noqa: S105 — the demo's published login, DEBUG only
+
+SAMPLES = [
+    # email, name, auth method, final status, error, warmup
+    ("ava@acme-outreach.com", "Ava Stone", "oauth", "active", None, "active"),
+    ("ben@acme-outreach.com", "Ben Ortiz", "oauth", "active", None, "paused"),
+    ("cara@acme-outreach.com", "Cara Lee", "app_password", "active", None, "not_started"),
+    (
+        "dan@acme-outreach.com",
+        "Dan Wu",
+        "app_password",
+        "error",
+        "SECRET_UNREADABLE",
+        "not_started",
+    ),
+    ("eve@acme-outreach.com", "Eve Park", "oauth", "reauth_required", None, "paused"),
+    ("finn@acme-outreach.com", "Finn Hale", "graph_app_only", "active", None, "active"),
+    ("gia@acme-outreach.com", "Gia Moreau", "graph_app_only", "pending", None, "not_started"),
+    ("hal.sales@outlook.com", "Hal Brandt", "app_password", "pending", None, "not_started"),
+    ("ivy.growth@hotmail.com", "Ivy Chen", "app_password", "disabled", None, "not_started"),
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo superuser, workspaces, members and sample mailboxes."
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        User = get_user_model()
+        admin, created = User.objects.get_or_create(
+            username="admin",
+            defaults={"email": "admin@fleet.localhost", "is_staff": True, "is_superuser": True},
+        )
+        if created:
+            admin.set_password(DEMO_PASSWORD)
+            admin.save()
+        acme, _ = Workspace.objects.get_or_create(slug="acme", defaults={"name": "Acme Outreach"})
+        globex, _ = Workspace.objects.get_or_create(
+            slug="globex", defaults={"name": "Globex Sales"}
+        )
+        for username, workspace, role in [
+            ("manager", acme, Role.MANAGER),
+            ("operator", acme, Role.OPERATOR),
+            ("viewer", globex, Role.VIEWER),
+        ]:
+            user, created = User.objects.get_or_create(
+                username=username,
+                defaults={"email": f"{username}@fleet.localhost", "is_staff": True},
+            )
+            if created:
+                user.set_password(DEMO_PASSWORD)
+                user.save()
+            Membership.objects.get_or_create(
+                user=user, workspace=workspace, defaults={"role": role}
+            )
+
+        tag, _ = Tag.objects.get_or_create(workspace=acme, name="demo")
+        start = timezone.now() - timedelta(days=20)
+        for i, (email, name, auth, status, error, warmup) in enumerate(SAMPLES):
+            mailbox, created = Mailbox.objects.get_or_create(
+                workspace=acme,
+                email=email,
+                defaults={
+                    "display_name": name,
+                    "auth_method": auth,
+                    "provider": "outlook_com"
+                    if email.endswith(("outlook.com", "hotmail.com"))
+                    else "microsoft365",
+                    "warmup_status": warmup,
+                    "created_at": start + timedelta(days=i),
+                },
+            )
+            if not created:
+                continue
+            mailbox.tags.add(tag)
+            if status != "pending":
+                event = mailbox.set_status(status, errors.get(error))
+                event.created_at = start + timedelta(days=i, hours=2)
+                event.save(update_fields=["created_at"])
+        self.stdout.write(
+            f"Demo data ready: {Mailbox.objects.count()} mailboxes in "
+            f"{Workspace.objects.count()} workspaces; log in as admin / {DEMO_PASSWORD}."
+        )

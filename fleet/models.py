@@ -1,0 +1,450 @@
+"""Fleet's data: workspaces and their members, Microsoft credentials, mailboxes, tags, consent
+requests and the mailbox history. Every model that belongs to a workspace is reached through
+`Model.objects.restrict(user, role)`, the one place tenant scoping is decided."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models, transaction
+from django.db.models import Q
+from django.db.models.functions import Lower, StrIndex, Substr
+from django.utils import timezone
+
+from fleet import errors
+from fleet.secrets import EncryptedTextField
+
+
+class Role(models.TextChoices):
+    VIEWER = "viewer", "Viewer"
+    OPERATOR = "operator", "Operator"
+    MANAGER = "manager", "Manager"
+    OWNER = "owner", "Owner"
+
+    @classmethod
+    def at_least(cls, role: str) -> list[str]:
+        """The roles that include `role`'s rights (roles are ordered viewer < … < owner)."""
+        order = list(cls.values)
+        return order[order.index(role) :]
+
+
+class ScopedQuerySet(models.QuerySet):
+    """The single tenant-scoping rule: a user reaches the rows of the workspaces where they hold
+    at least `role`; superusers reach everything; anonymous users nothing."""
+
+    def restrict(self, user, role: str = Role.VIEWER) -> ScopedQuerySet:
+        if user is None or not user.is_authenticated or not user.is_active:
+            return self.none()
+        if user.is_superuser:
+            return self
+        workspace_ids = Membership.objects.filter(
+            user_id=user.pk, role__in=Role.at_least(role)
+        ).values("workspace_id")
+        return self.filter(**{f"{self.model.workspace_lookup}__in": workspace_ids})
+
+
+class Workspace(models.Model):
+    """An agency client: its mailboxes, credentials and members live inside it."""
+
+    workspace_lookup = "pk"
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=64, unique=True)
+    webhook_url = models.URLField(blank=True, max_length=500)
+    webhook_secret = EncryptedTextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def role_of(self, user) -> str | None:
+        """The user's role here (owner for superusers), or None for outsiders."""
+        if user.is_superuser:
+            return Role.OWNER
+        return self.memberships.filter(user_id=user.pk).values_list("role", flat=True).first()
+
+
+class Membership(models.Model):
+    workspace_lookup = "workspace"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="fleet_memberships"
+    )
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "workspace"], name="membership_unique_user"),
+            models.CheckConstraint(condition=Q(role__in=Role.values), name="membership_role_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} — {self.get_role_display()} of {self.workspace}"
+
+
+class CredentialKind(models.TextChoices):
+    OAUTH_APP = "oauth_app", "OAuth app (delegated consent)"
+    GRAPH_APP_ONLY = "graph_app_only", "Graph app-only (client credentials)"
+
+
+class CredentialStatus(models.TextChoices):
+    UNVERIFIED = "unverified", "Unverified"
+    VALID = "valid", "Valid"
+    INVALID = "invalid", "Invalid"
+
+
+class Credential(models.Model):
+    """A Microsoft Entra ID app registration used by one workspace."""
+
+    workspace_lookup = "workspace"
+
+    Kind = CredentialKind
+
+    Status = CredentialStatus
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="credentials")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # A tenant GUID or domain, or `organizations` / `common` for multi-tenant delegated apps.
+    tenant_id = models.CharField(max_length=100, default="organizations")
+    client_id = models.CharField(max_length=100)
+    client_secret = EncryptedTextField(blank=True)
+    secret_expires_at = models.DateField(null=True, blank=True)
+    redirect_uri = models.URLField(blank=True, max_length=500)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.UNVERIFIED)
+    last_verified_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=64, blank=True)
+    last_error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["workspace", "name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=CredentialKind.values), name="credential_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=CredentialStatus.values), name="credential_status_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["workspace", "kind", "status"], name="credential_ws_kind_status")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+
+class Tag(models.Model):
+    workspace_lookup = "workspace"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=64)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(Lower("name"), "workspace", name="tag_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Provider(models.TextChoices):
+    MICROSOFT365 = "microsoft365", "Microsoft 365"
+    OUTLOOK_COM = "outlook_com", "Outlook.com"
+
+
+class AuthMethod(models.TextChoices):
+    OAUTH = "oauth", "OAuth"
+    APP_PASSWORD = "app_password", "App password"
+    GRAPH_APP_ONLY = "graph_app_only", "Graph app-only"
+
+
+class MailboxStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACTIVE = "active", "Active"
+    ERROR = "error", "Error"
+    REAUTH_REQUIRED = "reauth_required", "Reauth required"
+    DISABLED = "disabled", "Disabled"
+
+
+class Security(models.TextChoices):
+    STARTTLS = "starttls", "STARTTLS"
+    SSL = "ssl", "SSL/TLS"
+
+
+class WarmupStatus(models.TextChoices):
+    NOT_STARTED = "not_started", "Not started"
+    ACTIVE = "active", "Active"
+    PAUSED = "paused", "Paused"
+
+
+class Mailbox(models.Model):
+    workspace_lookup = "workspace"
+
+    Provider = Provider
+
+    AuthMethod = AuthMethod
+
+    Status = MailboxStatus
+
+    Security = Security
+
+    Warmup = WarmupStatus
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="mailboxes")
+    email = models.EmailField(max_length=254)
+    # Derived in the database so that "all mailboxes of a domain" is an indexed equality filter.
+    domain = models.GeneratedField(
+        expression=Lower(Substr("email", StrIndex("email", models.Value("@")) + 1)),
+        output_field=models.CharField(max_length=254),
+        db_persist=True,
+    )
+    display_name = models.CharField(max_length=255, blank=True)
+    provider = models.CharField(
+        max_length=16, choices=Provider.choices, default=Provider.MICROSOFT365
+    )
+    auth_method = models.CharField(max_length=16, choices=AuthMethod.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+
+    smtp_host = models.CharField(max_length=255, default="smtp.office365.com")
+    smtp_port = models.PositiveIntegerField(default=587)
+    smtp_security = models.CharField(
+        max_length=10, choices=Security.choices, default=Security.STARTTLS
+    )
+    imap_host = models.CharField(max_length=255, default="outlook.office365.com")
+    imap_port = models.PositiveIntegerField(default=993)
+    imap_security = models.CharField(max_length=10, choices=Security.choices, default=Security.SSL)
+
+    password = EncryptedTextField(blank=True)
+    totp_secret = EncryptedTextField(blank=True)
+    refresh_token = EncryptedTextField(blank=True)
+    access_token = EncryptedTextField(blank=True)
+    token_expires_at = models.DateTimeField(null=True, blank=True)
+    graph_user_id = models.CharField(max_length=64, blank=True)
+
+    tags = models.ManyToManyField(Tag, blank=True, related_name="mailboxes")
+
+    warmup_status = models.CharField(
+        max_length=16, choices=Warmup.choices, default=Warmup.NOT_STARTED
+    )
+    warmup_daily_volume = models.PositiveIntegerField(default=20)
+    warmup_response_rate = models.PositiveIntegerField(default=30)
+    spf_correct = models.BooleanField(null=True, blank=True)
+    dkim_correct = models.BooleanField(null=True, blank=True)
+
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["email"]
+        verbose_name_plural = "mailboxes"
+        constraints = [
+            models.UniqueConstraint(Lower("email"), "workspace", name="mailbox_unique_email"),
+            models.CheckConstraint(
+                condition=Q(warmup_daily_volume__gte=0, warmup_daily_volume__lte=2000),
+                name="mailbox_warmup_volume_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(warmup_response_rate__gte=0, warmup_response_rate__lte=100),
+                name="mailbox_warmup_rate_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=MailboxStatus.values), name="mailbox_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(provider__in=Provider.values), name="mailbox_provider_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(auth_method__in=AuthMethod.values), name="mailbox_auth_method_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(warmup_status__in=WarmupStatus.values),
+                name="mailbox_warmup_status_valid",
+            ),
+        ]
+        indexes = [
+            # The admin's default view: one workspace's mailboxes by status.
+            models.Index(fields=["workspace", "status"], name="mailbox_ws_status"),
+            # "Which mailboxes fail with code X" across workspaces (dashboard ranking, filter).
+            models.Index(fields=["error_code"], name="mailbox_error_code"),
+            models.Index(fields=["workspace", "warmup_status"], name="mailbox_ws_warmup"),
+            # Search by domain; address search uses the trigram index added in 0002 on PostgreSQL.
+            models.Index(fields=["domain"], name="mailbox_domain"),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def error(self) -> errors.ErrorCode | None:
+        return errors.get(self.error_code)
+
+    @transaction.atomic
+    def set_status(
+        self,
+        status: str,
+        error: errors.ErrorCode | None = None,
+        message: str = "",
+        actor=None,
+    ) -> MailboxEvent:
+        """Move to `status` (with an error code when it is an error) and record the change."""
+        event = MailboxEvent.objects.create(
+            workspace_id=self.workspace_id,
+            mailbox=self,
+            email=self.email,
+            kind=MailboxEvent.Kind.STATUS,
+            from_status=self.status,
+            to_status=status,
+            error_code=error.code if error else "",
+            message=message or (error.message if error else ""),
+            actor=actor,
+        )
+        self.status = status
+        self.error_code = error.code if error else ""
+        self.error_message = event.message if error else ""
+        self.save(update_fields=["status", "error_code", "error_message", "updated_at"])
+        return event
+
+
+class ConsentKind(models.TextChoices):
+    USER = "user", "User consent (OAuth)"
+    ADMIN = "admin", "Tenant admin consent"
+    EXTERNAL = "external", "External app consent"
+
+
+class ConsentStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    PENDING = "pending", "Pending"
+    PROCESSING = "processing", "Processing"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+    EXPIRED = "expired", "Expired"
+
+
+class ConsentRequest(models.Model):
+    """A consent that has to happen: a user's OAuth consent, a tenant admin's consent, or a third
+    party's consent link, tracked from `queued` to an end state."""
+
+    workspace_lookup = "workspace"
+
+    Kind = ConsentKind
+
+    Status = ConsentStatus
+
+    OPEN_STATUSES = (Status.QUEUED, Status.PENDING, Status.PROCESSING)
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="consent_requests"
+    )
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="consent_requests"
+    )
+    credential = models.ForeignKey(
+        Credential, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=64, blank=True)
+    domain = models.CharField(max_length=253, blank=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.USER)
+    consent_url = models.URLField(max_length=2000, blank=True)
+    request_data = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=ConsentStatus.values), name="consent_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=ConsentKind.values), name="consent_kind_valid"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["workspace", "status"], name="consent_ws_status"),
+            # The expiry task scans open requests by expiry time.
+            models.Index(fields=["status", "expires_at"], name="consent_status_expiry"),
+        ]
+
+    def __str__(self) -> str:
+        who = self.mailbox.email if self.mailbox_id else f"{self.username}@{self.domain}"
+        return f"{self.get_kind_display()} for {who}"
+
+
+class EventKind(models.TextChoices):
+    STATUS = "status", "Status change"
+    CONNECTION_TEST = "connection_test", "Connection test"
+    TOTP_REVEAL = "totp_reveal", "TOTP code shown"
+    NOTE = "note", "Note"
+
+
+class MailboxEvent(models.Model):
+    """History of a mailbox: status changes, connection tests, secret reveals. The audit trail and
+    the source of the dashboard's trends, so it keeps the address when the mailbox is deleted."""
+
+    workspace_lookup = "workspace"
+
+    Kind = EventKind
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="events")
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    email = models.CharField(max_length=254)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.STATUS)
+    from_status = models.CharField(max_length=16, blank=True)
+    to_status = models.CharField(max_length=16, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    message = models.TextField(blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["mailbox", "-created_at"], name="event_mailbox_time"),
+            # Dashboard trends: one workspace's events over the last 30 days.
+            models.Index(fields=["workspace", "created_at"], name="event_ws_time"),
+        ]
+
+    def __str__(self) -> str:
+        if self.kind == self.Kind.STATUS:
+            return f"{self.email}: {self.from_status} → {self.to_status}"
+        return f"{self.email}: {self.get_kind_display()}"
