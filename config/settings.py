@@ -20,7 +20,28 @@ def _env(name: str, cast, default):
         raise ImproperlyConfigured(f"{name} has an invalid value: {exc}") from exc
 
 
-DEBUG = _env("DEBUG", env.bool, False)
+_BOOLS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+    "": False,
+}
+
+
+def strict_bool(name: str, default: bool) -> bool:
+    """Like env.bool, but "maybe" or "ture" is an error instead of a silent False."""
+    raw = env.str(name, default=str(default)).strip().lower()
+    if raw not in _BOOLS:
+        raise ValueError(f"{raw!r} is not one of true/false, yes/no, on/off, 1/0")
+    return _BOOLS[raw]
+
+
+DEBUG = _env("DEBUG", strict_bool, False)
 
 SECRET_KEY = _env("SECRET_KEY", env.str, "")
 if not SECRET_KEY:
@@ -29,7 +50,7 @@ if not SECRET_KEY:
             "SECRET_KEY must be set when DEBUG is off (generate one with "
             "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`)."
         )
-    SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"  # noqa: S105
+    SECRET_KEY = "insecure-development-key-only-used-with-DEBUG-on"
 
 # Fernet keys for secrets at rest, comma separated: the first encrypts, all decrypt.
 # Separate from SECRET_KEY so that rotating one does not lose the other.
@@ -54,6 +75,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.postgres",
+    "django.forms",
     "django_tasks",
     "django_tasks_db",
     "import_export",
@@ -89,11 +111,21 @@ TEMPLATES = [
     },
 ]
 
+# Widgets render through TEMPLATES, so that templates/ can hold widget templates too.
+FORM_RENDERER = "django.forms.renderers.TemplatesSetting"
+
 # SQLite under var/ is the zero-setup default; DATABASE_URL=postgres://… for production and CI.
 (BASE_DIR / "var").mkdir(exist_ok=True)
 DATABASES = {
     "default": _env("DATABASE_URL", env.db_url, f"sqlite:///{BASE_DIR / 'var' / 'fleet.sqlite3'}")
 }
+if DATABASES["default"]["ENGINE"] not in (
+    "django.db.backends.sqlite3",
+    "django.db.backends.postgresql",
+):
+    raise ImproperlyConfigured(
+        "DATABASE_URL must be postgres://user:password@host:port/name or sqlite:///path"
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server and the task worker write at once: WAL lets readers go on while one writes,
     # IMMEDIATE takes the write lock up front so a transaction never fails half way on "locked".
@@ -145,13 +177,13 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = _env("DATA_UPLOAD_MAX_MEMORY_SIZE", env.int, 5 * 1
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 # Production hardening: on unless DEBUG, each one can be turned off behind a TLS-terminating proxy.
-SECURE_SSL_REDIRECT = _env("SECURE_SSL_REDIRECT", env.bool, not DEBUG)
-SESSION_COOKIE_SECURE = _env("SESSION_COOKIE_SECURE", env.bool, not DEBUG)
-CSRF_COOKIE_SECURE = _env("CSRF_COOKIE_SECURE", env.bool, not DEBUG)
+SECURE_SSL_REDIRECT = _env("SECURE_SSL_REDIRECT", strict_bool, not DEBUG)
+SESSION_COOKIE_SECURE = _env("SESSION_COOKIE_SECURE", strict_bool, not DEBUG)
+CSRF_COOKIE_SECURE = _env("CSRF_COOKIE_SECURE", strict_bool, not DEBUG)
 SECURE_HSTS_SECONDS = _env("SECURE_HSTS_SECONDS", env.int, 0 if DEBUG else 31536000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = _env("SECURE_HSTS_INCLUDE_SUBDOMAINS", env.bool, not DEBUG)
-SECURE_HSTS_PRELOAD = _env("SECURE_HSTS_PRELOAD", env.bool, False)
-if _env("USE_X_FORWARDED_PROTO", env.bool, False):
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env("SECURE_HSTS_INCLUDE_SUBDOMAINS", strict_bool, not DEBUG)
+SECURE_HSTS_PRELOAD = _env("SECURE_HSTS_PRELOAD", strict_bool, not DEBUG)
+if _env("USE_X_FORWARDED_PROTO", strict_bool, False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"

@@ -139,7 +139,9 @@ class Credential(models.Model):
                 condition=Q(status__in=CredentialStatus.values), name="credential_status_valid"
             ),
         ]
-        indexes = [models.Index(fields=["workspace", "kind", "status"], name="credential_ws_kind_status")]
+        indexes = [
+            models.Index(fields=["workspace", "kind", "status"], name="credential_ws_kind_status")
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"

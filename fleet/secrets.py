@@ -148,6 +148,9 @@ class WriteOnlySecretFormField(forms.CharField):
     widget = WriteOnlySecretWidget
 
     def __init__(self, *args, **kwargs):
+        # Whatever widget a caller (e.g. the admin's TextField default) asks for, a secret is
+        # only ever rendered by the write-only widget.
+        kwargs["widget"] = WriteOnlySecretWidget
         kwargs["required"] = False
         kwargs.setdefault("strip", False)
         kwargs.setdefault("help_text", "Write-only: leave blank to keep the stored value.")
@@ -175,10 +178,11 @@ class EncryptedTextField(models.TextField):
         return value
 
     def get_prep_value(self, value):
-        if value is None or value == "":
-            return value
+        # Ciphertext first: an UnreadableSecret compares equal to "" but must keep what it holds.
         if isinstance(value, Ciphertext):
             return value.ciphertext
+        if value is None or value == "":
+            return value
         return encrypt(str(value))
 
     def value_to_string(self, obj):

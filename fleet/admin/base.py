@@ -10,6 +10,9 @@ from django.contrib import admin
 from django.http import Http404, HttpRequest
 
 from fleet.models import Membership, Role, Workspace
+from fleet.secrets import EncryptedTextField, secret_status
+
+SECRET_SHOWN_AS = "_is_set"
 
 
 def roles_of(request: HttpRequest) -> dict[int, str]:
@@ -58,6 +61,40 @@ class ScopedAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).restrict(request.user, self.view_role)
 
+    # Secrets: an editor gets the write-only widget; anywhere a secret would be shown read-only
+    # (view-only users, `readonly_fields`), `<name>_is_set` shows "set / not set" instead.
+    def _secret_fields(self) -> list[str]:
+        return [
+            f.name for f in self.model._meta.concrete_fields if isinstance(f, EncryptedTextField)
+        ]
+
+    def __getattr__(self, name):
+        if (
+            name.endswith(SECRET_SHOWN_AS)
+            and name[: -len(SECRET_SHOWN_AS)] in self._secret_fields()
+        ):
+            field = name[: -len(SECRET_SHOWN_AS)]
+
+            @admin.display(description=field.replace("_", " "))
+            def is_set(obj):
+                return secret_status(getattr(obj, field, ""))
+
+            return is_set
+        raise AttributeError(name)
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or self.has_change_permission(request, obj):
+            return fieldsets
+        secrets = set(self._secret_fields())
+
+        def swap(name):
+            if isinstance(name, (list, tuple)):
+                return type(name)(swap(n) for n in name)
+            return f"{name}{SECRET_SHOWN_AS}" if name in secrets else name
+
+        return [(title, {**opts, "fields": swap(opts["fields"])}) for title, opts in fieldsets]
+
     def _role_allows(self, request, role, obj=None) -> bool:
         return has_role(request, role, workspace_id_of(obj) if obj is not None else None)
 
@@ -104,6 +141,13 @@ class ScopedAdmin(admin.ModelAdmin):
         if not self._role_allows(request, self.change_role if change else self.add_role, obj):
             raise Http404
         super().save_model(request, obj, form, change)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        # Django checks the delete permission before it looks the object up; look it up first,
+        # so that another workspace's object is a 404 here too.
+        if self.get_object(request, object_id) is None:
+            raise Http404("No such object.")
+        return super().delete_view(request, object_id, extra_context)
 
     def _get_obj_does_not_exist_redirect(self, request, opts, object_id):
         # Django redirects to the index with "doesn't exist"; another workspace's object is a

@@ -4,7 +4,6 @@ from django.template.loader import render_to_string
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
 from fleet.admin.display import badge, error_code
 from fleet.models import Mailbox, MailboxEvent, Role
-from fleet.secrets import secret_status
 
 HISTORY_ROWS = 50
 
@@ -71,7 +70,7 @@ class MailboxAdmin(ScopedAdmin):
         "dkim_correct",
         "last_checked_at",
         "created_at",
-        "refresh_token_status",
+        "refresh_token_is_set",
         "history",
     ]
     fieldsets = [
@@ -94,7 +93,7 @@ class MailboxAdmin(ScopedAdmin):
         ),
         (
             "Secrets (write-only)",
-            {"fields": ["password", "totp_secret", "refresh_token_status", "token_expires_at"]},
+            {"fields": ["password", "totp_secret", "refresh_token_is_set", "token_expires_at"]},
         ),
         (
             "Warmup and deliverability",
@@ -133,10 +132,6 @@ class MailboxAdmin(ScopedAdmin):
     @admin.display(description="warmup", ordering="warmup_status")
     def warmup(self, obj):
         return badge(obj.warmup_status, obj.get_warmup_status_display())
-
-    @admin.display(description="refresh token")
-    def refresh_token_status(self, obj):
-        return secret_status(obj.refresh_token)
 
     @admin.display(description="status history")
     def history(self, obj):

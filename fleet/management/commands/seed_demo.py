@@ -11,7 +11,7 @@ from django.utils import timezone
 from fleet import errors
 from fleet.models import Mailbox, Membership, Role, Tag, Workspace
 
-DEMO_PASSWORD = "fleet-demo"  # noqa: S105 — the demo's published login, DEBUG only
+DEMO_PASSWORD = "fleet-demo"
 
 SAMPLES = [
     # email, name, auth method, final status, error, warmup

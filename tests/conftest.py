@@ -1,0 +1,79 @@
+"""Shared fixtures: two workspaces and the personas that prove access control.
+
+- alice: operator of A
+- bob: manager of A and viewer of B
+- olga: staff, but a member of nothing (the outsider)
+- root: a superuser
+"""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from fleet.models import Mailbox, Membership, Role, Tag, Workspace
+
+
+@pytest.fixture
+def ws_a(db):
+    return Workspace.objects.create(name="Alpha", slug="alpha")
+
+
+@pytest.fixture
+def ws_b(db):
+    return Workspace.objects.create(name="Beta", slug="beta")
+
+
+def make_user(username, **extra):
+    return get_user_model().objects.create_user(
+        username=username, password="pw-for-tests-1", is_staff=True, **extra
+    )
+
+
+@pytest.fixture
+def personas(ws_a, ws_b):
+    alice = make_user("alice")
+    bob = make_user("bob")
+    olga = make_user("olga")
+    root = make_user("root", is_superuser=True)
+    Membership.objects.create(user=alice, workspace=ws_a, role=Role.OPERATOR)
+    Membership.objects.create(user=bob, workspace=ws_a, role=Role.MANAGER)
+    Membership.objects.create(user=bob, workspace=ws_b, role=Role.VIEWER)
+    return {"alice": alice, "bob": bob, "olga": olga, "root": root}
+
+
+@pytest.fixture
+def mailboxes(ws_a, ws_b):
+    tag_a = Tag.objects.create(workspace=ws_a, name="alpha-tag")
+    tag_b = Tag.objects.create(workspace=ws_b, name="beta-tag")
+    a = Mailbox.objects.create(
+        workspace=ws_a, email="ann@alpha.example", auth_method="app_password", password="pw-a"
+    )
+    b = Mailbox.objects.create(
+        workspace=ws_b, email="ben@beta.example", auth_method="app_password", password="pw-b"
+    )
+    a.tags.add(tag_a)
+    b.tags.add(tag_b)
+    return {"a": a, "b": b, "tag_a": tag_a, "tag_b": tag_b}
+
+
+@pytest.fixture
+def client_for(client):
+    def login(user):
+        client.force_login(user)
+        return client
+
+    return login
+
+
+def on_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+@pytest.fixture(autouse=True)
+def test_settings(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins
+    # Production uses hashed file names from `collectstatic`; tests render pages without it.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }

@@ -1,0 +1,135 @@
+"""What each role may do in the admin."""
+
+import pytest
+from django.urls import reverse
+
+from fleet.models import Credential, Mailbox, Membership, Role
+
+
+@pytest.fixture
+def team(ws_a, personas):
+    from tests.conftest import make_user
+
+    users = {}
+    for role in Role.values:
+        user = make_user(f"{role}-user")
+        Membership.objects.create(user=user, workspace=ws_a, role=role)
+        users[role] = user
+    return users
+
+
+@pytest.fixture
+def mailbox(ws_a):
+    return Mailbox.objects.create(workspace=ws_a, email="r@alpha.example", auth_method="oauth")
+
+
+def test_viewer_reads_but_cannot_change(team, mailbox, client_for):
+    c = client_for(team["viewer"])
+    page = c.get(reverse("admin:fleet_mailbox_change", args=[mailbox.pk]))
+    assert page.status_code == 200
+    assert "Save" not in page.content.decode()
+    response = c.post(
+        reverse("admin:fleet_mailbox_change", args=[mailbox.pk]), {"display_name": "x"}
+    )
+    assert response.status_code == 403
+    assert c.get(reverse("admin:fleet_mailbox_add")).status_code == 403
+
+
+@pytest.mark.parametrize(
+    "role, can_add_credential",
+    [("viewer", False), ("operator", False), ("manager", True), ("owner", True)],
+)
+def test_credentials_need_manager(team, client_for, role, can_add_credential):
+    c = client_for(team[role])
+    status = c.get(reverse("admin:fleet_credential_add")).status_code
+    assert (status == 200) is can_add_credential
+
+
+@pytest.mark.parametrize(
+    "role, can_edit_members", [("operator", False), ("manager", False), ("owner", True)]
+)
+def test_members_need_owner(team, client_for, role, can_edit_members, ws_a):
+    c = client_for(team[role])
+    assert (c.get(reverse("admin:fleet_membership_add")).status_code == 200) is can_edit_members
+
+
+def test_owner_adds_member_by_username(team, client_for, ws_a, personas):
+    c = client_for(team["owner"])
+    response = c.post(
+        reverse("admin:fleet_membership_add"),
+        {"workspace": ws_a.pk, "username": "olga", "role": "viewer"},
+    )
+    assert response.status_code == 302
+    assert Membership.objects.get(user=personas["olga"]).role == "viewer"
+    response = c.post(
+        reverse("admin:fleet_membership_add"),
+        {"workspace": ws_a.pk, "username": "nobody-here", "role": "viewer"},
+    )
+    assert "No active user" in response.content.decode()
+
+
+def test_warmup_fields_are_read_only_below_manager(team, mailbox, client_for):
+    form = (
+        client_for(team["operator"])
+        .get(reverse("admin:fleet_mailbox_change", args=[mailbox.pk]))
+        .context["adminform"]
+        .form
+    )
+    assert "warmup_daily_volume" not in form.fields
+    form = (
+        client_for(team["manager"])
+        .get(reverse("admin:fleet_mailbox_change", args=[mailbox.pk]))
+        .context["adminform"]
+        .form
+    )
+    assert "warmup_daily_volume" in form.fields
+
+
+def test_only_superusers_create_workspaces(team, client_for, personas):
+    assert client_for(team["owner"]).get(reverse("admin:fleet_workspace_add")).status_code == 403
+    assert client_for(personas["root"]).get(reverse("admin:fleet_workspace_add")).status_code == 200
+
+
+def test_credential_secret_is_write_only(team, client_for, ws_a):
+    cred = Credential.objects.create(
+        workspace=ws_a, name="app", kind="oauth_app", client_id="cid", client_secret="TOPSECRET-1"
+    )
+    c = client_for(team["manager"])
+    url = reverse("admin:fleet_credential_change", args=[cred.pk])
+    html = c.get(url).content.decode()
+    assert "TOPSECRET-1" not in html
+    assert ">set<" in html
+    data = {
+        "workspace": ws_a.pk,
+        "name": "app renamed",
+        "kind": "oauth_app",
+        "tenant_id": "organizations",
+        "client_id": "cid",
+        "client_secret": "",
+        "redirect_uri": "",
+        "secret_expires_at": "",
+    }
+    assert c.post(url, data).status_code == 302
+    cred.refresh_from_db()
+    assert cred.name == "app renamed" and cred.client_secret == "TOPSECRET-1"  # blank keeps it
+    assert c.post(url, {**data, "client_secret": "NEW-SECRET-2"}).status_code == 302
+    cred.refresh_from_db()
+    assert cred.client_secret == "NEW-SECRET-2"
+    assert c.post(url, {**data, "client_secret__clear": "1"}).status_code == 302
+    cred.refresh_from_db()
+    assert cred.client_secret == ""
+    changelist = c.get(reverse("admin:fleet_credential_changelist")).content.decode()
+    assert "NEW-SECRET-2" not in changelist and "not set" in changelist
+
+
+def test_mailbox_page_shows_history_but_no_secret(team, mailbox, client_for):
+    mailbox.password = "PLAIN-APP-PW"
+    mailbox.save()
+    mailbox.set_status("active", actor=team["manager"])
+    html = (
+        client_for(team["viewer"])
+        .get(reverse("admin:fleet_mailbox_change", args=[mailbox.pk]))
+        .content.decode()
+    )
+    assert "PLAIN-APP-PW" not in html
+    assert "pending → active" in html
