@@ -136,6 +136,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+    # Tests run real worker processes against the test database: a file, not memory.
+    DATABASES["default"].setdefault("TEST", {"NAME": str(BASE_DIR / "var" / "test-fleet.sqlite3")})
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", _env("CONN_MAX_AGE", env.int, 60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
