@@ -52,7 +52,12 @@ class Workspace(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64, unique=True)
     webhook_url = models.URLField(blank=True, max_length=500)
-    webhook_secret = EncryptedTextField(blank=True)
+    webhook_secret = EncryptedTextField(
+        blank=True, help_text="Signs every delivery (HMAC-SHA256); receivers verify with it."
+    )
+    # Cleared when the receiver answers 410 Gone; saving a URL again turns it back on.
+    webhook_enabled = models.BooleanField(default=True)
+    webhook_disabled_reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ScopedQuerySet.as_manager()
@@ -62,6 +67,18 @@ class Workspace(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.webhook_url and not self.webhook_secret:
+            raise ValidationError(
+                {"webhook_secret": "Set a signing secret: receivers need it to verify deliveries."}
+            )
+
+    @property
+    def webhooks_on(self) -> bool:
+        return bool(self.webhook_url and self.webhook_enabled)
 
     def role_of(self, user) -> str | None:
         """The user's role here (owner for superusers), or None for outsiders."""
@@ -302,6 +319,26 @@ class Mailbox(models.Model):
     def error(self) -> errors.ErrorCode | None:
         return errors.get(self.error_code)
 
+    def webhook_data(self) -> dict:
+        """How a mailbox appears in webhook payloads (and never with a secret)."""
+        entry = self.error
+        return {
+            "uid": str(self.uid),
+            "email": self.email,
+            "display_name": self.display_name,
+            "status": self.status,
+            "auth_method": self.auth_method,
+            "error": (
+                {
+                    "code": entry.code,
+                    "message": self.error_message or entry.message,
+                    "hint": entry.hint,
+                }
+                if entry
+                else None
+            ),
+        }
+
     @transaction.atomic
     def set_status(
         self,
@@ -322,10 +359,19 @@ class Mailbox(models.Model):
             message=message or (error.message if error else ""),
             actor=actor,
         )
+        previous = self.status
         self.status = status
         self.error_code = error.code if error else ""
         self.error_message = event.message if error else ""
         self.save(update_fields=["status", "error_code", "error_message", "updated_at"])
+        if previous != status:
+            from fleet import webhooks
+
+            webhooks.emit(
+                self.workspace,
+                "mailbox.status_changed",
+                {"mailbox": self.webhook_data(), "from": previous, "to": status},
+            )
         return event
 
 
@@ -450,3 +496,38 @@ class MailboxEvent(models.Model):
         if self.kind == self.Kind.STATUS:
             return f"{self.email}: {self.from_status} → {self.to_status}"
         return f"{self.email}: {self.get_kind_display()}"
+
+
+class WebhookDelivery(models.Model):
+    """The outbox: one signed event for one workspace's webhook, with its delivery attempts."""
+
+    workspace_lookup = "workspace"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    event = models.CharField(max_length=64)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="webhook_ws_time")]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.uid}"
