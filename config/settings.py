@@ -205,3 +205,8 @@ LOGGING = {
 }
 
 LOGIN_URL = "admin:login"
+
+# DNS for the SPF/DKIM checks: nameserver IPs (empty: the system's resolvers), port, timeout (s).
+DNS_NAMESERVERS = _env("DNS_NAMESERVERS", env.list, [])
+DNS_PORT = _env("DNS_PORT", env.int, 53)
+DNS_TIMEOUT = _env("DNS_TIMEOUT", env.float, 3.0)

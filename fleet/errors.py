@@ -98,3 +98,12 @@ NOT_FOUND = define(
     "Requested resource does not exist",
     "Check the identifier; objects of workspaces you do not belong to are not visible.",
 )
+
+# --- Deliverability ---------------------------------------------------------------------------
+DNS_LOOKUP_FAILED = define(
+    "DNS_LOOKUP_FAILED",
+    "The domain's SPF/DKIM records could not be looked up",
+    "The DNS servers did not answer (timeout or SERVFAIL). Check DNS_NAMESERVERS, or run the "
+    "check again later; the mailbox itself is not affected.",
+    permanent=False,
+)
