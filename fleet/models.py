@@ -531,3 +531,96 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} {self.uid}"
+
+
+class BulkAddRun(models.Model):
+    """One Graph app-only bulk add: the accounts asked for, progress, and the outcome."""
+
+    workspace_lookup = "workspace"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        FINISHED = "finished", "Finished"
+        FAILED = "failed", "Failed"  # the run itself could not go on (e.g. no token)
+
+    class Outcome(models.TextChoices):
+        ALL_CONNECTED = "all_connected", "All connected"
+        PARTLY_CONNECTED = "partly_connected", "Partly connected"
+        REJECTED = "rejected", "Rejected"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="bulk_adds")
+    credential = models.ForeignKey(
+        Credential, null=True, on_delete=models.SET_NULL, related_name="bulk_adds"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    connected = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=64, blank=True)  # why the whole run failed
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="bulkadd_ws_time")]
+
+    def __str__(self) -> str:
+        return f"Bulk add of {self.total} mailbox(es), {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class BulkAddResult(models.Model):
+    """One account of a bulk add, in the shape of the seed's per-mailbox result."""
+
+    workspace_lookup = "run__workspace"
+
+    run = models.ForeignKey(BulkAddRun, on_delete=models.CASCADE, related_name="results")
+    position = models.PositiveIntegerField()
+    email = models.CharField(max_length=254)
+    name = models.CharField(max_length=255, blank=True)
+    done = models.BooleanField(default=False)
+    success = models.BooleanField(default=False)
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    spf_correct = models.BooleanField(null=True, blank=True)
+    dkim_correct = models.BooleanField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_detail = models.CharField(max_length=500, blank=True)  # e.g. the primary address
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "position"], name="bulkadd_result_position")
+        ]
+        indexes = [models.Index(fields=["run", "error_code"], name="bulkadd_result_code")]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def as_seed(self) -> dict:
+        """The per-mailbox result of seed 004."""
+        return {
+            "success": self.success,
+            "id": self.mailbox_id if self.success else None,
+            "email": self.email,
+            "name": self.name or None,
+            "deliverability": (
+                {"spf_correct": bool(self.spf_correct), "dkim_correct": bool(self.dkim_correct)}
+                if self.success
+                else None
+            ),
+            "error": self.error_code or None,
+        }
