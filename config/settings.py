@@ -68,7 +68,7 @@ ALLOWED_HOSTS = _env("ALLOWED_HOSTS", env.list, ["localhost", "127.0.0.1", "[::1
 CSRF_TRUSTED_ORIGINS = _env("CSRF_TRUSTED_ORIGINS", env.list, [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "fleet.apps.FleetAdminConfig",  # django.contrib.admin with the dashboard as front page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

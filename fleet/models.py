@@ -5,6 +5,7 @@ requests and the mailbox history. Every model that belongs to a workspace is rea
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models, transaction
@@ -124,6 +125,7 @@ class Credential(models.Model):
     """A Microsoft Entra ID app registration used by one workspace."""
 
     workspace_lookup = "workspace"
+    SECRET_EXPIRY_WARNING_DAYS = 30
 
     Kind = CredentialKind
 
@@ -162,6 +164,12 @@ class Credential(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
+
+    @classmethod
+    def secret_expiring_q(cls) -> Q:
+        """Secrets that expire within SECRET_EXPIRY_WARNING_DAYS, or already have."""
+        limit = timezone.localdate() + timedelta(days=cls.SECRET_EXPIRY_WARNING_DAYS)
+        return Q(secret_expires_at__lte=limit)
 
 
 class Tag(models.Model):
@@ -402,6 +410,7 @@ class ConsentRequest(models.Model):
     Status = ConsentStatus
 
     OPEN_STATUSES = (Status.QUEUED, Status.PENDING, Status.PROCESSING)
+    EXPIRING_HOURS = 24
 
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     workspace = models.ForeignKey(
@@ -451,6 +460,16 @@ class ConsentRequest(models.Model):
         who = self.mailbox.email if self.mailbox_id else f"{self.username}@{self.domain}"
         return f"{self.get_kind_display()} for {who}"
 
+    @classmethod
+    def open_q(cls) -> Q:
+        return Q(status__in=cls.OPEN_STATUSES)
+
+    @classmethod
+    def expiring_q(cls) -> Q:
+        """Still open, and expiring within EXPIRING_HOURS (or overdue for the expiry task)."""
+        soon = timezone.now() + timedelta(hours=cls.EXPIRING_HOURS)
+        return cls.open_q() & Q(expires_at__lte=soon)
+
 
 class EventKind(models.TextChoices):
     STATUS = "status", "Status change"
@@ -466,6 +485,16 @@ class MailboxEvent(models.Model):
     workspace_lookup = "workspace"
 
     Kind = EventKind
+
+    # A connection made: a mailbox became active. Lost: an active one fell into error or reauth.
+    MADE = Q(kind=EventKind.STATUS, to_status=MailboxStatus.ACTIVE) & ~Q(
+        from_status=MailboxStatus.ACTIVE
+    )
+    LOST = Q(
+        kind=EventKind.STATUS,
+        from_status=MailboxStatus.ACTIVE,
+        to_status__in=[MailboxStatus.ERROR, MailboxStatus.REAUTH_REQUIRED],
+    )
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="events")
     mailbox = models.ForeignKey(

@@ -1,5 +1,3 @@
-from django.contrib import admin
-
 from fleet.admin import (  # noqa: F401
     bulk_add,
     consent,
@@ -9,7 +7,3 @@ from fleet.admin import (  # noqa: F401
     webhooks,
     workspaces,
 )
-
-admin.site.site_header = "Fleet"
-admin.site.site_title = "Fleet admin"
-admin.site.index_title = "Mailbox fleet"
