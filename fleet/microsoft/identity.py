@@ -248,3 +248,37 @@ def access_token_for(mailbox) -> str:
     if mailbox.access_token and mailbox.token_expires_at and mailbox.token_expires_at > fresh_until:
         return str(mailbox.access_token)
     return refresh_mailbox_token(mailbox)
+
+
+def refresh_expiring(now=None) -> dict[str, int]:
+    """Token upkeep: refresh every OAuth mailbox whose access token expires within
+    TOKEN_REFRESH_AHEAD, one msal application per credential. Returns counts by outcome."""
+    from django.db.models import Q
+
+    from fleet.models import Mailbox
+
+    now = now or timezone.now()
+    due = (
+        Mailbox.objects.filter(auth_method=Mailbox.AuthMethod.OAUTH, credential__isnull=False)
+        .exclude(refresh_token="")
+        .exclude(status__in=[Mailbox.Status.REAUTH_REQUIRED, Mailbox.Status.DISABLED])
+        .filter(
+            Q(token_expires_at__isnull=True)
+            | Q(token_expires_at__lte=now + timedelta(seconds=settings.TOKEN_REFRESH_AHEAD))
+        )
+        .select_related("credential")
+        .order_by("credential_id", "pk")
+    )
+    counts = {"refreshed": 0, "reauth_required": 0, "failed": 0}
+    apps: dict[int, msal.ConfidentialClientApplication] = {}
+    for mailbox in due.iterator():
+        try:
+            if mailbox.credential_id not in apps:
+                apps[mailbox.credential_id] = build_app(mailbox.credential)
+            refresh_mailbox_token(mailbox, apps[mailbox.credential_id])
+            counts["refreshed"] += 1
+        except FleetError as failure:
+            # Transient failures are tried again on the next run; revoked grants are recorded.
+            key = "reauth_required" if failure.error is errors.REAUTH_REQUIRED else "failed"
+            counts[key] += 1
+    return counts
