@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower, StrIndex, Substr
@@ -256,8 +257,12 @@ class Mailbox(models.Model):
     warmup_status = models.CharField(
         max_length=16, choices=Warmup.choices, default=Warmup.NOT_STARTED
     )
-    warmup_daily_volume = models.PositiveIntegerField(default=20)
-    warmup_response_rate = models.PositiveIntegerField(default=30)
+    warmup_daily_volume = models.PositiveIntegerField(
+        default=20, validators=[MaxValueValidator(2000)]
+    )
+    warmup_response_rate = models.PositiveIntegerField(
+        default=30, validators=[MaxValueValidator(100)]
+    )
     spf_correct = models.BooleanField(null=True, blank=True)
     dkim_correct = models.BooleanField(null=True, blank=True)
 
