@@ -3,12 +3,11 @@ and sample mailboxes in every state with their history. Safe to run again."""
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
-
-from django.conf import settings
 
 from fleet import errors
 from fleet.checks import is_loopback
