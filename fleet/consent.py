@@ -195,7 +195,7 @@ def complete(params: dict) -> Outcome:
         return Outcome(error=FleetError(errors.STATE_INVALID, "The answer carries no state"))
     with transaction.atomic():
         cr = (
-            ConsentRequest.objects.select_for_update()
+            ConsentRequest.objects.select_for_update(of=("self",))
             .select_related("workspace", "credential", "mailbox")
             .filter(oauth_state=state_hash(state))
             .first()

@@ -213,7 +213,11 @@ def refresh_mailbox_token(mailbox, app: msal.ConfidentialClientApplication | Non
 
     failure = None
     with transaction.atomic():
-        locked = Mailbox.objects.select_for_update().select_related("credential").get(pk=mailbox.pk)
+        locked = (
+            Mailbox.objects.select_for_update(of=("self",))
+            .select_related("credential")
+            .get(pk=mailbox.pk)
+        )
         if not locked.refresh_token:
             raise FleetError(errors.REAUTH_REQUIRED, "No refresh token is stored")
         app = app or build_app(locked.credential)
