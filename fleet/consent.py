@@ -26,7 +26,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from fleet import errors
+from fleet import errors, webhooks
 from fleet.errors import FleetError
 from fleet.microsoft import identity
 from fleet.models import ConsentRequest, Credential, Mailbox, Workspace
@@ -270,6 +270,7 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> Outcome:
                 message=f"Connected by Microsoft OAuth consent as {signed.username}; "
                 "waiting for a manager's approval",
             )
+            webhooks.emit(cr.workspace, "mailbox.pending", {"mailbox": mailbox.webhook_data()})
         else:
             mailbox.set_status(
                 Mailbox.Status.ACTIVE,

@@ -167,3 +167,12 @@ MAILBOX_NOT_APPROVED = define(
     "A manager checks that the mailbox was expected, then uses the Approve action (or deletes "
     "it); warmup can start after that.",
 )
+
+# --- Deliverability ---------------------------------------------------------------------------
+DNS_LOOKUP_FAILED = define(
+    "DNS_LOOKUP_FAILED",
+    "The domain's SPF/DKIM records could not be looked up",
+    "The DNS servers did not answer (timeout or SERVFAIL). Check DNS_NAMESERVERS, or run the "
+    "check again later; the mailbox itself is not affected.",
+    permanent=False,
+)

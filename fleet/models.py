@@ -5,6 +5,7 @@ requests and the mailbox history. Every model that belongs to a workspace is rea
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator
@@ -53,7 +54,12 @@ class Workspace(models.Model):
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=64, unique=True)
     webhook_url = models.URLField(blank=True, max_length=500)
-    webhook_secret = EncryptedTextField(blank=True)
+    webhook_secret = EncryptedTextField(
+        blank=True, help_text="Signs every delivery (HMAC-SHA256); receivers verify with it."
+    )
+    # Cleared when the receiver answers 410 Gone; saving a URL again turns it back on.
+    webhook_enabled = models.BooleanField(default=True)
+    webhook_disabled_reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ScopedQuerySet.as_manager()
@@ -63,6 +69,18 @@ class Workspace(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.webhook_url and not self.webhook_secret:
+            raise ValidationError(
+                {"webhook_secret": "Set a signing secret: receivers need it to verify deliveries."}
+            )
+
+    @property
+    def webhooks_on(self) -> bool:
+        return bool(self.webhook_url and self.webhook_enabled)
 
     def role_of(self, user) -> str | None:
         """The user's role here (owner for superusers), or None for outsiders."""
@@ -108,6 +126,7 @@ class Credential(models.Model):
     """A Microsoft Entra ID app registration used by one workspace."""
 
     workspace_lookup = "workspace"
+    SECRET_EXPIRY_WARNING_DAYS = 30
 
     Kind = CredentialKind
 
@@ -148,6 +167,12 @@ class Credential(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
+
+    @classmethod
+    def secret_expiring_q(cls) -> Q:
+        """Secrets that expire within SECRET_EXPIRY_WARNING_DAYS, or already have."""
+        limit = timezone.localdate() + timedelta(days=cls.SECRET_EXPIRY_WARNING_DAYS)
+        return Q(secret_expires_at__lte=limit)
 
 
 class Tag(models.Model):
@@ -316,6 +341,26 @@ class Mailbox(models.Model):
     def error(self) -> errors.ErrorCode | None:
         return errors.get(self.error_code)
 
+    def webhook_data(self) -> dict:
+        """How a mailbox appears in webhook payloads (and never with a secret)."""
+        entry = self.error
+        return {
+            "uid": str(self.uid),
+            "email": self.email,
+            "display_name": self.display_name,
+            "status": self.status,
+            "auth_method": self.auth_method,
+            "error": (
+                {
+                    "code": entry.code,
+                    "message": self.error_message or entry.message,
+                    "hint": entry.hint,
+                }
+                if entry
+                else None
+            ),
+        }
+
     @transaction.atomic
     def set_status(
         self,
@@ -336,10 +381,19 @@ class Mailbox(models.Model):
             message=message or (error.message if error else ""),
             actor=actor,
         )
+        previous = self.status
         self.status = status
         self.error_code = error.code if error else ""
         self.error_message = event.message if error else ""
         self.save(update_fields=["status", "error_code", "error_message", "updated_at"])
+        if previous != status:
+            from fleet import webhooks
+
+            webhooks.emit(
+                self.workspace,
+                "mailbox.status_changed",
+                {"mailbox": self.webhook_data(), "from": previous, "to": status},
+            )
         return event
 
     def note(self, message: str, actor=None) -> MailboxEvent:
@@ -429,6 +483,7 @@ class ConsentRequest(models.Model):
     Status = ConsentStatus
 
     OPEN_STATUSES = (Status.QUEUED, Status.PENDING, Status.PROCESSING)
+    EXPIRING_HOURS = 24
 
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     workspace = models.ForeignKey(
@@ -502,6 +557,7 @@ class ConsentRequest(models.Model):
         """The one place a consent request changes status (webhooks hook in here)."""
         if status == self.status and not error and not self.error_code:
             return
+        previous = self.status
         self.status = status
         self.error_code = error.code if error else ""
         self.error_message = (message or error.message) if error else ""
@@ -514,6 +570,31 @@ class ConsentRequest(models.Model):
             self.oauth_state, self.auth_flow, self.state_expires_at = None, "", None
             fields += ["oauth_state", "auth_flow", "state_expires_at"]
         self.save(update_fields=fields)
+        if previous != status:
+            from fleet import webhooks
+
+            webhooks.emit(
+                self.workspace,
+                "consent_request.status_changed",
+                {
+                    "uid": str(self.uid),
+                    "kind": self.kind,
+                    "mailbox_email": self.mailbox.email if self.mailbox_id else "",
+                    "from": previous,
+                    "to": status,
+                    "error_code": self.error_code,
+                },
+            )
+
+    @classmethod
+    def open_q(cls) -> Q:
+        return Q(status__in=cls.OPEN_STATUSES)
+
+    @classmethod
+    def expiring_q(cls) -> Q:
+        """Still open, and expiring within EXPIRING_HOURS (or overdue for the expiry task)."""
+        soon = timezone.now() + timedelta(hours=cls.EXPIRING_HOURS)
+        return cls.open_q() & Q(expires_at__lte=soon)
 
 
 class EventKind(models.TextChoices):
@@ -530,6 +611,16 @@ class MailboxEvent(models.Model):
     workspace_lookup = "workspace"
 
     Kind = EventKind
+
+    # A connection made: a mailbox became active. Lost: an active one fell into error or reauth.
+    MADE = Q(kind=EventKind.STATUS, to_status=MailboxStatus.ACTIVE) & ~Q(
+        from_status=MailboxStatus.ACTIVE
+    )
+    LOST = Q(
+        kind=EventKind.STATUS,
+        from_status=MailboxStatus.ACTIVE,
+        to_status__in=[MailboxStatus.ERROR, MailboxStatus.REAUTH_REQUIRED],
+    )
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="events")
     mailbox = models.ForeignKey(
@@ -560,3 +651,131 @@ class MailboxEvent(models.Model):
         if self.kind == self.Kind.STATUS:
             return f"{self.email}: {self.from_status} → {self.to_status}"
         return f"{self.email}: {self.get_kind_display()}"
+
+
+class WebhookDelivery(models.Model):
+    """The outbox: one signed event for one workspace's webhook, with its delivery attempts."""
+
+    workspace_lookup = "workspace"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    event = models.CharField(max_length=64)
+    payload = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="webhook_ws_time")]
+
+    def __str__(self) -> str:
+        return f"{self.event} {self.uid}"
+
+
+class BulkAddRun(models.Model):
+    """One Graph app-only bulk add: the accounts asked for, progress, and the outcome."""
+
+    workspace_lookup = "workspace"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        FINISHED = "finished", "Finished"
+        FAILED = "failed", "Failed"  # the run itself could not go on (e.g. no token)
+
+    class Outcome(models.TextChoices):
+        ALL_CONNECTED = "all_connected", "All connected"
+        PARTLY_CONNECTED = "partly_connected", "Partly connected"
+        REJECTED = "rejected", "Rejected"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="bulk_adds")
+    credential = models.ForeignKey(
+        Credential, null=True, on_delete=models.SET_NULL, related_name="bulk_adds"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    connected = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=64, blank=True)  # why the whole run failed
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="bulkadd_ws_time")]
+
+    def __str__(self) -> str:
+        return f"Bulk add of {self.total} mailbox(es), {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class BulkAddResult(models.Model):
+    """One account of a bulk add, in the shape of the seed's per-mailbox result."""
+
+    workspace_lookup = "run__workspace"
+
+    run = models.ForeignKey(BulkAddRun, on_delete=models.CASCADE, related_name="results")
+    position = models.PositiveIntegerField()
+    email = models.CharField(max_length=254)
+    name = models.CharField(max_length=255, blank=True)
+    done = models.BooleanField(default=False)
+    success = models.BooleanField(default=False)
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    spf_correct = models.BooleanField(null=True, blank=True)
+    dkim_correct = models.BooleanField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_detail = models.CharField(max_length=500, blank=True)  # e.g. the primary address
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "position"], name="bulkadd_result_position")
+        ]
+        indexes = [models.Index(fields=["run", "error_code"], name="bulkadd_result_code")]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def as_seed(self) -> dict:
+        """The per-mailbox result of seed 004."""
+        return {
+            "success": self.success,
+            "id": self.mailbox_id if self.success else None,
+            "email": self.email,
+            "name": self.name or None,
+            "deliverability": (
+                {"spf_correct": bool(self.spf_correct), "dkim_correct": bool(self.dkim_correct)}
+                if self.success
+                else None
+            ),
+            "error": self.error_code or None,
+        }

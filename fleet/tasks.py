@@ -13,9 +13,16 @@ from django.db import transaction
 from django_tasks import task
 
 
-def enqueue_on_commit(task: Any, *args: Any, **kwargs: Any) -> None:
-    """Enqueue `task` after the current transaction commits (at once outside a transaction)."""
-    transaction.on_commit(partial(task.enqueue, *args, **kwargs))
+def enqueue_on_commit(job: Any, *args: Any, **kwargs: Any) -> None:
+    """Enqueue the task `job` after the current transaction commits (at once outside one)."""
+    transaction.on_commit(partial(job.enqueue, *args, **kwargs))
+
+
+@task()
+def deliver_webhook(delivery_id: int) -> None:
+    from fleet import webhooks
+
+    webhooks.deliver(delivery_id)
 
 
 # --- Microsoft OAuth upkeep -----------------------------------------------------------------

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from fleet import consent
 from fleet.errors import FleetError
-from fleet.models import ConsentRequest, Mailbox, MailboxEvent
+from fleet.models import ConsentRequest, Mailbox, MailboxEvent, WebhookDelivery
 from tests.browser import local_path, press
 
 
@@ -72,6 +72,8 @@ def consent_for(client, mailbox, username, button="accept"):
 def test_new_mailbox_consent_is_pending_until_a_manager_approves(
     sandbox, oauth_app, ws_a, personas, client_for
 ):
+    ws_a.webhook_url, ws_a.webhook_secret = "https://hooks.example/fleet", "whsec-test"
+    ws_a.save()
     manager = client_for(personas["bob"])
     page = manager.post(reverse("admin:fleet_mailbox_connect_new"), {"workspace": ws_a.pk})
     assert page.status_code == 200
@@ -85,6 +87,12 @@ def test_new_mailbox_consent_is_pending_until_a_manager_approves(
     assert nora.status == "pending" and nora.needs_approval
     assert nora.display_name == "Nora Quinn" and nora.refresh_token
     assert nora.events.get().to_status == "pending"
+    # The workspace's webhook hears of it: the pending mailbox and the consent request's steps.
+    events = list(WebhookDelivery.objects.filter(workspace=ws_a).order_by("pk"))
+    pending = [e for e in events if e.event == "mailbox.pending"]
+    assert len(pending) == 1 and pending[0].payload["data"]["mailbox"]["email"] == nora.email
+    steps = [e.payload["data"]["to"] for e in events if e.event == "consent_request.status_changed"]
+    assert steps == ["pending", "processing", "completed"]
 
     changelist = reverse("admin:fleet_mailbox_changelist")
     start_warmup = {

@@ -1,7 +1,9 @@
-from django.contrib import admin
-
-from fleet.admin import consent, credentials, mailboxes, tasks, workspaces  # noqa: F401
-
-admin.site.site_header = "Fleet"
-admin.site.site_title = "Fleet admin"
-admin.site.index_title = "Mailbox fleet"
+from fleet.admin import (  # noqa: F401
+    bulk_add,
+    consent,
+    credentials,
+    mailboxes,
+    tasks,
+    webhooks,
+    workspaces,
+)

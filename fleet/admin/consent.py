@@ -6,6 +6,7 @@ from fleet import consent
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
 from fleet.admin.connect import links_csv
 from fleet.admin.display import badge, error_code
+from fleet.admin.filters import ConsentStateFilter
 from fleet.errors import FleetError
 from fleet.models import ConsentRequest, Role
 
@@ -63,7 +64,7 @@ class ConsentRequestAdmin(ScopedAdmin):
         "expires_at",
         "created_at",
     ]
-    list_filter = ["status", "kind", ("workspace", ScopedRelatedFilter)]
+    list_filter = [ConsentStateFilter, "status", "kind", ("workspace", ScopedRelatedFilter)]
     search_fields = ["mailbox__email", "username", "domain", "=uid"]
     list_select_related = ["workspace", "mailbox", "credential"]
     autocomplete_fields = ["mailbox"]

@@ -4,6 +4,7 @@ from fleet import consent
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
 from fleet.admin.connect import links_page
 from fleet.admin.display import badge, error_code
+from fleet.admin.filters import SecretExpiryFilter
 from fleet.errors import FleetError
 from fleet.models import Credential, Role
 from fleet.secrets import secret_status
@@ -27,7 +28,7 @@ class CredentialAdmin(ScopedAdmin):
         "last_error_code",
         "last_verified_at",
     ]
-    list_filter = ["kind", "status", ("workspace", ScopedRelatedFilter)]
+    list_filter = ["kind", "status", SecretExpiryFilter, ("workspace", ScopedRelatedFilter)]
     search_fields = ["name", "client_id", "tenant_id"]
     list_select_related = ["workspace"]
     readonly_fields = [

@@ -10,6 +10,7 @@ from fleet import consent
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
 from fleet.admin.connect import links_page
 from fleet.admin.display import badge, error_code
+from fleet.admin.filters import ConnectionChangeFilter, DayFilter
 from fleet.errors import FleetError
 from fleet.models import Mailbox, MailboxEvent, Role, Workspace
 
@@ -361,7 +362,13 @@ class MailboxAdmin(ScopedAdmin):
 @admin.register(MailboxEvent)
 class MailboxEventAdmin(ScopedAdmin):
     list_display = ["created_at", "email", "workspace", "kind", "transition", "error", "actor"]
-    list_filter = ["kind", "to_status", ("workspace", ScopedRelatedFilter)]
+    list_filter = [
+        ConnectionChangeFilter,
+        DayFilter,
+        "kind",
+        "to_status",
+        ("workspace", ScopedRelatedFilter),
+    ]
     search_fields = ["email", "error_code"]
     list_select_related = ["workspace", "actor"]
     date_hierarchy = "created_at"

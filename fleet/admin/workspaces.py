@@ -3,6 +3,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db.models import Count
 
+from fleet import webhooks
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
 from fleet.models import Membership, Role, Tag, Workspace
 
@@ -58,11 +59,44 @@ class MembershipInline(admin.TabularInline):
 class WorkspaceAdmin(ScopedAdmin):
     change_role = Role.OWNER
     delete_role = Role.OWNER
-    list_display = ["name", "slug", "mailbox_count", "member_count", "webhook_url"]
+    list_display = ["name", "slug", "mailbox_count", "member_count", "webhook"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    fields = ["name", "slug", "webhook_url", "webhook_secret"]
+    fields = ["name", "slug", "webhook_url", "webhook_secret", "webhook_disabled_reason"]
+    readonly_fields = ["webhook_disabled_reason"]
     inlines = [MembershipInline]
+    actions = ["send_test_event"]
+
+    def save_model(self, request, obj, form, change):
+        if {"webhook_url", "webhook_secret"} & set(form.changed_data):
+            # A new address or secret is the owner's answer to a 410: deliver again.
+            obj.webhook_enabled = True
+            obj.webhook_disabled_reason = ""
+        super().save_model(request, obj, form, change)
+
+    @admin.display(description="webhook")
+    def webhook(self, obj):
+        if not obj.webhook_url:
+            return "—"
+        return obj.webhook_url if obj.webhook_enabled else f"{obj.webhook_url} (turned off)"
+
+    @admin.action(description="Send a test webhook event", permissions=["own"])
+    def send_test_event(self, request, queryset):
+        for workspace in self.scoped(request, queryset, Role.OWNER):
+            delivery = webhooks.emit(
+                workspace, "webhook.test", {"message": "Test event sent from the Fleet admin."}
+            )
+            if delivery is None:
+                self.message_user(
+                    request,
+                    f"{workspace}: no webhook URL, or it was turned off; set one first.",
+                    level="warning",
+                )
+            else:
+                self.message_user(
+                    request,
+                    f"{workspace}: test event {delivery.uid} queued; see Webhook deliveries.",
+                )
 
     def get_queryset(self, request):
         return (

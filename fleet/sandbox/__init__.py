@@ -7,4 +7,5 @@ settings refuse to point at it (see fleet/checks.py).
 - directory.py  tenants, users and app registrations, from a JSON file
 - identity.py   OpenID configuration, authorize page, token endpoint, admin consent
 - graph.py      Graph routes (`/me`)
+- dns.py        the DNS server on loopback (SPF/DKIM checks)
 """

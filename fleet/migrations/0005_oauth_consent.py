@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fleet', '0002_mailbox_email_trigram'),
+        ('fleet', '0004_bulk_add'),
     ]
 
     operations = [
