@@ -201,7 +201,25 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", env.str, "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # aiosmtpd (the sandbox's SMTP server) logs every command, and a client's refused
+        # certificate as an error: the sandbox provokes those on purpose.
+        "mail.log": {"level": "CRITICAL"},
     },
 }
 
 LOGIN_URL = "admin:login"
+
+# SMTP/IMAP connection tests (fleet/mailproto.py): a CA bundle for the mail servers' TLS
+# certificates (empty: the system's CAs), the timeout in seconds of every protocol step, and how
+# many mailboxes one worker tests at once.
+MAIL_TLS_CA_FILE = _env("MAIL_TLS_CA_FILE", env.str, "")
+MAIL_TIMEOUT = _env("MAIL_TIMEOUT", env.float, 20.0)
+MAIL_CHECK_CONCURRENCY = _env("MAIL_CHECK_CONCURRENCY", env.int, 20)
+if MAIL_CHECK_CONCURRENCY < 1:
+    raise ImproperlyConfigured("MAIL_CHECK_CONCURRENCY must be at least 1")
+
+# CSV/XLSX mailbox imports: files above this size (bytes) are refused before they are read.
+IMPORT_MAX_FILE_SIZE = _env("IMPORT_MAX_FILE_SIZE", env.int, 2 * 1024 * 1024)
+# Between preview and confirm, the uploaded file waits encrypted (it holds app passwords).
+IMPORT_EXPORT_TMP_STORAGE_CLASS = "fleet.imports.EncryptedTempStorage"
+IMPORT_EXPORT_SKIP_ADMIN_LOG = True  # every import is recorded as an ImportBatch instead
