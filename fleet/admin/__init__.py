@@ -1,6 +1,13 @@
 from django.contrib import admin
 
-from fleet.admin import consent, credentials, mailboxes, tasks, workspaces  # noqa: F401
+from fleet.admin import (  # noqa: F401
+    consent,
+    credentials,
+    imports,
+    mailboxes,
+    tasks,
+    workspaces,
+)
 
 admin.site.site_header = "Fleet"
 admin.site.site_title = "Fleet admin"

@@ -1,9 +1,18 @@
+import time
+
+import pyotp
 from django.contrib import admin
+from django.http import Http404
 from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.views.decorators.http import require_POST
 
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
 from fleet.admin.display import badge, error_code
+from fleet.admin.imports import MailboxImportExportMixin, totp_button
 from fleet.models import Mailbox, MailboxEvent, Role
+from fleet.tasks import check_mailboxes, enqueue_on_commit
 
 HISTORY_ROWS = 50
 
@@ -33,7 +42,7 @@ class ErrorCodeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Mailbox)
-class MailboxAdmin(ScopedAdmin):
+class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
     list_display = [
         "email",
         "workspace",
@@ -71,6 +80,7 @@ class MailboxAdmin(ScopedAdmin):
         "last_checked_at",
         "created_at",
         "refresh_token_is_set",
+        "totp_code",
         "history",
     ]
     fieldsets = [
@@ -93,7 +103,15 @@ class MailboxAdmin(ScopedAdmin):
         ),
         (
             "Secrets (write-only)",
-            {"fields": ["password", "totp_secret", "refresh_token_is_set", "token_expires_at"]},
+            {
+                "fields": [
+                    "password",
+                    "totp_secret",
+                    "totp_code",
+                    "refresh_token_is_set",
+                    "token_expires_at",
+                ]
+            },
         ),
         (
             "Warmup and deliverability",
@@ -110,7 +128,75 @@ class MailboxAdmin(ScopedAdmin):
         ),
         ("History", {"fields": ["history"]}),
     ]
-    actions = ["disable", "enable"]
+    actions = ["test_connection", "disable", "enable"]
+    # Mailbox batches per connection-test task: a large selection spreads over the workers.
+    CHECK_CHUNK = 500
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # "see these mailboxes" on an import batch's page; the queryset stays scoped.
+        return lookup == "import_batches__id__exact" or super().lookup_allowed(
+            lookup, value, request
+        )
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/totp/",
+                self.admin_site.admin_view(require_POST(self.totp_view)),
+                name="fleet_mailbox_totp",
+            ),
+            *super().get_urls(),
+        ]
+
+    def totp_view(self, request, object_id):
+        """The current TOTP code of a mailbox, shown once and recorded as an event."""
+        mailbox = self.get_object(request, object_id)
+        if mailbox is None or not self.has_operate_permission(request, mailbox):
+            raise Http404("No mailbox with this id.")
+        if not mailbox.totp_secret:
+            raise Http404("This mailbox has no TOTP secret.")
+        totp = pyotp.TOTP(str(mailbox.totp_secret))
+        code = totp.now()
+        valid_for = totp.interval - int(time.time()) % totp.interval
+        MailboxEvent.objects.create(
+            workspace_id=mailbox.workspace_id,
+            mailbox=mailbox,
+            email=mailbox.email,
+            kind=MailboxEvent.Kind.TOTP_REVEAL,
+            actor=request.user,
+            message="TOTP code shown",
+        )
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"TOTP code for {mailbox.email}",
+            "opts": self.opts,
+            "mailbox": mailbox,
+            "code": code,
+            "valid_for": valid_for,
+        }
+        return TemplateResponse(request, "admin/fleet/mailbox/totp.html", context)
+
+    @admin.display(description="current TOTP code")
+    def totp_code(self, obj):
+        if obj.pk is None or not obj.totp_secret:
+            return "—"
+        return totp_button(reverse("admin:fleet_mailbox_totp", args=[obj.pk]))
+
+    @admin.action(description="Test connection (SMTP and IMAP)", permissions=["operate"])
+    def test_connection(self, request, queryset):
+        ids = list(
+            self.scoped(request, queryset, Role.OPERATOR)
+            .exclude(status=Mailbox.Status.DISABLED)
+            .values_list("pk", flat=True)
+        )
+        for start in range(0, len(ids), self.CHECK_CHUNK):
+            enqueue_on_commit(
+                check_mailboxes, ids[start : start + self.CHECK_CHUNK], request.user.pk
+            )
+        self.message_user(
+            request,
+            f"Connection tests queued for {len(ids)} mailbox(es); their status updates as they finish.",
+        )
 
     def get_readonly_fields(self, request, obj=None):
         fields = list(self.readonly_fields)
