@@ -95,7 +95,9 @@ def run_workers(count: int) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_two_workers_never_run_a_task_twice_and_finish_all(ws_a):
     if connection.vendor != "postgresql":
-        pytest.skip("SKIP LOCKED claims are shown on PostgreSQL (run with DATABASE_URL=postgres://…)")
+        pytest.skip(
+            "SKIP LOCKED claims are shown on PostgreSQL (run with DATABASE_URL=postgres://…)"
+        )
     total = 200
     for i in range(total):
         worker_tasks.record_run.enqueue(ws_a.pk, f"task-{i}")
