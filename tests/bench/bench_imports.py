@@ -33,7 +33,7 @@ def the_file() -> bytes:
 class DefaultMailboxResource(resources.ModelResource):
     class Meta:
         model = Mailbox
-        fields = ("workspace", "email", "password", "display_name", "auth_method")
+        fields = ("id", "workspace", "email", "password", "display_name", "auth_method")
 
 
 def fleet_admin(data: bytes, workspace: Workspace, user) -> tuple[int, float]:
@@ -74,7 +74,9 @@ def default_resource(data: bytes, workspace: Workspace) -> tuple[int, float]:
     started = time.perf_counter()
     with CaptureQueriesContext(connection) as queries:
         preview = DefaultMailboxResource().import_data(sheet, dry_run=True)
-        assert not preview.has_errors()
+        assert not preview.has_errors(), [e.error for e in preview.base_errors] + [
+            (n, errs[0].error) for n, errs in preview.row_errors()[:1]
+        ]
         result = DefaultMailboxResource().import_data(sheet, dry_run=False)
         assert not result.has_errors()
     elapsed = time.perf_counter() - started

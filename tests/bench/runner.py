@@ -58,6 +58,13 @@ def main(selected: list[str]) -> int:
     import django
 
     django.setup()
+    from django.conf import settings
+
+    # As in the tests: pages render without `collectstatic`'s manifest.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
     from django.test.utils import setup_databases, setup_test_environment, teardown_databases
 
     setup_test_environment()
@@ -74,7 +81,9 @@ def main(selected: list[str]) -> int:
             module = importlib.import_module(f"tests.bench.{info.name}")
             started = time.perf_counter()
             print(f"== {info.name}", flush=True)
-            rows.extend(module.run())
+            module_rows = module.run()
+            rows.extend(module_rows)
+            print(table(module_rows), flush=True)
             print(f"   done in {time.perf_counter() - started:.0f} s", flush=True)
     finally:
         teardown_databases(databases, verbosity=0)
