@@ -181,8 +181,14 @@ def test_admin_lists_deliveries_and_sends_test_events(ws_a, ws_b, personas, clie
     url = reverse("admin:fleet_webhookdelivery_change", args=[other.pk])
     assert c.get(url).status_code == 404
     # Operators do not see deliveries at all.
-    assert client_for(personas["alice"]).get(
-        reverse("admin:fleet_webhookdelivery_changelist")
-    ).status_code == 403
+    assert (
+        client_for(personas["alice"])
+        .get(reverse("admin:fleet_webhookdelivery_changelist"))
+        .status_code
+        == 403
+    )
     # The signing secret is never shown back.
-    assert SECRET not in c.get(reverse("admin:fleet_workspace_change", args=[ws_a.pk])).content.decode()
+    assert (
+        SECRET
+        not in c.get(reverse("admin:fleet_workspace_change", args=[ws_a.pk])).content.decode()
+    )

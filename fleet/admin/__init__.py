@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from fleet.admin import (  # noqa: F401
+    api_keys,
     consent,
     credentials,
     mailboxes,

@@ -1,0 +1,25 @@
+from django.urls import path, re_path
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularJSONAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
+
+from fleet.api import credentials, mailboxes, workspaces
+from fleet.api.envelope import page_not_found
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("schema.json", SpectacularJSONAPIView.as_view(), name="api-schema-json"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path("workspaces", workspaces.WorkspaceList.as_view()),
+    path("workspaces/<int:pk>", workspaces.WorkspaceDetail.as_view()),
+    path("workspaces/<int:pk>/webhook", workspaces.WorkspaceWebhook.as_view()),
+    path("mailboxes", mailboxes.MailboxList.as_view()),
+    path("mailboxes/<uuid:uid>", mailboxes.MailboxDetail.as_view()),
+    path("credentials", credentials.CredentialList.as_view()),
+    # Anything else under /api/ answers the JSON 404, even with DEBUG on.
+    re_path(r"^.*$", lambda request, *a, **k: page_not_found(request, None)),
+]
