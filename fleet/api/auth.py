@@ -154,9 +154,11 @@ def target_workspace(request, role: str) -> Workspace:
     if raw not in (None, ""):
         try:
             wanted = int(raw)
+            if not 0 < wanted < 2**63:
+                raise ValueError
         except ValueError:
             raise ApiError(
-                errors.VALIDATION_ERROR, 400, "workspace_id: A valid integer is required."
+                errors.VALIDATION_ERROR, 400, "workspace_id: A valid workspace id is required."
             ) from None
     if key.workspace_id is not None:
         if wanted is not None and wanted != key.workspace_id:

@@ -9,14 +9,19 @@ from rest_framework.views import APIView
 from fleet.api.auth import scoped, target_workspace
 from fleet.api.envelope import ok
 from fleet.api.schema import WORKSPACE_ID_PARAM, envelope
-from fleet.api.serializers import CredentialCreateSerializer, CredentialSerializer, credential_data
+from fleet.api.serializers import (
+    MAX_ID,
+    CredentialCreateSerializer,
+    CredentialSerializer,
+    credential_data,
+)
 from fleet.models import Credential, Role
 
 TAG = ["Credentials"]
 
 
 class CredentialFilterSerializer(serializers.Serializer):
-    workspace_id = serializers.IntegerField(required=False, min_value=1)
+    workspace_id = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     kind = serializers.ChoiceField(choices=Credential.Kind.choices, required=False)
     status = serializers.ChoiceField(choices=Credential.Status.choices, required=False)
 

@@ -10,6 +10,9 @@ from fleet import errors
 from fleet.models import Credential, Mailbox, Role, Workspace
 from fleet.secrets import is_unreadable
 
+# Database ids are 64-bit: a larger number can name nothing (and must not reach the database).
+MAX_ID = 2**63 - 1
+
 
 class ErrorRefSerializer(serializers.Serializer):
     """A catalogue error as attached to an object (mailbox, credential)."""
@@ -189,7 +192,7 @@ def mailbox_data(mailbox: Mailbox) -> dict:
 
 
 class MailboxFilterSerializer(serializers.Serializer):
-    workspace_id = serializers.IntegerField(required=False, min_value=1)
+    workspace_id = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     status = serializers.ChoiceField(choices=Mailbox.Status.choices, required=False)
     tag = serializers.CharField(max_length=64, required=False)
     error_code = serializers.CharField(max_length=64, required=False)

@@ -12,6 +12,7 @@ from fleet.api.auth import PlatformKeyOnly, get_scoped, scoped
 from fleet.api.envelope import ApiError, ok
 from fleet.api.schema import envelope
 from fleet.api.serializers import (
+    MAX_ID,
     WebhookSerializer,
     WebhookWriteSerializer,
     WorkspaceSerializer,
@@ -30,6 +31,8 @@ def workspace_in_reach(request, pk: int, role: str) -> Workspace:
     key = request.auth
     if key.workspace_id is not None and pk != key.workspace_id:
         raise ApiError(errors.OUTSIDE_KEY_WORKSPACE, 403)
+    if pk > MAX_ID:
+        raise ApiError(errors.NOT_FOUND, 404)
     return get_scoped(request, Workspace.objects.all(), role, pk=pk)
 
 
