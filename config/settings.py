@@ -68,7 +68,7 @@ ALLOWED_HOSTS = _env("ALLOWED_HOSTS", env.list, ["localhost", "127.0.0.1", "[::1
 CSRF_TRUSTED_ORIGINS = _env("CSRF_TRUSTED_ORIGINS", env.list, [])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "fleet.apps.FleetAdminConfig",  # django.contrib.admin with the dashboard as front page
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -254,3 +254,8 @@ SPECTACULAR_SETTINGS = {
         "ConsentStatusEnum": "fleet.models.ConsentStatus",
     },
 }
+
+# DNS for the SPF/DKIM checks: nameserver IPs (empty: the system's resolvers), port, timeout (s).
+DNS_NAMESERVERS = _env("DNS_NAMESERVERS", env.list, [])
+DNS_PORT = _env("DNS_PORT", env.int, 53)
+DNS_TIMEOUT = _env("DNS_TIMEOUT", env.float, 3.0)

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class FleetConfig(AppConfig):
@@ -10,3 +11,10 @@ class FleetConfig(AppConfig):
 
         # Fail at start-up, naming the variable, rather than at the first secret read.
         secrets.fernet()
+
+
+class FleetAdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin, with Fleet's site (the dashboard) as the default site."""
+
+    default = False  # FleetConfig stays the app config of `fleet`
+    default_site = "fleet.admin_site.FleetAdminSite"

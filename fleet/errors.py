@@ -167,3 +167,12 @@ INTERNAL_ERROR = define(
     "Try again; if it persists, give the administrator the X-Request-Id of the response.",
     permanent=False,
 )
+
+# --- Deliverability ---------------------------------------------------------------------------
+DNS_LOOKUP_FAILED = define(
+    "DNS_LOOKUP_FAILED",
+    "The domain's SPF/DKIM records could not be looked up",
+    "The DNS servers did not answer (timeout or SERVFAIL). Check DNS_NAMESERVERS, or run the "
+    "check again later; the mailbox itself is not affected.",
+    permanent=False,
+)

@@ -8,6 +8,7 @@ import hashlib
 import secrets
 import string
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models, transaction
@@ -132,6 +133,7 @@ class Credential(models.Model):
     """A Microsoft Entra ID app registration used by one workspace."""
 
     workspace_lookup = "workspace"
+    SECRET_EXPIRY_WARNING_DAYS = 30
 
     Kind = CredentialKind
 
@@ -170,6 +172,12 @@ class Credential(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
+
+    @classmethod
+    def secret_expiring_q(cls) -> Q:
+        """Secrets that expire within SECRET_EXPIRY_WARNING_DAYS, or already have."""
+        limit = timezone.localdate() + timedelta(days=cls.SECRET_EXPIRY_WARNING_DAYS)
+        return Q(secret_expires_at__lte=limit)
 
 
 class Tag(models.Model):
@@ -410,6 +418,7 @@ class ConsentRequest(models.Model):
     Status = ConsentStatus
 
     OPEN_STATUSES = (Status.QUEUED, Status.PENDING, Status.PROCESSING)
+    EXPIRING_HOURS = 24
 
     uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     workspace = models.ForeignKey(
@@ -459,6 +468,16 @@ class ConsentRequest(models.Model):
         who = self.mailbox.email if self.mailbox_id else f"{self.username}@{self.domain}"
         return f"{self.get_kind_display()} for {who}"
 
+    @classmethod
+    def open_q(cls) -> Q:
+        return Q(status__in=cls.OPEN_STATUSES)
+
+    @classmethod
+    def expiring_q(cls) -> Q:
+        """Still open, and expiring within EXPIRING_HOURS (or overdue for the expiry task)."""
+        soon = timezone.now() + timedelta(hours=cls.EXPIRING_HOURS)
+        return cls.open_q() & Q(expires_at__lte=soon)
+
 
 class EventKind(models.TextChoices):
     STATUS = "status", "Status change"
@@ -474,6 +493,16 @@ class MailboxEvent(models.Model):
     workspace_lookup = "workspace"
 
     Kind = EventKind
+
+    # A connection made: a mailbox became active. Lost: an active one fell into error or reauth.
+    MADE = Q(kind=EventKind.STATUS, to_status=MailboxStatus.ACTIVE) & ~Q(
+        from_status=MailboxStatus.ACTIVE
+    )
+    LOST = Q(
+        kind=EventKind.STATUS,
+        from_status=MailboxStatus.ACTIVE,
+        to_status__in=[MailboxStatus.ERROR, MailboxStatus.REAUTH_REQUIRED],
+    )
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="events")
     mailbox = models.ForeignKey(
@@ -667,3 +696,96 @@ class ApiKey(models.Model):
 
     def allows(self, workspace_id: int, role: str) -> bool:
         return self.role_in(workspace_id) in Role.at_least(role)
+
+
+class BulkAddRun(models.Model):
+    """One Graph app-only bulk add: the accounts asked for, progress, and the outcome."""
+
+    workspace_lookup = "workspace"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        FINISHED = "finished", "Finished"
+        FAILED = "failed", "Failed"  # the run itself could not go on (e.g. no token)
+
+    class Outcome(models.TextChoices):
+        ALL_CONNECTED = "all_connected", "All connected"
+        PARTLY_CONNECTED = "partly_connected", "Partly connected"
+        REJECTED = "rejected", "Rejected"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="bulk_adds")
+    credential = models.ForeignKey(
+        Credential, null=True, on_delete=models.SET_NULL, related_name="bulk_adds"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    connected = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=64, blank=True)  # why the whole run failed
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="bulkadd_ws_time")]
+
+    def __str__(self) -> str:
+        return f"Bulk add of {self.total} mailbox(es), {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class BulkAddResult(models.Model):
+    """One account of a bulk add, in the shape of the seed's per-mailbox result."""
+
+    workspace_lookup = "run__workspace"
+
+    run = models.ForeignKey(BulkAddRun, on_delete=models.CASCADE, related_name="results")
+    position = models.PositiveIntegerField()
+    email = models.CharField(max_length=254)
+    name = models.CharField(max_length=255, blank=True)
+    done = models.BooleanField(default=False)
+    success = models.BooleanField(default=False)
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    spf_correct = models.BooleanField(null=True, blank=True)
+    dkim_correct = models.BooleanField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_detail = models.CharField(max_length=500, blank=True)  # e.g. the primary address
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "position"], name="bulkadd_result_position")
+        ]
+        indexes = [models.Index(fields=["run", "error_code"], name="bulkadd_result_code")]
+
+    def __str__(self) -> str:
+        return self.email
+
+    def as_seed(self) -> dict:
+        """The per-mailbox result of seed 004."""
+        return {
+            "success": self.success,
+            "id": self.mailbox_id if self.success else None,
+            "email": self.email,
+            "name": self.name or None,
+            "deliverability": (
+                {"spf_correct": bool(self.spf_correct), "dkim_correct": bool(self.dkim_correct)}
+                if self.success
+                else None
+            ),
+            "error": self.error_code or None,
+        }

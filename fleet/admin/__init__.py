@@ -1,7 +1,6 @@
-from django.contrib import admin
-
 from fleet.admin import (  # noqa: F401
     api_keys,
+    bulk_add,
     consent,
     credentials,
     mailboxes,
@@ -9,7 +8,3 @@ from fleet.admin import (  # noqa: F401
     webhooks,
     workspaces,
 )
-
-admin.site.site_header = "Fleet"
-admin.site.site_title = "Fleet admin"
-admin.site.index_title = "Mailbox fleet"

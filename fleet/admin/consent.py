@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
 from fleet.admin.display import badge, error_code
+from fleet.admin.filters import ConsentStateFilter
 from fleet.models import ConsentRequest
 
 
@@ -17,7 +18,7 @@ class ConsentRequestAdmin(ScopedAdmin):
         "expires_at",
         "created_at",
     ]
-    list_filter = ["status", "kind", ("workspace", ScopedRelatedFilter)]
+    list_filter = [ConsentStateFilter, "status", "kind", ("workspace", ScopedRelatedFilter)]
     search_fields = ["mailbox__email", "username", "domain", "=uid"]
     list_select_related = ["workspace", "mailbox"]
     autocomplete_fields = ["mailbox"]

@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
 from fleet.admin.display import badge, error_code
+from fleet.admin.filters import SecretExpiryFilter
 from fleet.models import Credential, Role
 from fleet.secrets import secret_status
 
@@ -23,7 +24,7 @@ class CredentialAdmin(ScopedAdmin):
         "last_error_code",
         "last_verified_at",
     ]
-    list_filter = ["kind", "status", ("workspace", ScopedRelatedFilter)]
+    list_filter = ["kind", "status", SecretExpiryFilter, ("workspace", ScopedRelatedFilter)]
     search_fields = ["name", "client_id", "tenant_id"]
     list_select_related = ["workspace"]
     readonly_fields = ["status", "last_verified_at", "last_error", "last_error_message"]

@@ -3,6 +3,7 @@ from django.template.loader import render_to_string
 
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
 from fleet.admin.display import badge, error_code
+from fleet.admin.filters import ConnectionChangeFilter, DayFilter
 from fleet.models import Mailbox, MailboxEvent, Role
 
 HISTORY_ROWS = 50
@@ -166,7 +167,13 @@ class MailboxAdmin(ScopedAdmin):
 @admin.register(MailboxEvent)
 class MailboxEventAdmin(ScopedAdmin):
     list_display = ["created_at", "email", "workspace", "kind", "transition", "error", "actor"]
-    list_filter = ["kind", "to_status", ("workspace", ScopedRelatedFilter)]
+    list_filter = [
+        ConnectionChangeFilter,
+        DayFilter,
+        "kind",
+        "to_status",
+        ("workspace", ScopedRelatedFilter),
+    ]
     search_fields = ["email", "error_code"]
     list_select_related = ["workspace", "actor"]
     date_hierarchy = "created_at"

@@ -1,0 +1,209 @@
+"""The managers' dashboard: what is broken and why, across the user's workspaces or one of them.
+
+Every figure comes with the admin list it was counted from, so a click shows exactly those rows.
+Each block is one aggregate query; the number of queries does not grow with the fleet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from urllib.parse import urlencode
+
+from django.db.models import Count
+from django.db.models.functions import TruncDate
+from django.urls import reverse
+from django.utils import timezone
+
+from fleet import errors
+from fleet.models import (
+    BulkAddRun,
+    ConsentRequest,
+    Credential,
+    Mailbox,
+    MailboxEvent,
+    Workspace,
+)
+
+TREND_DAYS = 30
+CHART_AXIS = 100  # y of the axis in the SVG's 620 by 212 view box
+CHART_BAR_MAX = 90  # the tallest bar, in view-box units
+CHART_SLOT = 20  # view-box units per day
+
+
+@dataclass
+class Figure:
+    key: str
+    label: str
+    count: int
+    url: str
+    hint: str = ""
+
+
+@dataclass
+class TrendDay:
+    day: date
+    made: int
+    lost: int
+    made_url: str
+    lost_url: str
+    # Geometry of the server-drawn SVG chart: made bars grow up from the axis, lost bars down.
+    x: int = 0
+    made_height: int = 0
+    lost_height: int = 0
+
+    @property
+    def made_top(self) -> int:
+        return CHART_AXIS - self.made_height
+
+
+@dataclass
+class Dashboard:
+    workspaces: list[Workspace]
+    selected: Workspace | None
+    total: int = 0
+    by_status: list[Figure] = field(default_factory=list)
+    by_warmup: list[Figure] = field(default_factory=list)
+    error_codes: list[Figure] = field(default_factory=list)
+    trend: list[TrendDay] = field(default_factory=list)
+    consents_waiting: Figure | None = None
+    consents_expiring: Figure | None = None
+    credentials_expiring: list[Credential] = field(default_factory=list)
+    credentials_expiring_url: str = ""
+    reauth: Figure | None = None
+    recent_bulk_adds: list[BulkAddRun] = field(default_factory=list)
+
+    @property
+    def trend_max(self) -> int:
+        return max([1, *(max(d.made, d.lost) for d in self.trend)])
+
+    @property
+    def trend_ticks(self) -> list[TrendDay]:
+        return [d for i, d in enumerate(self.trend) if (len(self.trend) - 1 - i) % 7 == 0]
+
+
+def changelist(model, **params) -> str:
+    url = reverse(f"admin:fleet_{model._meta.model_name}_changelist")
+    params = {k: v for k, v in params.items() if v not in (None, "")}
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def build(user, workspace_id: int | None = None) -> Dashboard:
+    workspaces = list(Workspace.objects.restrict(user).order_by("name"))
+    selected = next((w for w in workspaces if w.pk == workspace_id), None)
+    ws_param = {"workspace__id__exact": selected.pk} if selected else {}
+
+    def scoped(model):
+        qs = model.objects.restrict(user)
+        if selected:
+            qs = qs.filter(**{model.workspace_lookup: selected.pk})
+        return qs
+
+    board = Dashboard(workspaces=workspaces, selected=selected)
+    mailboxes = scoped(Mailbox)
+
+    status_counts = dict(mailboxes.values_list("status").annotate(n=Count("id")).order_by())
+    board.total = sum(status_counts.values())
+    board.by_status = [
+        Figure(
+            s.value,
+            s.label,
+            status_counts.get(s.value, 0),
+            changelist(Mailbox, status=s.value, **ws_param),
+        )
+        for s in Mailbox.Status
+    ]
+    board.reauth = next(f for f in board.by_status if f.key == Mailbox.Status.REAUTH_REQUIRED)
+
+    warmup_counts = dict(mailboxes.values_list("warmup_status").annotate(n=Count("id")).order_by())
+    board.by_warmup = [
+        Figure(
+            w.value,
+            w.label,
+            warmup_counts.get(w.value, 0),
+            changelist(Mailbox, warmup_status=w.value, **ws_param),
+        )
+        for w in Mailbox.Warmup
+    ]
+
+    codes = (
+        mailboxes.exclude(error_code="")
+        .values_list("error_code")
+        .annotate(n=Count("id"))
+        .order_by("-n", "error_code")[:10]
+    )
+    board.error_codes = [
+        Figure(
+            code,
+            (errors.get(code).message if errors.get(code) else code),
+            n,
+            changelist(Mailbox, error_code=code, **ws_param),
+            hint=errors.get(code).hint if errors.get(code) else "",
+        )
+        for code, n in codes
+    ]
+
+    board.trend = _trend(scoped(MailboxEvent), ws_param)
+
+    consents = scoped(ConsentRequest).aggregate(
+        waiting=Count("id", filter=ConsentRequest.open_q()),
+        expiring=Count("id", filter=ConsentRequest.expiring_q()),
+    )
+    board.consents_waiting = Figure(
+        "waiting",
+        "waiting for consent",
+        consents["waiting"],
+        changelist(ConsentRequest, state="open", **ws_param),
+    )
+    board.consents_expiring = Figure(
+        "expiring",
+        f"expiring within {ConsentRequest.EXPIRING_HOURS} h",
+        consents["expiring"],
+        changelist(ConsentRequest, state="expiring", **ws_param),
+    )
+
+    board.credentials_expiring = list(
+        scoped(Credential)
+        .filter(Credential.secret_expiring_q())
+        .select_related("workspace")
+        .order_by("secret_expires_at")[:10]
+    )
+    board.credentials_expiring_url = changelist(Credential, secret_expiry="soon", **ws_param)
+    board.recent_bulk_adds = list(scoped(BulkAddRun).select_related("workspace")[:5])
+    return board
+
+
+def _trend(events, ws_param: dict) -> list[TrendDay]:
+    """Connections made (→ active) and lost (active → error or reauth) per day, 30 days."""
+    today = timezone.localdate()
+    first = today - timedelta(days=TREND_DAYS - 1)
+    rows = (
+        events.filter(kind=MailboxEvent.Kind.STATUS, created_at__date__gte=first)
+        .annotate(day=TruncDate("created_at"))
+        .values("day")
+        .annotate(
+            made=Count("id", filter=MailboxEvent.MADE), lost=Count("id", filter=MailboxEvent.LOST)
+        )
+        .order_by()
+    )
+    per_day = {row["day"]: row for row in rows}
+    peak = max([1, *(max(r["made"], r["lost"]) for r in per_day.values())])
+    trend = []
+    for offset in range(TREND_DAYS):
+        day = first + timedelta(days=offset)
+        row = per_day.get(day, {"made": 0, "lost": 0})
+        when = {"day": day.isoformat()}
+        trend.append(
+            TrendDay(
+                day,
+                row["made"],
+                row["lost"],
+                changelist(MailboxEvent, change="made", **when, **ws_param),
+                changelist(MailboxEvent, change="lost", **when, **ws_param),
+                x=12 + offset * CHART_SLOT,
+                # A day with any change gets at least a visible sliver.
+                made_height=max(2, round(row["made"] * CHART_BAR_MAX / peak)) if row["made"] else 0,
+                lost_height=max(2, round(row["lost"] * CHART_BAR_MAX / peak)) if row["lost"] else 0,
+            )
+        )
+    return trend

@@ -1,0 +1,89 @@
+"""The sandbox's DNS server: answers TXT and CNAME questions for the demo and test domains from
+a zone given as a dict, over real UDP (and TCP) on loopback, so that the deliverability checks run
+against a real resolver path. Domains can be scripted to fail (SERVFAIL) or to stay silent."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from dnslib import CNAME, QTYPE, RCODE, RR, TXT
+from dnslib.server import BaseResolver, DNSLogger, DNSServer
+
+
+@dataclass
+class Zone:
+    """`records` maps a lower-case name to [(type, value)], type "TXT" or "CNAME"."""
+
+    records: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    servfail: set[str] = field(default_factory=set)  # names answered with SERVFAIL
+    silent: set[str] = field(default_factory=set)  # names never answered (client times out)
+
+    def add_microsoft_domain(self, domain: str, spf: bool = True, dkim: bool = True) -> None:
+        """A domain set up as Microsoft 365 asks: SPF include and both DKIM selector CNAMEs.
+        https://learn.microsoft.com/en-us/defender-office-365/email-authentication-dkim-configure"""
+        domain = domain.lower()
+        if spf:
+            self.records.setdefault(domain, []).append(
+                ("TXT", "v=spf1 include:spf.protection.outlook.com -all")
+            )
+        if dkim:
+            tenant = domain.split(".")[0]
+            for selector in ("selector1", "selector2"):
+                self.records.setdefault(f"{selector}._domainkey.{domain}", []).append(
+                    (
+                        "CNAME",
+                        f"{selector}-{tenant}._domainkey.{tenant}.onmicrosoft.com.",
+                    )
+                )
+
+
+class ZoneResolver(BaseResolver):
+    def __init__(self, zone: Zone):
+        self.zone = zone
+
+    def resolve(self, request, handler):
+        reply = request.reply()
+        name = str(request.q.qname).rstrip(".").lower()
+        if name in self.zone.silent:
+            time.sleep(30)  # longer than any client timeout
+            return reply
+        if name in self.zone.servfail:
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply
+        records = self.zone.records.get(name)
+        if records is None:
+            reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+        qtype = QTYPE[request.q.qtype]
+        for rtype, value in records:
+            if rtype == "TXT" and qtype in ("TXT", "ANY"):
+                reply.add_answer(RR(name, QTYPE.TXT, rdata=TXT(value), ttl=60))
+            elif rtype == "CNAME" and qtype in ("CNAME", "ANY", "TXT", "A"):
+                reply.add_answer(RR(name, QTYPE.CNAME, rdata=CNAME(value), ttl=60))
+        return reply
+
+
+class SandboxDNS:
+    """A UDP DNS server on 127.0.0.1; port 0 picks a free port (see `.port`)."""
+
+    def __init__(self, zone: Zone, host: str = "127.0.0.1", port: int = 0):
+        self.zone = zone
+        self.server = DNSServer(
+            ZoneResolver(zone),
+            address=host,
+            port=port,
+            logger=DNSLogger("-request,-reply,-truncated,-error,-recv,-send,-data"),
+        )
+
+    @property
+    def port(self) -> int:
+        return self.server.server.server_address[1]
+
+    def start(self) -> SandboxDNS:
+        self.server.start_thread()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.server.server.server_close()
