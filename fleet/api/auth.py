@@ -101,7 +101,8 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
     def get_cache_key(self, request, view):
         if not isinstance(request.auth, ApiKey):
             return None
-        return f"fleet:throttle:key:{request.auth.pk}"
+        # The hash, not the row id: a deleted key's id can come back, its budget must not.
+        return f"fleet:throttle:key:{request.auth.hashed_key[:32]}"
 
 
 # --- Scoping helpers used by every view ---------------------------------------------------------
@@ -158,7 +159,10 @@ def target_workspace(request, role: str) -> Workspace:
                 raise ValueError
         except ValueError:
             raise ApiError(
-                errors.VALIDATION_ERROR, 400, "workspace_id: A valid workspace id is required."
+                errors.VALIDATION_ERROR,
+                400,
+                "workspace_id: A valid workspace id is required.",
+                fields={"workspace_id": ["A valid workspace id is required."]},
             ) from None
     if key.workspace_id is not None:
         if wanted is not None and wanted != key.workspace_id:
