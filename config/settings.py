@@ -255,6 +255,41 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# --- Microsoft ------------------------------------------------------------------------------
+# Where Microsoft's identity platform and Graph live. National clouds have their own hosts (e.g.
+# https://login.microsoftonline.us + https://graph.microsoft.us/v1.0); the Microsoft sandbox
+# (`manage.py run_sandbox`) serves both on loopback, and `check --deploy` refuses it.
+MICROSOFT_AUTHORITY_HOST = _env(
+    "MICROSOFT_AUTHORITY_HOST", env.str, "https://login.microsoftonline.com"
+).rstrip("/")
+MICROSOFT_GRAPH_URL = _env(
+    "MICROSOFT_GRAPH_URL", env.str, "https://graph.microsoft.com/v1.0"
+).rstrip("/")
+# A CA bundle (PEM file) that every call to Microsoft trusts, winning over REQUESTS_CA_BUNDLE;
+# empty: the system's trust store as `requests` finds it.
+MICROSOFT_CA_BUNDLE = _env("MICROSOFT_CA_BUNDLE", env.str, "")
+# Seconds to wait for Microsoft on each call (connect and read).
+MICROSOFT_HTTP_TIMEOUT = _env("MICROSOFT_HTTP_TIMEOUT", env.float, 10.0)
+# The address people reach Fleet at, for links made outside a request (consent links in CSVs and
+# API answers, the OAuth redirect URI when a credential has none).
+FLEET_BASE_URL = _env("FLEET_BASE_URL", env.str, "http://127.0.0.1:8000").rstrip("/")
+# Seconds an OAuth `state` stays valid after the browser was sent to Microsoft (single use).
+OAUTH_STATE_TTL = _env("OAUTH_STATE_TTL", env.int, 15 * 60)
+# Days a consent request stays open before the expiry task marks it `expired`.
+CONSENT_REQUEST_TTL_DAYS = _env("CONSENT_REQUEST_TTL_DAYS", env.int, 7)
+# Access tokens expiring within this many seconds are refreshed by the upkeep task.
+TOKEN_REFRESH_AHEAD = _env("TOKEN_REFRESH_AHEAD", env.int, 15 * 60)
+
+# The Microsoft sandbox (`manage.py run_sandbox`, started by bin/run): loopback only.
+SANDBOX_HOST = _env("SANDBOX_HOST", env.str, "127.0.0.1")
+# HTTPS port for OpenID configuration, token endpoint and Graph; the browser-facing sign-in page
+# is served on SANDBOX_BROWSER_PORT over plain http (browsers treat loopback as secure).
+SANDBOX_PORT = _env("SANDBOX_PORT", env.int, 8443)
+SANDBOX_BROWSER_PORT = _env("SANDBOX_BROWSER_PORT", env.int, 8444)
+SANDBOX_DIR = _env("SANDBOX_DIR", env.path, BASE_DIR / "var" / "sandbox")
+# The sandbox's directory of tenants, users and app registrations (JSON); empty: the built-in one.
+SANDBOX_DIRECTORY = _env("SANDBOX_DIRECTORY", env.str, "")
+
 # DNS for the SPF/DKIM checks: nameserver IPs (empty: the system's resolvers), port, timeout (s).
 DNS_NAMESERVERS = _env("DNS_NAMESERVERS", env.list, [])
 DNS_PORT = _env("DNS_PORT", env.int, 53)

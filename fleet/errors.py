@@ -168,6 +168,75 @@ INTERNAL_ERROR = define(
     permanent=False,
 )
 
+# --- Microsoft OAuth consent and tokens ---------------------------------------------------------
+STATE_INVALID = define(
+    "STATE_INVALID",
+    "This sign-in link is not valid or was already used",
+    "Open the consent link you were given again to start a new sign-in; each sign-in can be "
+    "completed once.",
+)
+STATE_EXPIRED = define(
+    "STATE_EXPIRED",
+    "This sign-in took too long and has expired",
+    "Open the consent link you were given again and complete the Microsoft sign-in within "
+    "15 minutes.",
+)
+MAILBOX_MISMATCH = define(
+    "MAILBOX_MISMATCH",
+    "You signed in with a different Microsoft account than the mailbox being connected",
+    "Open the consent link again and sign in as the mailbox's own address (use 'Use another "
+    "account' on Microsoft's page). Nothing was stored.",
+)
+CONSENT_DENIED = define(
+    "CONSENT_DENIED",
+    "The permissions were declined on Microsoft's consent page",
+    "Open the consent link again and choose Accept; Fleet needs these permissions to send and "
+    "read mail for this mailbox.",
+)
+ADMIN_APPROVAL_REQUIRED = define(
+    "ADMIN_APPROVAL_REQUIRED",
+    "The organisation requires an administrator to approve this app",
+    "Send the admin-consent link to a Global or Application Administrator of the tenant; once "
+    "they accept, open the consent link again.",
+)
+REAUTH_REQUIRED = define(
+    "REAUTH_REQUIRED",
+    "Microsoft no longer accepts this mailbox's sign-in (grant revoked or expired)",
+    "Use the Reconnect action and have the mailbox owner sign in and accept again (a password "
+    "change or an administrator's revocation ends the grant).",
+)
+CREDENTIAL_REJECTED = define(
+    "CREDENTIAL_REJECTED",
+    "Microsoft rejected the app registration's client id or secret",
+    "A manager checks the credential's client id and sets a current client secret (Entra ID → "
+    "App registrations → Certificates & secrets).",
+)
+MICROSOFT_UNAVAILABLE = define(
+    "MICROSOFT_UNAVAILABLE",
+    "Microsoft did not answer or asked to slow down",
+    "Nothing to change: Fleet tries again later. If it persists, check Microsoft 365 service "
+    "health and this server's network access to Microsoft.",
+    permanent=False,
+)
+MICROSOFT_OAUTH_FAILED = define(
+    "MICROSOFT_OAUTH_FAILED",
+    "Microsoft refused the sign-in",
+    "Read the message for Microsoft's reason (an AADSTS code); start the consent again once it "
+    "is fixed.",
+)
+CONSENT_REQUEST_CLOSED = define(
+    "CONSENT_REQUEST_CLOSED",
+    "This consent link is no longer open",
+    "Ask the person who sent it for a new consent link (links expire, and a completed or "
+    "cancelled consent cannot be reused).",
+)
+MAILBOX_NOT_APPROVED = define(
+    "MAILBOX_NOT_APPROVED",
+    "This mailbox is waiting for a manager's approval",
+    "A manager checks that the mailbox was expected, then uses the Approve action (or deletes "
+    "it); warmup can start after that.",
+)
+
 # --- Deliverability ---------------------------------------------------------------------------
 DNS_LOOKUP_FAILED = define(
     "DNS_LOOKUP_FAILED",

@@ -11,6 +11,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower, StrIndex, Substr
@@ -152,6 +153,8 @@ class Credential(models.Model):
     last_verified_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=64, blank=True)
     last_error_message = models.TextField(blank=True)
+    # When a tenant administrator granted consent through Fleet's admin-consent link.
+    admin_consented_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ScopedQuerySet.as_manager()
@@ -274,14 +277,25 @@ class Mailbox(models.Model):
     access_token = EncryptedTextField(blank=True)
     token_expires_at = models.DateTimeField(null=True, blank=True)
     graph_user_id = models.CharField(max_length=64, blank=True)
+    # The app registration that holds this mailbox's OAuth grant (refresh tokens are bound to it).
+    credential = models.ForeignKey(
+        Credential, null=True, blank=True, on_delete=models.SET_NULL, related_name="mailboxes"
+    )
+    # Created by a consent nobody announced (seed 002): a manager confirms it was expected
+    # before warmup may start.
+    needs_approval = models.BooleanField(default=False)
 
     tags = models.ManyToManyField(Tag, blank=True, related_name="mailboxes")
 
     warmup_status = models.CharField(
         max_length=16, choices=Warmup.choices, default=Warmup.NOT_STARTED
     )
-    warmup_daily_volume = models.PositiveIntegerField(default=20)
-    warmup_response_rate = models.PositiveIntegerField(default=30)
+    warmup_daily_volume = models.PositiveIntegerField(
+        default=20, validators=[MaxValueValidator(2000)]
+    )
+    warmup_response_rate = models.PositiveIntegerField(
+        default=30, validators=[MaxValueValidator(100)]
+    )
     spf_correct = models.BooleanField(null=True, blank=True)
     dkim_correct = models.BooleanField(null=True, blank=True)
 
@@ -390,6 +404,65 @@ class Mailbox(models.Model):
             )
         return event
 
+    def note(self, message: str, actor=None) -> MailboxEvent:
+        return MailboxEvent.objects.create(
+            workspace_id=self.workspace_id,
+            mailbox=self,
+            email=self.email,
+            kind=MailboxEvent.Kind.NOTE,
+            message=message,
+            actor=actor,
+        )
+
+    @transaction.atomic
+    def approve(self, actor=None) -> None:
+        """A manager confirms that a mailbox connected by an unannounced consent was expected."""
+        self.needs_approval = False
+        self.save(update_fields=["needs_approval", "updated_at"])
+        if self.status == self.Status.PENDING:
+            self.set_status(self.Status.ACTIVE, message="Approved by a manager", actor=actor)
+        else:
+            self.note("Approved by a manager", actor=actor)
+
+    @transaction.atomic
+    def set_warmup(
+        self,
+        warmup_status: str,
+        *,
+        daily_volume: int | None = None,
+        response_rate: int | None = None,
+        actor=None,
+    ) -> None:
+        """Start, pause or resume warmup (volume 0-2000 a day, response rate 0-100 %). A mailbox
+        waiting for approval, or still pending, cannot start."""
+        if warmup_status == self.Warmup.ACTIVE and (
+            self.needs_approval or self.status == self.Status.PENDING
+        ):
+            raise errors.FleetError(errors.MAILBOX_NOT_APPROVED, f"{self.email} is not approved")
+        if daily_volume is not None and not 0 <= daily_volume <= 2000:
+            raise errors.FleetError(errors.VALIDATION_ERROR, "Daily volume must be 0 to 2000")
+        if response_rate is not None and not 0 <= response_rate <= 100:
+            raise errors.FleetError(errors.VALIDATION_ERROR, "Response rate must be 0 to 100")
+        previous = self.warmup_status
+        self.warmup_status = warmup_status
+        if daily_volume is not None:
+            self.warmup_daily_volume = daily_volume
+        if response_rate is not None:
+            self.warmup_response_rate = response_rate
+        self.save(
+            update_fields=[
+                "warmup_status",
+                "warmup_daily_volume",
+                "warmup_response_rate",
+                "updated_at",
+            ]
+        )
+        self.note(
+            f"Warmup {previous} → {warmup_status} ({self.warmup_daily_volume}/day, "
+            f"{self.warmup_response_rate}% responses)",
+            actor=actor,
+        )
+
 
 class ConsentKind(models.TextChoices):
     USER = "user", "User consent (OAuth)"
@@ -439,6 +512,11 @@ class ConsentRequest(models.Model):
     error_code = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
+    # The OAuth round trip in progress: sha256 of its `state` (single use: cleared when the
+    # callback claims it), when it expires, and msal's flow (PKCE verifier, nonce) encrypted.
+    oauth_state = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    state_expires_at = models.DateTimeField(null=True, blank=True)
+    auth_flow = EncryptedTextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -465,8 +543,56 @@ class ConsentRequest(models.Model):
         ]
 
     def __str__(self) -> str:
-        who = self.mailbox.email if self.mailbox_id else f"{self.username}@{self.domain}"
-        return f"{self.get_kind_display()} for {who}"
+        return f"{self.get_kind_display()} for {self.target}"
+
+    @property
+    def target(self) -> str:
+        if self.mailbox_id:
+            return self.mailbox.email
+        if self.username:
+            return f"{self.username}@{self.domain}"
+        if self.kind == self.Kind.ADMIN and self.credential_id:
+            return f"tenant of {self.credential.name}"
+        return "a new mailbox"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN_STATUSES
+
+    def set_status(
+        self, status: str, error: errors.ErrorCode | None = None, message: str = ""
+    ) -> None:
+        """The one place a consent request changes status (webhooks hook in here)."""
+        if status == self.status and not error and not self.error_code:
+            return
+        previous = self.status
+        self.status = status
+        self.error_code = error.code if error else ""
+        self.error_message = (message or error.message) if error else ""
+        fields = ["status", "error_code", "error_message", "updated_at"]
+        if status == self.Status.COMPLETED:
+            self.completed_at = timezone.now()
+            fields.append("completed_at")
+        if status not in self.OPEN_STATUSES:
+            # An ended request keeps no OAuth round trip that could still be completed.
+            self.oauth_state, self.auth_flow, self.state_expires_at = None, "", None
+            fields += ["oauth_state", "auth_flow", "state_expires_at"]
+        self.save(update_fields=fields)
+        if previous != status:
+            from fleet import webhooks
+
+            webhooks.emit(
+                self.workspace,
+                "consent_request.status_changed",
+                {
+                    "uid": str(self.uid),
+                    "kind": self.kind,
+                    "mailbox_email": self.mailbox.email if self.mailbox_id else "",
+                    "from": previous,
+                    "to": status,
+                    "error_code": self.error_code,
+                },
+            )
 
     @classmethod
     def open_q(cls) -> Q:

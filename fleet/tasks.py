@@ -23,3 +23,37 @@ def deliver_webhook(delivery_id: int) -> None:
     from fleet import webhooks
 
     webhooks.deliver(delivery_id)
+
+
+# --- Microsoft OAuth upkeep -----------------------------------------------------------------
+@task()
+def refresh_expiring_tokens() -> dict[str, int]:
+    """Periodic (see `manage.py run_periodic`): refresh access tokens ahead of expiry."""
+    from fleet.microsoft.identity import refresh_expiring
+
+    return refresh_expiring()
+
+
+@task()
+def expire_consent_requests() -> int:
+    """Periodic: move consent requests past their expiry to `expired`."""
+    from fleet.consent import expire_stale
+
+    return expire_stale()
+
+
+@task()
+def verify_credential(credential_id: int) -> str:
+    """Check an app-only credential by getting a Graph token with it (client credentials)."""
+    from fleet.credentials import verify
+    from fleet.models import Credential
+
+    credential = Credential.objects.filter(pk=credential_id).first()
+    return verify(credential).status if credential else "gone"
+
+
+# Periodic tasks and their interval in seconds, for `manage.py run_periodic`.
+PERIODIC = {
+    refresh_expiring_tokens: 5 * 60,
+    expire_consent_requests: 15 * 60,
+}

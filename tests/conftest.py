@@ -123,3 +123,44 @@ def api():
         return getattr(client, method.lower())(path, data=data, format=format, **extra)
 
     return call
+
+
+# --- The Microsoft sandbox ----------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def sandbox_server(tmp_path_factory):
+    """One sandbox for the session: HTTPS on an ephemeral loopback port (trustme CA written to a
+    file) plus the browser-facing http listener."""
+    from fleet.sandbox.server import Sandbox
+
+    with Sandbox(cert_dir=tmp_path_factory.mktemp("sandbox")) as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server, settings):
+    """The sandbox, freshly reset, with Fleet's settings pointing at it. REQUESTS_CA_BUNDLE stays
+    set to the system bundle (which does not trust the sandbox): our CA setting must win."""
+    sandbox_server.reset()
+    settings.MICROSOFT_AUTHORITY_HOST = sandbox_server.base_url
+    settings.MICROSOFT_GRAPH_URL = sandbox_server.graph_url
+    settings.MICROSOFT_CA_BUNDLE = sandbox_server.ca_file
+    settings.FLEET_BASE_URL = "http://testserver"
+    return sandbox_server
+
+
+@pytest.fixture
+def oauth_app(sandbox, ws_a):
+    """An app registration known to the sandbox, as an oauth_app credential of workspace A."""
+    from fleet.models import Credential
+
+    app = sandbox.directory.add_app(
+        "11111111-2222-4333-8444-555555555555", "s3cret-value", "Fleet tests"
+    )
+    return Credential.objects.create(
+        workspace=ws_a,
+        name="Fleet OAuth",
+        kind=Credential.Kind.OAUTH_APP,
+        tenant_id="common",
+        client_id=app.client_id,
+        client_secret=app.client_secret,
+    )

@@ -1,10 +1,18 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
 from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
+from django.urls import path
 
-from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
+from fleet import consent
+from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
+from fleet.admin.connect import links_page
 from fleet.admin.display import badge, error_code
 from fleet.admin.filters import ConnectionChangeFilter, DayFilter
-from fleet.models import Mailbox, MailboxEvent, Role
+from fleet.errors import FleetError
+from fleet.models import Mailbox, MailboxEvent, Role, Workspace
 
 HISTORY_ROWS = 50
 
@@ -33,12 +41,22 @@ class ErrorCodeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class WarmupForm(forms.Form):
+    daily_volume = forms.IntegerField(min_value=0, max_value=2000, label="Daily volume (0-2000)")
+    response_rate = forms.IntegerField(min_value=0, max_value=100, label="Response rate % (0-100)")
+
+
+class NewMailboxForm(forms.Form):
+    workspace = forms.ModelChoiceField(queryset=Workspace.objects.none())
+
+
 @admin.register(Mailbox)
 class MailboxAdmin(ScopedAdmin):
     list_display = [
         "email",
         "workspace",
         "status_badge",
+        "approval",
         "error",
         "auth_method",
         "warmup",
@@ -46,6 +64,7 @@ class MailboxAdmin(ScopedAdmin):
     ]
     list_filter = [
         "status",
+        "needs_approval",
         ErrorCodeFilter,
         "auth_method",
         "provider",
@@ -72,6 +91,8 @@ class MailboxAdmin(ScopedAdmin):
         "last_checked_at",
         "created_at",
         "refresh_token_is_set",
+        "needs_approval",
+        "credential",
         "history",
     ]
     fieldsets = [
@@ -81,7 +102,17 @@ class MailboxAdmin(ScopedAdmin):
         ),
         (
             "Connection",
-            {"fields": ["uid", "status", "error_code", "error_message", "last_checked_at"]},
+            {
+                "fields": [
+                    "uid",
+                    "status",
+                    "needs_approval",
+                    "error_code",
+                    "error_message",
+                    "credential",
+                    "last_checked_at",
+                ]
+            },
         ),
         (
             "Servers",
@@ -111,13 +142,177 @@ class MailboxAdmin(ScopedAdmin):
         ),
         ("History", {"fields": ["history"]}),
     ]
-    actions = ["disable", "enable"]
+    actions = [
+        "connect_with_microsoft",
+        "reconnect",
+        "approve",
+        "start_warmup",
+        "pause_warmup",
+        "resume_warmup",
+        "disable",
+        "enable",
+    ]
+
+    def get_urls(self):
+        return [
+            path(
+                "connect-new/",
+                self.admin_site.admin_view(self.connect_new_view),
+                name="fleet_mailbox_connect_new",
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="approval", boolean=False)
+    def approval(self, obj):
+        return badge("pending", "needs approval") if obj.needs_approval else ""
+
+    # --- Microsoft OAuth connect ------------------------------------------------------------
+    def _connect(self, request, queryset, *, prompt=None):
+        """One mailbox: straight to Microsoft's sign-in. Several: a page of consent links."""
+        mailboxes = list(self.scoped(request, queryset, Role.OPERATOR).select_related("workspace"))
+        created, failures = [], []
+        for mailbox in mailboxes:
+            try:
+                created.append(
+                    consent.initiate(
+                        mailbox.workspace,
+                        mailbox_uid=mailbox.uid,
+                        actor=request.user,
+                        base_url=request.build_absolute_uri("/"),
+                    )
+                )
+            except FleetError as failure:
+                failures.append(f"{mailbox.email}: {failure.code} — {failure.message}")
+        for failure in failures:
+            self.message_user(request, failure, messages.ERROR)
+        if len(created) == 1 and len(mailboxes) == 1:
+            try:
+                return HttpResponseRedirect(consent.begin(created[0], prompt=prompt))
+            except FleetError as failure:
+                self.message_user(request, f"{failure.code} — {failure.message}", messages.ERROR)
+                return None
+        if created:
+            return links_page(self, request, created, f"Consent links ({len(created)})")
+        return None
+
+    @admin.action(description="Connect with Microsoft (OAuth consent)", permissions=["operate"])
+    def connect_with_microsoft(self, request, queryset):
+        return self._connect(request, queryset)
+
+    @admin.action(
+        description="Reconnect with Microsoft (ask for consent again)", permissions=["operate"]
+    )
+    def reconnect(self, request, queryset):
+        return self._connect(request, queryset, prompt="consent")
+
+    def connect_new_view(self, request):
+        """Connect a new Outlook mailbox: a consent link for a workspace; the mailbox is created
+        `pending` once its owner consents, and a manager approves it."""
+        workspaces = Workspace.objects.restrict(request.user, Role.OPERATOR)
+        if not has_role(request, Role.OPERATOR):
+            raise PermissionDenied
+        form = NewMailboxForm(request.POST or None)
+        form.fields["workspace"].queryset = workspaces
+        if workspaces.count() == 1 and not request.POST:
+            form.fields["workspace"].initial = workspaces.first()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Connect a new Outlook mailbox",
+            "opts": self.model._meta,
+            "form": form,
+        }
+        if request.method == "POST" and form.is_valid():
+            try:
+                context["consent_request"] = consent.initiate(
+                    form.cleaned_data["workspace"],
+                    new_mailbox=True,
+                    actor=request.user,
+                    base_url=request.build_absolute_uri("/"),
+                )
+            except FleetError as failure:
+                form.add_error(None, f"{failure.code} — {failure.message}. {failure.error.hint}")
+        return TemplateResponse(request, "admin/fleet/connect_new.html", context)
+
+    @admin.action(description="Approve (the mailbox was expected)", permissions=["manage"])
+    def approve(self, request, queryset):
+        approved = 0
+        for mailbox in self.scoped(request, queryset, Role.MANAGER).filter(needs_approval=True):
+            mailbox.approve(actor=request.user)
+            approved += 1
+        self.message_user(request, f"{approved} mailbox(es) approved; warmup can start.")
+
+    # --- warmup -------------------------------------------------------------------------------
+    def _warmup(self, request, queryset, action, title, status):
+        mailboxes = list(self.scoped(request, queryset, Role.MANAGER))
+        if status == Mailbox.Warmup.PAUSED:
+            form = None
+        else:
+            form = WarmupForm(request.POST if "apply" in request.POST else None)
+            if not form.is_bound:
+                first = mailboxes[0] if mailboxes else None
+                form.initial = {
+                    "daily_volume": first.warmup_daily_volume if first else 20,
+                    "response_rate": first.warmup_response_rate if first else 30,
+                }
+                context = {
+                    **self.admin_site.each_context(request),
+                    "title": title,
+                    "opts": self.model._meta,
+                    "form": form,
+                    "mailboxes": mailboxes,
+                    "action": action,
+                }
+                return TemplateResponse(request, "admin/fleet/warmup_form.html", context)
+            if not form.is_valid():
+                for field, problems in form.errors.items():
+                    self.message_user(request, f"{field}: {' '.join(problems)}", messages.ERROR)
+                return None
+        changed, refused = 0, []
+        for mailbox in mailboxes:
+            try:
+                mailbox.set_warmup(
+                    status,
+                    daily_volume=form.cleaned_data["daily_volume"] if form else None,
+                    response_rate=form.cleaned_data["response_rate"] if form else None,
+                    actor=request.user,
+                )
+                changed += 1
+            except FleetError as failure:
+                refused.append(f"{mailbox.email} ({failure.code})")
+        self.message_user(request, f"{title}: {changed} mailbox(es).")
+        if refused:
+            self.message_user(
+                request,
+                f"Not changed, waiting for approval: {', '.join(refused)}",
+                messages.WARNING,
+            )
+        return None
+
+    @admin.action(description="Start warmup", permissions=["manage"])
+    def start_warmup(self, request, queryset):
+        return self._warmup(
+            request, queryset, "start_warmup", "Start warmup", Mailbox.Warmup.ACTIVE
+        )
+
+    @admin.action(description="Pause warmup", permissions=["manage"])
+    def pause_warmup(self, request, queryset):
+        return self._warmup(
+            request, queryset, "pause_warmup", "Pause warmup", Mailbox.Warmup.PAUSED
+        )
+
+    @admin.action(description="Resume warmup", permissions=["manage"])
+    def resume_warmup(self, request, queryset):
+        return self._warmup(
+            request, queryset, "resume_warmup", "Resume warmup", Mailbox.Warmup.ACTIVE
+        )
 
     def get_readonly_fields(self, request, obj=None):
-        fields = list(self.readonly_fields)
+        # Warmup starts and stops through the actions, which check approval.
+        fields = [*self.readonly_fields, "warmup_status"]
         if not self.has_manage_permission(request, obj):
             # Warmup is a manager's decision.
-            fields += ["warmup_status", "warmup_daily_volume", "warmup_response_rate"]
+            fields += ["warmup_daily_volume", "warmup_response_rate"]
         if obj is not None:
             fields += ["workspace"]
         return fields

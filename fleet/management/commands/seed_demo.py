@@ -3,13 +3,15 @@ and sample mailboxes in every state with their history. Safe to run again."""
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
 from fleet import errors
-from fleet.models import Mailbox, Membership, Role, Tag, Workspace
+from fleet.checks import is_loopback
+from fleet.models import Credential, Mailbox, Membership, Role, Tag, Workspace
 
 DEMO_PASSWORD = "fleet-demo"
 
@@ -31,7 +33,15 @@ SAMPLES = [
     ("gia@acme-outreach.com", "Gia Moreau", "graph_app_only", "pending", None, "not_started"),
     ("hal.sales@outlook.com", "Hal Brandt", "app_password", "pending", None, "not_started"),
     ("ivy.growth@hotmail.com", "Ivy Chen", "app_password", "disabled", None, "not_started"),
+    # Not connected yet: the demo connects it through the Microsoft sandbox's consent page.
+    ("nora@acme-outreach.com", "Nora Quinn", "oauth", "pending", None, "not_started"),
 ]
+
+# The app registration in the sandbox's directory (fleet/sandbox/directory.json).
+SANDBOX_APP = {
+    "client_id": "00000000-f1ee-4de0-8000-000000000001",
+    "client_secret": "fleet-demo-secret",
+}
 
 
 class Command(BaseCommand):
@@ -90,6 +100,19 @@ class Command(BaseCommand):
                 event = mailbox.set_status(status, errors.get(error))
                 event.created_at = start + timedelta(days=i, hours=2)
                 event.save(update_fields=["created_at"])
+        if is_loopback(settings.MICROSOFT_AUTHORITY_HOST):
+            # Microsoft is the sandbox: the workspace gets the sandbox's app registration, so
+            # that "Connect with Microsoft" works in the demo.
+            Credential.objects.update_or_create(
+                workspace=acme,
+                kind=Credential.Kind.OAUTH_APP,
+                client_id=SANDBOX_APP["client_id"],
+                defaults={
+                    "name": "Microsoft sandbox app",
+                    "tenant_id": "common",
+                    "client_secret": SANDBOX_APP["client_secret"],
+                },
+            )
         self.stdout.write(
             f"Demo data ready: {Mailbox.objects.count()} mailboxes in "
             f"{Workspace.objects.count()} workspaces; log in as admin / {DEMO_PASSWORD}."

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fleet', '0004_bulk_add'),
+        ('fleet', '0005_oauth_consent'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

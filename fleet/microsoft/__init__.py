@@ -1,0 +1,1 @@
+"""Microsoft integration: identity (msal) in identity.py, every outbound HTTP call in http.py."""
