@@ -252,6 +252,8 @@ SPECTACULAR_SETTINGS = {
         "MailboxStatusEnum": "fleet.models.MailboxStatus",
         "CredentialStatusEnum": "fleet.models.CredentialStatus",
         "ConsentStatusEnum": "fleet.models.ConsentStatus",
+        "CredentialKindEnum": "fleet.models.CredentialKind",
+        "ConsentKindEnum": "fleet.models.ConsentKind",
     },
 }
 

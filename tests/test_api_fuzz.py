@@ -41,12 +41,14 @@ CHECKS = [
 
 
 @pytest.fixture
-def fuzz_data(transactional_db, api_keys, mailboxes, ws_a, settings):
+def fuzz_data(transactional_db, api_keys, mailboxes, ws_a, settings, oauth_app):
+    """Some of everything; the OAuth app is registered with the Microsoft sandbox, so that the
+    connect operations reach a (loopback) Microsoft."""
     settings.API_RATE_LIMIT = "100000/min"  # the fuzzer is one fast client
     Tag.objects.create(workspace=ws_a, name="fuzz")
     Mailbox.objects.create(workspace=ws_a, email="fuzz@alpha.example", auth_method="oauth")
     Credential.objects.create(
-        workspace=ws_a, name="app", kind="oauth_app", client_id="c", client_secret="s"
+        workspace=ws_a, name="graph", kind="graph_app_only", client_id="c", client_secret="s"
     )
     return api_keys
 

@@ -6,8 +6,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from fleet.api.auth import scoped, target_workspace
-from fleet.api.envelope import ok
+from fleet import errors
+from fleet.api.auth import get_scoped, scoped, target_workspace
+from fleet.api.envelope import ApiError, ok
 from fleet.api.schema import WORKSPACE_ID_PARAM, envelope
 from fleet.api.serializers import (
     MAX_ID,
@@ -16,6 +17,7 @@ from fleet.api.serializers import (
     credential_data,
 )
 from fleet.models import Credential, Role
+from fleet.tasks import enqueue_on_commit, verify_credential
 
 TAG = ["Credentials"]
 
@@ -63,3 +65,46 @@ class CredentialList(APIView):
         credential.full_clean()  # the model's own rules, the same as in the admin
         credential.save()
         return ok(credential_data(credential), status=201)
+
+
+class CredentialDetail(APIView):
+    @extend_schema(
+        tags=TAG,
+        operation_id="credentials_get",
+        summary="Get credential",
+        description="Its status after a verification, and the error code if it failed.",
+        responses={200: envelope("CredentialEnvelope", CredentialSerializer())},
+    )
+    def get(self, request, pk: int):
+        return ok(credential_data(credential_by_id(request, pk, Role.VIEWER)))
+
+
+class CredentialVerify(APIView):
+    @extend_schema(
+        tags=TAG,
+        operation_id="credentials_verify",
+        summary="Verify credential",
+        description="Managers. Queues a check with Microsoft (an app-only Graph token through "
+        "client credentials), as the admin's Verify action: answers 202 at once; "
+        "`GET /credentials/{id}` shows `status` and `last_verified_at` once it ran. Graph "
+        "app-only credentials only (400 for OAuth apps, which are checked by a consent).",
+        request=None,
+        responses={202: envelope("CredentialEnvelope", CredentialSerializer())},
+    )
+    def post(self, request, pk: int):
+        credential = credential_by_id(request, pk, Role.MANAGER)
+        if credential.kind != Credential.Kind.GRAPH_APP_ONLY:
+            raise ApiError(
+                errors.VALIDATION_ERROR,
+                400,
+                "Only Graph app-only credentials are verified this way; an OAuth app is checked "
+                "by a consent (POST /mailboxes/connect/outlook).",
+            )
+        enqueue_on_commit(verify_credential, credential.pk)
+        return ok(credential_data(credential), status=202)
+
+
+def credential_by_id(request, pk: int, role: str) -> Credential:
+    if pk > MAX_ID:
+        raise ApiError(errors.NOT_FOUND, 404)
+    return get_scoped(request, Credential.objects.all(), role, pk=pk)

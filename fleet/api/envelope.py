@@ -85,6 +85,22 @@ def _flatten(value):
         yield value
 
 
+# A service's FleetError answers 400 unless its code says otherwise.
+STATUS_FOR_CODE = {
+    errors.NOT_FOUND.code: 404,
+    errors.PERMISSION_DENIED.code: 403,
+    errors.INVALID_CREDENTIAL_ID.code: 422,  # seed 004
+    errors.MAILBOX_NOT_APPROVED.code: 409,
+    errors.CONSENT_REQUEST_CLOSED.code: 409,
+}
+
+
+def status_for(error: ErrorCode) -> int:
+    if not error.permanent:
+        return 503  # Microsoft (or another peer) did not answer: worth trying again
+    return STATUS_FOR_CODE.get(error.code, 400)
+
+
 SIMPLE = [
     # (DRF exception, status, catalogue entry)
     (exceptions.NotAuthenticated, 401, errors.API_KEY_MISSING),
@@ -105,7 +121,7 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         response.data.update(exc.extra)
         return response
     if isinstance(exc, FleetError):
-        return fail(exc.error, 400, exc.message)
+        return fail(exc.error, status_for(exc.error), exc.message)
     if isinstance(exc, exceptions.ValidationError):
         message, fields = _first_message(exc.detail)
         return fail(errors.VALIDATION_ERROR, 400, message, **({"fields": fields} if fields else {}))

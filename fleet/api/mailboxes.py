@@ -5,10 +5,12 @@ from __future__ import annotations
 from django.db import transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
 from rest_framework.views import APIView
 
+from fleet import errors
 from fleet.api.auth import get_scoped, require_role, scoped
-from fleet.api.envelope import ok
+from fleet.api.envelope import ApiError, ok
 from fleet.api.pagination import CursorPage
 from fleet.api.schema import envelope
 from fleet.api.serializers import (
@@ -160,3 +162,70 @@ def tags_named(workspace_id: int, names: list[str]) -> list[Tag]:
         if lower not in existing
     ]
     return [*existing.values(), *created]
+
+
+class WarmupSerializer(serializers.Serializer):
+    daily_volume = serializers.IntegerField(min_value=0, max_value=2000, required=False)
+    response_rate = serializers.IntegerField(min_value=0, max_value=100, required=False)
+
+
+class MailboxWarmup(APIView):
+    """POST /mailboxes/{uid}/warmup/start|pause|resume (managers), through Mailbox.set_warmup,
+    as the admin's warmup actions."""
+
+    action = ""
+
+    def post(self, request, uid):
+        mailbox = mailbox_by_uid(request, uid, Role.MANAGER)
+        serializer = WarmupSerializer(data=request.data if self.action != "pause" else {})
+        serializer.is_valid(raise_exception=True)
+        settings = serializer.validated_data
+        if self.action == "resume" and mailbox.warmup_status != Mailbox.Warmup.PAUSED:
+            raise ApiError(
+                errors.VALIDATION_ERROR,
+                400,
+                f"Warmup is {mailbox.warmup_status}, not paused: use warmup/start.",
+            )
+        with transaction.atomic():
+            if self.action == "start" and mailbox.needs_approval:
+                # Seed 002: starting warmup is how the caller confirms the mailbox was expected.
+                mailbox.approve(actor=request.user)
+            mailbox.set_warmup(
+                Mailbox.Warmup.PAUSED if self.action == "pause" else Mailbox.Warmup.ACTIVE,
+                daily_volume=settings.get("daily_volume"),
+                response_rate=settings.get("response_rate"),
+                actor=request.user,
+            )
+        return ok(mailbox_data(mailbox_by_uid(request, uid)))
+
+
+def warmup_view(action: str, summary: str, description: str):
+    schema = extend_schema(
+        tags=TAG,
+        operation_id=f"mailboxes_warmup_{action}",
+        summary=summary,
+        description=description,
+        request=WarmupSerializer if action != "pause" else None,
+        responses={200: envelope("MailboxEnvelope", MailboxSerializer())},
+    )
+
+    def post(self, request, uid):
+        return MailboxWarmup.post(self, request, uid)
+
+    view = type(
+        f"MailboxWarmup{action.title()}", (MailboxWarmup,), {"action": action, "post": schema(post)}
+    )
+    return view.as_view()
+
+
+warmup_start = warmup_view(
+    "start",
+    "Start warmup",
+    "Managers. A mailbox connected by consent and waiting for approval is approved by this "
+    "call (seed 002: starting warmup confirms the mailbox was expected). A mailbox still "
+    "`pending` for another reason answers 409 MAILBOX_NOT_APPROVED.",
+)
+warmup_pause = warmup_view("pause", "Pause warmup", "Managers.")
+warmup_resume = warmup_view(
+    "resume", "Resume warmup", "Managers. Only a paused warmup resumes (else 400)."
+)

@@ -7,7 +7,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
-from fleet.api import credentials, mailboxes, workspaces
+from fleet.api import connect, credentials, mailboxes, workspaces
 from fleet.api.envelope import page_not_found
 
 urlpatterns = [
@@ -20,7 +20,17 @@ urlpatterns = [
     path("workspaces/<int:pk>/webhook", workspaces.WorkspaceWebhook.as_view()),
     path("mailboxes", mailboxes.MailboxList.as_view()),
     path("mailboxes/<uuid:uid>", mailboxes.MailboxDetail.as_view()),
+    path("mailboxes/<uuid:uid>/warmup/start", mailboxes.warmup_start),
+    path("mailboxes/<uuid:uid>/warmup/pause", mailboxes.warmup_pause),
+    path("mailboxes/<uuid:uid>/warmup/resume", mailboxes.warmup_resume),
+    path("mailboxes/connect/outlook", connect.ConnectOutlook.as_view()),
+    path("mailboxes/microsoft", connect.ConnectMicrosoft.as_view()),
+    path("mailboxes/consent-request/initiate", connect.ConsentRequestInitiate.as_view()),
+    path("mailboxes/consent-request", connect.ConsentRequestList.as_view()),
+    path("mailboxes/consent-request/<uuid:uid>", connect.ConsentRequestDetail.as_view()),
     path("credentials", credentials.CredentialList.as_view()),
+    path("credentials/<int:pk>", credentials.CredentialDetail.as_view()),
+    path("credentials/<int:pk>/verify", credentials.CredentialVerify.as_view()),
     # Anything else under /api/ answers the JSON 404, even with DEBUG on.
     re_path(r"^.*$", csrf_exempt(lambda request, *a, **k: page_not_found(request, None))),
 ]
