@@ -92,15 +92,14 @@ class MetaField(serializers.JSONField):
             }
             if nested:
                 return nested
-        value = super().get_value(dictionary)
-        if isinstance(value, str):
-            try:
-                return json.loads(value)
-            except ValueError:
-                self.fail("invalid")
-        return value
+        return super().get_value(dictionary)
 
     def to_internal_value(self, data):
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except ValueError:
+                self.fail("invalid")
         data = super().to_internal_value(data)
         if not isinstance(data, dict):
             raise serializers.ValidationError("Expected an object.")
