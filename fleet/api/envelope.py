@@ -121,7 +121,10 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         response.data.update(exc.extra)
         return response
     if isinstance(exc, FleetError):
-        return fail(exc.error, status_for(exc.error), exc.message)
+        response = fail(exc.error, status_for(exc.error), exc.message)
+        if exc.error is errors.INVALID_CREDENTIAL_ID:
+            response.data["message"] = exc.code  # seed 004's 422 body: {"message": "INVALID_…"}
+        return response
     if isinstance(exc, exceptions.ValidationError):
         message, fields = _first_message(exc.detail)
         return fail(errors.VALIDATION_ERROR, 400, message, **({"fields": fields} if fields else {}))
