@@ -7,6 +7,8 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from fleet.sandbox.identity import validate_access_token
+from fleet.sandbox.mailservers import MailServers
 from fleet.sandbox.server import Sandbox
 
 
@@ -25,6 +27,18 @@ class Command(BaseCommand):
             directory_file=settings.SANDBOX_DIRECTORY or None,
             cert_dir=settings.SANDBOX_DIR,
         ).start()
+        # SMTP and IMAP for the demo's mailboxes: XOAUTH2 with the sandbox's tokens, or the
+        # sandbox app password for every directory user (so that CSV imports connect too).
+        mail = MailServers(
+            token_validator=validate_access_token,
+            ca=sandbox.ca,
+            host=settings.SANDBOX_HOST,
+            smtp_port=settings.SANDBOX_SMTP_PORT,
+            imap_port=settings.SANDBOX_IMAP_PORT,
+        )
+        for username in sandbox.directory.users:
+            mail.add(username, password=settings.SANDBOX_APP_PASSWORD)
+        mail.start()
         users = ", ".join(sorted(sandbox.directory.users)[:4])
         self.stdout.write(
             f"Microsoft sandbox running:\n"
@@ -33,7 +47,10 @@ class Command(BaseCommand):
             f"  MICROSOFT_CA_BUNDLE={sandbox.ca_file}\n"
             f"  sign-in pages: {sandbox.browser_url} (directory users such as {users}; "
             f"password: sandbox)\n"
-            f"  switches: POST {sandbox.base_url}/_sandbox/switches"
+            f"  switches: POST {sandbox.base_url}/_sandbox/switches\n"
+            f"  mail servers: SMTP {mail.host}:{mail.smtp_port} (STARTTLS), "
+            f"IMAP {mail.host}:{mail.imap_port} (SSL); XOAUTH2 or app password "
+            f"{settings.SANDBOX_APP_PASSWORD}"
         )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -42,4 +59,5 @@ class Command(BaseCommand):
         except KeyboardInterrupt:
             pass
         finally:
+            mail.stop()
             sandbox.stop()

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fleet', '0005_oauth_consent'),
+        ('fleet', '0006_import_batch'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
