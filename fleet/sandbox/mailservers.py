@@ -19,9 +19,9 @@ Every server binds an ephemeral port (port 0) on 127.0.0.1 unless told otherwise
 from __future__ import annotations
 
 import asyncio
-import collections
 import base64
 import binascii
+import collections
 import re
 import shutil
 import socket
