@@ -273,3 +273,42 @@ def test_credential_verify_is_queued_like_the_admin(
         == 400
     )
     assert api("get", f"/api/v1/credentials/{graph.pk}", api_keys["b_viewer"]).status_code == 404
+
+
+def test_totp_code_is_shown_and_recorded(api, api_keys, mailboxes, personas):
+    import pyotp
+
+    ann = mailboxes["a"]
+    assert (
+        api("post", f"/api/v1/mailboxes/{ann.uid}/totp", api_keys["a_operator"]).status_code == 404
+    )
+    ann.totp_secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
+    ann.save()
+    assert api("post", f"/api/v1/mailboxes/{ann.uid}/totp", api_keys["a_viewer"]).status_code == 403
+    response = api("post", f"/api/v1/mailboxes/{ann.uid}/totp", api_keys["a_operator"])
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert pyotp.TOTP("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP").verify(data["code"], valid_window=1)
+    assert 1 <= data["valid_for"] <= 30
+    assert "JBSWY3DPEHPK3PXP" not in response.content.decode()
+    event = ann.events.get(kind="totp_reveal")
+    assert event.actor == personas["bob"]
+
+
+def test_connection_test_is_queued_like_the_admin(
+    api, api_keys, mailboxes, django_capture_on_commit_callbacks
+):
+    ann = mailboxes["a"]
+    assert api("post", f"/api/v1/mailboxes/{ann.uid}/test", api_keys["a_viewer"]).status_code == 403
+    with django_capture_on_commit_callbacks(execute=True):
+        queued = api("post", f"/api/v1/mailboxes/{ann.uid}/test", api_keys["a_operator"])
+    assert queued.status_code == 202 and queued.json()["data"] == {
+        "uid": str(ann.uid),
+        "queued": True,
+    }
+    task = DBTaskResult.objects.get()
+    assert task.task_path.endswith("check_mailboxes") and task.args_kwargs["args"][0] == [ann.pk]
+    ann.set_status(Mailbox.Status.DISABLED)
+    assert (
+        api("post", f"/api/v1/mailboxes/{ann.uid}/test", api_keys["a_operator"]).status_code == 400
+    )

@@ -265,3 +265,107 @@ def test_seed_004_shapes_for_errors(base, api_keys):
     )
     assert not_json.status_code == 400
     assert not_json.json()["error"]["message"] == "Invalid or empty JSON request body"
+
+
+SEED_001_CSV = (
+    "email,password,name,totpsecret\n"
+    "cara@acme-outreach.com,app-pass-1,Cara Lee,JBSWY3DPEHPK3PXP\n"
+    "hal.sales@outlook.com,app-pass-2,Hal Brandt,\n"
+    "cara@acme-outreach.com,app-pass-1,Cara again,\n"
+    ",missing-email,,\n"
+)
+
+
+def test_seed_001_import_outlook_multipart(base, api_keys, ws_a, mailboxes):
+    """Seed 001's cURL (`--form file=@… --form tag=…`) as requests sends it."""
+    url = f"{base}/mailboxes/import/outlook"
+    headers = {"X-Api-Key": api_keys["a_operator"]}
+    response = requests.post(
+        url,
+        headers=headers,
+        files={"file": ("mailboxes.csv", SEED_001_CSV.encode(), "text/csv")},
+        data={"tag": "batch-7"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is True
+    assert {k: body["data"][k] for k in ("imported", "skipped", "failed")} == {
+        "imported": 2,
+        "skipped": 1,
+        "failed": 1,
+    }
+    [error] = body["data"]["errors"]
+    assert {"email": "unknown", "error": "Missing email or password"}.items() <= error.items()
+    cara = Mailbox.objects.get(workspace=ws_a, email="cara@acme-outreach.com")
+    hal = Mailbox.objects.get(workspace=ws_a, email="hal.sales@outlook.com")
+    assert cara.status == "pending" and cara.auth_method == "app_password"
+    assert cara.password == "app-pass-1" and cara.totp_secret
+    assert (cara.smtp_host, cara.smtp_port, cara.imap_port) == ("smtp.office365.com", 587, 993)
+    assert hal.provider == "outlook_com"
+    assert set(cara.tags.values_list("name", flat=True)) == {"batch-7"}
+    assert "app-pass-1" not in response.text
+
+    # The seed's own example sends `file` as a plain form field (requests' data=): the text is
+    # read as the CSV, and this one has no email/password columns.
+    literal = requests.post(
+        url, headers=headers, data={"file": "example_string", "tag": "example_string"}, timeout=30
+    )
+    assert literal.status_code == 400
+    assert literal.json() == {
+        "success": False,
+        "error": {
+            "code": "VALIDATION_ERROR",
+            "message": "CSV must have email and password columns",
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "files,message",
+    [
+        (None, "CSV file is required"),
+        (
+            {"file": ("m.csv", b"name,tag\nx,y\n", "text/csv")},
+            "CSV must have email and password columns",
+        ),
+        (
+            {
+                "file": (
+                    "m.csv",
+                    (
+                        "email,password\n" + "".join(f"u{i}@a.example,p\n" for i in range(501))
+                    ).encode(),
+                    "text/csv",
+                )
+            },
+            "Maximum 500 mailboxes per import",
+        ),
+    ],
+)
+def test_seed_001_validation_errors_word_for_word(base, api_keys, ws_a, files, message):
+    before = Mailbox.objects.count()
+    response = requests.post(
+        f"{base}/mailboxes/import/outlook",
+        headers={"X-Api-Key": api_keys["a_operator"]},
+        files=files,
+        data={"tag": "x"},
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "success": False,
+        "error": {"code": "VALIDATION_ERROR", "message": message},
+    }
+    assert Mailbox.objects.count() == before  # nothing written
+
+
+def test_import_needs_an_operator(base, api_keys):
+    response = requests.post(
+        f"{base}/mailboxes/import/outlook",
+        headers={"X-Api-Key": api_keys["a_viewer"]},
+        files={"file": ("m.csv", SEED_001_CSV.encode(), "text/csv")},
+        timeout=30,
+    )
+    assert response.status_code == 403
+    assert not Mailbox.objects.filter(email="cara@acme-outreach.com").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from django.db import transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -9,6 +11,7 @@ from rest_framework import serializers
 from rest_framework.views import APIView
 
 from fleet import errors
+from fleet.admin.mailboxes import AccountTOTP
 from fleet.api.auth import get_scoped, require_role, scoped
 from fleet.api.envelope import ApiError, ok
 from fleet.api.pagination import CursorPage
@@ -20,6 +23,7 @@ from fleet.api.serializers import (
     mailbox_data,
 )
 from fleet.models import Mailbox, MailboxEvent, Role, Tag
+from fleet.tasks import check_mailboxes, enqueue_on_commit
 
 TAG = ["Mailboxes"]
 SECRETS = ["password", "totp_secret", "refresh_token", "access_token"]
@@ -229,3 +233,61 @@ warmup_pause = warmup_view("pause", "Pause warmup", "Managers.")
 warmup_resume = warmup_view(
     "resume", "Resume warmup", "Managers. Only a paused warmup resumes (else 400)."
 )
+
+
+class ConnectionTestSerializer(serializers.Serializer):
+    uid = serializers.UUIDField()
+    queued = serializers.BooleanField()
+
+
+class MailboxConnectionTest(APIView):
+    @extend_schema(
+        tags=TAG,
+        operation_id="mailboxes_test_connection",
+        summary="Test the mailbox's connection",
+        description="Operators. Queues an SMTP and IMAP sign-in test (as the admin's Test "
+        "connection action) and answers 202 at once; the mailbox's `status`, `error` and "
+        "`last_checked_at` show the outcome once it ran.",
+        request=None,
+        responses={202: envelope("ConnectionTestEnvelope", ConnectionTestSerializer())},
+    )
+    def post(self, request, uid):
+        mailbox = mailbox_by_uid(request, uid, Role.OPERATOR)
+        if mailbox.status == Mailbox.Status.DISABLED:
+            raise ApiError(
+                errors.VALIDATION_ERROR, 400, "A disabled mailbox is not tested; enable it first."
+            )
+        enqueue_on_commit(check_mailboxes, [mailbox.pk], request.user.pk)
+        return ok({"uid": str(mailbox.uid), "queued": True}, status=202)
+
+
+class TotpCodeSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    valid_for = serializers.IntegerField(help_text="Seconds until the code changes.")
+
+
+class MailboxTotp(APIView):
+    @extend_schema(
+        tags=TAG,
+        operation_id="mailboxes_totp_code",
+        summary="Current TOTP code",
+        description="Operators. The mailbox's current TOTP code (not its secret); each call is "
+        "recorded in the mailbox's history, as in the admin. 404 when it has no TOTP secret.",
+        request=None,
+        responses={200: envelope("TotpCodeEnvelope", TotpCodeSerializer())},
+    )
+    def post(self, request, uid):
+        mailbox = get_scoped(request, Mailbox.objects.all(), Role.OPERATOR, uid=uid)
+        if not mailbox.totp_secret:
+            raise ApiError(errors.NOT_FOUND, 404, "This mailbox has no TOTP secret.")
+        totp = AccountTOTP(str(mailbox.totp_secret))
+        code = totp.now()
+        MailboxEvent.objects.create(
+            workspace_id=mailbox.workspace_id,
+            mailbox=mailbox,
+            email=mailbox.email,
+            kind=MailboxEvent.Kind.TOTP_REVEAL,
+            actor=request.user,
+            message=f"TOTP code shown (API key {request.auth.prefix}…)",
+        )
+        return ok({"code": code, "valid_for": totp.interval - int(time.time()) % totp.interval})

@@ -7,7 +7,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
-from fleet.api import connect, credentials, mailboxes, workspaces
+from fleet.api import connect, credentials, imports, mailboxes, workspaces
 from fleet.api.envelope import page_not_found
 
 urlpatterns = [
@@ -23,7 +23,10 @@ urlpatterns = [
     path("mailboxes/<uuid:uid>/warmup/start", mailboxes.warmup_start),
     path("mailboxes/<uuid:uid>/warmup/pause", mailboxes.warmup_pause),
     path("mailboxes/<uuid:uid>/warmup/resume", mailboxes.warmup_resume),
+    path("mailboxes/<uuid:uid>/test", mailboxes.MailboxConnectionTest.as_view()),
+    path("mailboxes/<uuid:uid>/totp", mailboxes.MailboxTotp.as_view()),
     path("mailboxes/connect/outlook", connect.ConnectOutlook.as_view()),
+    path("mailboxes/import/outlook", imports.ImportOutlook.as_view()),
     path("mailboxes/microsoft", connect.ConnectMicrosoft.as_view()),
     path("mailboxes/consent-request/initiate", connect.ConsentRequestInitiate.as_view()),
     path("mailboxes/consent-request", connect.ConsentRequestList.as_view()),
