@@ -9,19 +9,8 @@ from django_tasks_db.models import DBTaskResult
 
 from fleet import consent, mailbox_checks
 from fleet.models import Mailbox, MailboxEvent
-from fleet.sandbox.identity import validate_access_token
-from fleet.sandbox.mailservers import MailServers
 from tests.browser import local_path, press
 from tests.mail_fixtures import point_at
-
-
-@pytest.fixture
-def sandbox_mail(sandbox, settings):
-    """The sandbox's mail servers: XOAUTH2 with the sandbox's tokens, certificates from its CA."""
-    with MailServers(token_validator=validate_access_token, ca=sandbox.ca) as servers:
-        settings.MAIL_TLS_CA_FILE = sandbox.ca_file
-        settings.MAIL_TIMEOUT = 3.0
-        yield servers
 
 
 @pytest.fixture
