@@ -79,10 +79,14 @@ INSTALLED_APPS = [
     "django_tasks",
     "django_tasks_db",
     "import_export",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "fleet",
 ]
 
 MIDDLEWARE = [
+    "fleet.api.middleware.ApiRequestMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -208,6 +212,53 @@ LOGGING = {
 }
 
 LOGIN_URL = "admin:login"
+
+# Shared cache: the API's per-key rate limits are counted here, so every web process (and every
+# host) must see the same one. The default, files under var/cache, is shared by the processes of
+# one host; several hosts need a shared server, e.g. CACHE_URL=pymemcache://10.0.0.5:11211 or
+# CACHE_URL=dbcache://fleet_cache (after `manage.py createcachetable`).
+CACHES = {"default": _env("CACHE_URL", env.cache_url, f"filecache://{BASE_DIR / 'var' / 'cache'}")}
+
+# The JSON API (fleet/api/): see the README's "API" section.
+API_RATE_LIMIT = _env("API_RATE_LIMIT", env.str, "300/min")  # per key: N/sec|min|hour|day
+API_MAX_REQUEST_BYTES = _env("API_MAX_REQUEST_BYTES", env.int, 2 * 1024 * 1024)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["fleet.api.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["fleet.api.auth.HasApiKey"],
+    "DEFAULT_THROTTLE_CLASSES": ["fleet.api.auth.ApiKeyRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.MultiPartParser",
+        "rest_framework.parsers.FormParser",
+    ],
+    "DEFAULT_SCHEMA_CLASS": "fleet.api.schema.EnvelopeAutoSchema",
+    "EXCEPTION_HANDLER": "fleet.api.envelope.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DATETIME_FORMAT": "iso-8601",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Fleet API",
+    "DESCRIPTION": "Workspaces, mailboxes, credentials and Microsoft connections of a Fleet "
+    'instance. Every answer is an envelope: {"success": true, "data": …} or '
+    '{"success": false, "error": {"code": …, "message": …}}.',
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "SecurityEnum": "fleet.models.Security",
+        "MailboxStatusEnum": "fleet.models.MailboxStatus",
+        "CredentialStatusEnum": "fleet.models.CredentialStatus",
+        "ConsentStatusEnum": "fleet.models.ConsentStatus",
+        "CredentialKindEnum": "fleet.models.CredentialKind",
+        "ConsentKindEnum": "fleet.models.ConsentKind",
+    },
+}
 
 # --- Microsoft ------------------------------------------------------------------------------
 # Where Microsoft's identity platform and Graph live. National clouds have their own hosts (e.g.

@@ -99,6 +99,75 @@ NOT_FOUND = define(
     "Check the identifier; objects of workspaces you do not belong to are not visible.",
 )
 
+# --- JSON API (fleet/api/) --------------------------------------------------------------------
+API_KEY_MISSING = define(
+    "API_KEY_MISSING",
+    "API key required",
+    "Send the key in the X-Api-Key header, or as Authorization: Bearer <key>.",
+)
+API_KEY_INVALID = define(
+    "API_KEY_INVALID",
+    "Invalid api key",
+    "Check that the whole key was copied; a manager creates a new one under API keys if lost.",
+)
+API_KEY_REVOKED = define(
+    "API_KEY_REVOKED",
+    "This API key was revoked",
+    "Create a new key under API keys in the admin.",
+)
+PLATFORM_KEY_REQUIRED = define(
+    "PLATFORM_KEY_REQUIRED",
+    "Only a platform API key (sk_user_…) can do this",
+    "Use a platform key, which a user creates for themselves under API keys.",
+)
+OUTSIDE_KEY_WORKSPACE = define(
+    "OUTSIDE_KEY_WORKSPACE",
+    "This workspace API key reaches its own workspace only",
+    "Use that workspace's key, or a platform key of a member of both workspaces.",
+)
+WORKSPACE_REQUIRED = define(
+    "WORKSPACE_REQUIRED",
+    "Name the workspace: this key reaches several",
+    "Add ?workspace_id=<id> to the URL (GET /api/v1/workspaces lists them), or use a workspace key.",
+)
+API_RATE_LIMITED = define(
+    "API_RATE_LIMITED",
+    "Too many requests for this API key",
+    "Wait the number of seconds in the Retry-After header, then send the request again.",
+    permanent=False,
+)
+API_REQUEST_TOO_LARGE = define(
+    "API_REQUEST_TOO_LARGE",
+    "The request body is too large",
+    "Send a smaller body (the limit is API_MAX_REQUEST_BYTES); split large imports.",
+)
+API_MALFORMED_REQUEST = define(
+    "API_MALFORMED_REQUEST",
+    "Invalid or empty JSON request body",
+    "Send a body in the declared Content-Type (see the API schema).",
+)
+API_METHOD_NOT_ALLOWED = define(
+    "API_METHOD_NOT_ALLOWED",
+    "This method is not allowed here",
+    "See the API schema for the methods each path accepts.",
+)
+API_UNSUPPORTED_MEDIA_TYPE = define(
+    "API_UNSUPPORTED_MEDIA_TYPE",
+    "This Content-Type is not accepted here",
+    "Send application/json (or multipart/form-data where the schema says so).",
+)
+API_NOT_ACCEPTABLE = define(
+    "API_NOT_ACCEPTABLE",
+    "The API answers in application/json only",
+    "Send Accept: application/json, or no Accept header.",
+)
+INTERNAL_ERROR = define(
+    "INTERNAL_ERROR",
+    "An unexpected error has occurred. Please try again later.",
+    "Try again; if it persists, give the administrator the X-Request-Id of the response.",
+    permanent=False,
+)
+
 # --- Microsoft OAuth consent and tokens ---------------------------------------------------------
 STATE_INVALID = define(
     "STATE_INVALID",

@@ -4,6 +4,9 @@ requests and the mailbox history. Every model that belongs to a workspace is rea
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+import string
 import uuid
 from datetime import timedelta
 
@@ -77,6 +80,11 @@ class Workspace(models.Model):
             raise ValidationError(
                 {"webhook_secret": "Set a signing secret: receivers need it to verify deliveries."}
             )
+
+    def reenable_webhook(self) -> None:
+        """A new webhook address or secret is the owner's answer to a 410: deliver again."""
+        self.webhook_enabled = True
+        self.webhook_disabled_reason = ""
 
     @property
     def webhooks_on(self) -> bool:
@@ -686,6 +694,134 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} {self.uid}"
+
+
+class ApiKeyKind(models.TextChoices):
+    PLATFORM = "platform", "Platform key (sk_user_…): the user's workspaces"
+    WORKSPACE = "workspace", "Workspace key (sk_…): one workspace"
+
+
+class ApiKeyQuerySet(ScopedQuerySet):
+    def restrict(self, user, role: str = Role.VIEWER) -> ApiKeyQuerySet:
+        """A user's own platform keys, plus the workspace keys of workspaces where they hold
+        `role` (keys are managed by managers, so callers pass MANAGER)."""
+        if user is None or not user.is_authenticated or not user.is_active:
+            return self.none()
+        if user.is_superuser:
+            return self
+        return super().restrict(user, role) | self.filter(user_id=user.pk, workspace=None)
+
+
+class ApiKey(models.Model):
+    """A key for the JSON API. Only a SHA-256 of the key is stored (keys are 40 random
+    characters, so a slow password hash adds nothing); the key itself is shown once.
+
+    A platform key acts as its user in every workspace the user belongs to, with the user's role
+    there. A workspace key acts as the user who made it, inside its one workspace only, with at
+    most the role it was given: the lower of that role and the user's current one."""
+
+    workspace_lookup = "workspace"
+
+    Kind = ApiKeyKind
+
+    PLATFORM_PREFIX = "sk_user_"
+    WORKSPACE_PREFIX = "sk_"
+    SHOWN_CHARS = 6  # random characters the admin shows to tell keys apart
+
+    name = models.CharField(max_length=100, help_text="What the key is for, e.g. 'CRM sync'.")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="fleet_api_keys"
+    )
+    workspace = models.ForeignKey(
+        Workspace, null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    role = models.CharField(
+        max_length=16,
+        choices=Role.choices,
+        blank=True,
+        help_text="Workspace keys: the most this key may do (never more than its creator).",
+    )
+    prefix = models.CharField(max_length=24, editable=False)
+    hashed_key = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=ApiKeyKind.values), name="apikey_kind"),
+            # A workspace key names its workspace and role; a platform key neither.
+            models.CheckConstraint(
+                condition=(
+                    Q(kind=ApiKeyKind.WORKSPACE, workspace__isnull=False, role__in=Role.values)
+                    | Q(kind=ApiKeyKind.PLATFORM, workspace__isnull=True, role="")
+                ),
+                name="apikey_scope_consistent",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(raw_key: str) -> str:
+        return hashlib.sha256(raw_key.encode()).hexdigest()
+
+    def new_secret(self) -> str:
+        """Give this (unsaved) key its secret; returns the key itself, which is never stored."""
+        alphabet = string.ascii_letters + string.digits  # no "_": "sk_user_" stays unambiguous
+        start = self.WORKSPACE_PREFIX if self.workspace_id else self.PLATFORM_PREFIX
+        raw = start + "".join(secrets.choice(alphabet) for _ in range(40))
+        self.kind = ApiKeyKind.WORKSPACE if self.workspace_id else ApiKeyKind.PLATFORM
+        self.prefix = raw[: len(start) + self.SHOWN_CHARS]
+        self.hashed_key = self.hash(raw)
+        return raw
+
+    @classmethod
+    def issue(cls, *, name: str, user, workspace: Workspace | None = None, role: str = ""):
+        """Create a key; returns (ApiKey, the key itself)."""
+        key = cls(name=name, user=user, workspace=workspace, role=role if workspace else "")
+        raw = key.new_secret()
+        key.save()
+        return key, raw
+
+    @property
+    def is_platform(self) -> bool:
+        return self.kind == ApiKeyKind.PLATFORM
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def revoke(self) -> None:
+        if self.revoked_at is None:
+            self.revoked_at = timezone.now()
+            self.save(update_fields=["revoked_at"])
+
+    def role_in(self, workspace_id: int) -> str | None:
+        """What this key may do in that workspace: None outside its reach."""
+        if self.workspace_id is not None and workspace_id != self.workspace_id:
+            return None
+        if self.user.is_superuser:
+            role = Role.OWNER
+        else:
+            role = (
+                Membership.objects.filter(user_id=self.user_id, workspace_id=workspace_id)
+                .values_list("role", flat=True)
+                .first()
+            )
+        if role is None or self.workspace_id is None:
+            return role
+        order = list(Role.values)
+        return order[min(order.index(role), order.index(self.role))]
+
+    def allows(self, workspace_id: int, role: str) -> bool:
+        return self.role_in(workspace_id) in Role.at_least(role)
 
 
 class BulkAddRun(models.Model):

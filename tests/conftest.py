@@ -79,6 +79,52 @@ def test_settings(settings):
     }
 
 
+# --- API (fleet/api/) ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api_keys(personas, ws_a, ws_b):
+    """Raw API keys by name: platform keys of each persona, workspace keys made by bob (manager
+    of A), and a revoked one."""
+    from fleet.models import ApiKey
+
+    made = {}
+    for name in ("alice", "bob", "olga", "root"):
+        _, made[f"{name}_platform"] = ApiKey.issue(name=name, user=personas[name])
+    _, made["a_manager"] = ApiKey.issue(
+        name="A manager", user=personas["bob"], workspace=ws_a, role=Role.MANAGER
+    )
+    _, made["a_viewer"] = ApiKey.issue(
+        name="A viewer", user=personas["bob"], workspace=ws_a, role=Role.VIEWER
+    )
+    _, made["a_operator"] = ApiKey.issue(
+        name="A operator", user=personas["bob"], workspace=ws_a, role=Role.OPERATOR
+    )
+    _, made["b_viewer"] = ApiKey.issue(
+        name="B viewer", user=personas["bob"], workspace=ws_b, role=Role.VIEWER
+    )
+    revoked, made["revoked"] = ApiKey.issue(name="old", user=personas["bob"])
+    revoked.revoke()
+    return made
+
+
+@pytest.fixture
+def api():
+    """`api(method, path, key, **kwargs)`: one API request through Django's test client
+    (JSON bodies by default), returning the response with `.json()`."""
+    from rest_framework.test import APIClient
+
+    def call(method, path, key=None, *, data=None, format="json", headers=None, **extra):
+        client = APIClient()
+        if key is not None:
+            extra["HTTP_X_API_KEY"] = key
+        for name, value in (headers or {}).items():
+            extra["HTTP_" + name.upper().replace("-", "_")] = value
+        return getattr(client, method.lower())(path, data=data, format=format, **extra)
+
+    return call
+
+
 # --- The Microsoft sandbox ----------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def sandbox_server(tmp_path_factory):

@@ -1,4 +1,5 @@
 from fleet.admin import (  # noqa: F401
+    api_keys,
     bulk_add,
     consent,
     credentials,

@@ -69,9 +69,7 @@ class WorkspaceAdmin(ScopedAdmin):
 
     def save_model(self, request, obj, form, change):
         if {"webhook_url", "webhook_secret"} & set(form.changed_data):
-            # A new address or secret is the owner's answer to a 410: deliver again.
-            obj.webhook_enabled = True
-            obj.webhook_disabled_reason = ""
+            obj.reenable_webhook()
         super().save_model(request, obj, form, change)
 
     @admin.display(description="webhook")

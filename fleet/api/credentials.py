@@ -1,0 +1,110 @@
+"""Credentials (Microsoft app registrations): list without secrets, create."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from fleet import errors
+from fleet.api.auth import get_scoped, scoped, target_workspace
+from fleet.api.envelope import ApiError, ok
+from fleet.api.schema import WORKSPACE_ID_PARAM, envelope
+from fleet.api.serializers import (
+    MAX_ID,
+    CredentialCreateSerializer,
+    CredentialSerializer,
+    credential_data,
+)
+from fleet.models import Credential, Role
+from fleet.tasks import enqueue_on_commit, verify_credential
+
+TAG = ["Credentials"]
+
+
+class CredentialFilterSerializer(serializers.Serializer):
+    workspace_id = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    kind = serializers.ChoiceField(choices=Credential.Kind.choices, required=False)
+    status = serializers.ChoiceField(choices=Credential.Status.choices, required=False)
+
+
+class CredentialList(APIView):
+    @extend_schema(
+        tags=TAG,
+        operation_id="credentials_list",
+        summary="List credentials",
+        description="Never returns a client secret: `client_secret_set` says whether one is set.",
+        parameters=[
+            OpenApiParameter("workspace_id", int),
+            OpenApiParameter("kind", str, enum=Credential.Kind.values),
+            OpenApiParameter("status", str, enum=Credential.Status.values),
+        ],
+        responses={200: envelope("CredentialListEnvelope", CredentialSerializer(many=True))},
+    )
+    def get(self, request):
+        filters = CredentialFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        credentials = scoped(request, Credential.objects.all()).filter(**filters.validated_data)
+        return ok([credential_data(c) for c in credentials.order_by("workspace_id", "name", "pk")])
+
+    @extend_schema(
+        tags=TAG,
+        operation_id="credentials_create",
+        summary="Create credential",
+        description="Managers. The client secret is stored encrypted and never shown again.",
+        parameters=[WORKSPACE_ID_PARAM],
+        request=CredentialCreateSerializer,
+        responses={201: envelope("CredentialEnvelope", CredentialSerializer())},
+    )
+    def post(self, request):
+        workspace = target_workspace(request, Role.MANAGER)
+        serializer = CredentialCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        values = {k: v for k, v in serializer.validated_data.items() if v is not None}
+        credential = Credential(workspace=workspace, **values)
+        credential.full_clean()  # the model's own rules, the same as in the admin
+        credential.save()
+        return ok(credential_data(credential), status=201)
+
+
+class CredentialDetail(APIView):
+    @extend_schema(
+        tags=TAG,
+        operation_id="credentials_get",
+        summary="Get credential",
+        description="Its status after a verification, and the error code if it failed.",
+        responses={200: envelope("CredentialEnvelope", CredentialSerializer())},
+    )
+    def get(self, request, pk: int):
+        return ok(credential_data(credential_by_id(request, pk, Role.VIEWER)))
+
+
+class CredentialVerify(APIView):
+    @extend_schema(
+        tags=TAG,
+        operation_id="credentials_verify",
+        summary="Verify credential",
+        description="Managers. Queues a check with Microsoft (an app-only Graph token through "
+        "client credentials), as the admin's Verify action: answers 202 at once; "
+        "`GET /credentials/{id}` shows `status` and `last_verified_at` once it ran. Graph "
+        "app-only credentials only (400 for OAuth apps, which are checked by a consent).",
+        request=None,
+        responses={202: envelope("CredentialEnvelope", CredentialSerializer())},
+    )
+    def post(self, request, pk: int):
+        credential = credential_by_id(request, pk, Role.MANAGER)
+        if credential.kind != Credential.Kind.GRAPH_APP_ONLY:
+            raise ApiError(
+                errors.VALIDATION_ERROR,
+                400,
+                "Only Graph app-only credentials are verified this way; an OAuth app is checked "
+                "by a consent (POST /mailboxes/connect/outlook).",
+            )
+        enqueue_on_commit(verify_credential, credential.pk)
+        return ok(credential_data(credential), status=202)
+
+
+def credential_by_id(request, pk: int, role: str) -> Credential:
+    if pk > MAX_ID:
+        raise ApiError(errors.NOT_FOUND, 404)
+    return get_scoped(request, Credential.objects.all(), role, pk=pk)

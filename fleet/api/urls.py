@@ -1,0 +1,39 @@
+from django.urls import path, re_path
+from django.views.decorators.csrf import csrf_exempt
+from drf_spectacular.views import (
+    SpectacularAPIView,
+    SpectacularJSONAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
+
+from fleet.api import connect, credentials, imports, mailboxes, workspaces
+from fleet.api.envelope import page_not_found
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("schema.json", SpectacularJSONAPIView.as_view(), name="api-schema-json"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path("workspaces", workspaces.WorkspaceList.as_view()),
+    path("workspaces/<int:pk>", workspaces.WorkspaceDetail.as_view()),
+    path("workspaces/<int:pk>/webhook", workspaces.WorkspaceWebhook.as_view()),
+    path("mailboxes", mailboxes.MailboxList.as_view()),
+    path("mailboxes/<uuid:uid>", mailboxes.MailboxDetail.as_view()),
+    path("mailboxes/<uuid:uid>/warmup/start", mailboxes.warmup_start),
+    path("mailboxes/<uuid:uid>/warmup/pause", mailboxes.warmup_pause),
+    path("mailboxes/<uuid:uid>/warmup/resume", mailboxes.warmup_resume),
+    path("mailboxes/<uuid:uid>/test", mailboxes.MailboxConnectionTest.as_view()),
+    path("mailboxes/<uuid:uid>/totp", mailboxes.MailboxTotp.as_view()),
+    path("mailboxes/connect/outlook", connect.ConnectOutlook.as_view()),
+    path("mailboxes/import/outlook", imports.ImportOutlook.as_view()),
+    path("mailboxes/microsoft", connect.ConnectMicrosoft.as_view()),
+    path("mailboxes/consent-request/initiate", connect.ConsentRequestInitiate.as_view()),
+    path("mailboxes/consent-request", connect.ConsentRequestList.as_view()),
+    path("mailboxes/consent-request/<uuid:uid>", connect.ConsentRequestDetail.as_view()),
+    path("credentials", credentials.CredentialList.as_view()),
+    path("credentials/<int:pk>", credentials.CredentialDetail.as_view()),
+    path("credentials/<int:pk>/verify", credentials.CredentialVerify.as_view()),
+    # Anything else under /api/ answers the JSON 404, even with DEBUG on.
+    re_path(r"^.*$", csrf_exempt(lambda request, *a, **k: page_not_found(request, None))),
+]
