@@ -228,10 +228,13 @@ def complete(params: dict) -> Outcome:
 def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> Outcome:
     signed = identity.finish_user_flow(cr.credential, flow, dict(params))
     mailbox = cr.mailbox
-    if mailbox is not None and mailbox.email.lower() != signed.username.lower():
+    # The address this consent is for: a known mailbox's, or the one the API caller announced
+    # for a new mailbox (seed 002's `email`).
+    expected = mailbox.email if mailbox is not None else cr.request_data.get("email", "")
+    if expected and expected.lower() != signed.username.lower():
         raise FleetError(
             errors.MAILBOX_MISMATCH,
-            f"You signed in as {signed.username}, but this link connects {mailbox.email}. "
+            f"You signed in as {signed.username}, but this link connects {expected}. "
             "Nothing was stored.",
         )
     with transaction.atomic():
@@ -255,6 +258,14 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> Outcome:
             if outlook_com:
                 mailbox.provider = Mailbox.Provider.OUTLOOK_COM
         mailbox.auth_method = Mailbox.AuthMethod.OAUTH
+        if created:
+            # Seed 002: the name and warmup settings the caller gave when asking for the link.
+            wanted = cr.request_data
+            mailbox.display_name = wanted.get("display_name") or ""
+            if wanted.get("email_per_day") is not None:
+                mailbox.warmup_daily_volume = wanted["email_per_day"]
+            if wanted.get("response_rate") is not None:
+                mailbox.warmup_response_rate = wanted["response_rate"]
         mailbox.display_name = mailbox.display_name or signed.display_name
         mailbox.credential = cr.credential
         mailbox.graph_user_id = signed.object_id

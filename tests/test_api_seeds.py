@@ -369,3 +369,38 @@ def test_import_needs_an_operator(base, api_keys):
     )
     assert response.status_code == 403
     assert not Mailbox.objects.filter(email="cara@acme-outreach.com").exists()
+
+
+def test_seed_002_consent_applies_the_request_and_refuses_another_address(
+    base, api_keys, oauth_app, ws_a, live_server
+):
+    """The mailbox created after consent carries the name and warmup settings of the request, and
+    signing in as another address than the requested `email` stores nothing."""
+
+    def ask():
+        body = {
+            "name": "Nora Q.",
+            "email": "nora@acme-outreach.com",
+            "email_per_day": 55,
+            "response_rate": 12,
+            "meta": {},
+        }
+        headers = {"X-Api-Key": api_keys["a_operator"]}
+        answer = requests.post(
+            f"{base}/mailboxes/microsoft", headers=headers, json=body, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()["data"]["authUrl"]
+
+    wrong = requests.get(press(ask(), "ava@acme-outreach.com"), timeout=30)
+    assert "MAILBOX_MISMATCH" in wrong.text and "nora@acme-outreach.com" in wrong.text
+    assert not Mailbox.objects.filter(workspace=ws_a).exists()
+
+    requests.get(press(ask(), "nora@acme-outreach.com"), timeout=30)
+    nora = Mailbox.objects.get(workspace=ws_a, email="nora@acme-outreach.com")
+    assert (nora.display_name, nora.warmup_daily_volume, nora.warmup_response_rate) == (
+        "Nora Q.",
+        55,
+        12,
+    )
+    assert nora.status == "pending" and nora.needs_approval
