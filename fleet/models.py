@@ -168,6 +168,24 @@ class Credential(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
 
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        if self.kind == CredentialKind.GRAPH_APP_ONLY and not self.secret_expires_at:
+            # Entra ID secrets expire (at most 2 years): the date drives the expiry warning.
+            raise ValidationError(
+                {
+                    "secret_expires_at": "Required for Graph app-only credentials: the "
+                    "Expires date shown next to the secret in Entra ID → Certificates & secrets."
+                }
+            )
+
+    @property
+    def secret_expires_soon(self) -> bool:
+        """Expires within SECRET_EXPIRY_WARNING_DAYS, or already has (see secret_expiring_q)."""
+        limit = timezone.localdate() + timedelta(days=self.SECRET_EXPIRY_WARNING_DAYS)
+        return self.secret_expires_at is not None and self.secret_expires_at <= limit
+
     @classmethod
     def secret_expiring_q(cls) -> Q:
         """Secrets that expire within SECRET_EXPIRY_WARNING_DAYS, or already have."""
