@@ -391,6 +391,8 @@ def record(run: BulkAddRun, outcomes: list[Outcome], domains: dict[str, DomainCh
             result.mailbox = mailboxes[o.email]
             result.spf_correct = check.spf_correct if check else None
             result.dkim_correct = check.dkim_correct if check else None
+            if check and check.error:  # reported, and the mailbox is connected all the same
+                result.error_detail = f"SPF/DKIM unknown: {check.error}"
     BulkAddResult.objects.bulk_update(
         results.values(),
         [
@@ -446,7 +448,7 @@ def save_mailboxes(
         mailbox.credential_id = run.credential_id
         mailbox.spf_correct = check.spf_correct if check else None
         mailbox.dkim_correct = check.dkim_correct if check else None
-        mailbox.last_checked_at = now
+        mailbox.last_checked_at = mailbox.updated_at = now
         if mailbox.pk is None:
             new.append(mailbox)
     try:

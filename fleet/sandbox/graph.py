@@ -197,6 +197,7 @@ def batch(request: Request) -> Response:
     sandbox = request.sandbox
     with sandbox.lock:
         sandbox.counts["batch"] += 1
+    sandbox = request.sandbox
     if bearer_claims(request) is None:
         return unauthorized()
     try:

@@ -383,6 +383,8 @@ def client_of(request: Request):
 @route("POST", r"/(?P<tenant>[^/]+)/oauth2/v2\.0/token")
 def token(request: Request, tenant: str) -> Response:
     sandbox, f = request.sandbox, request.form
+    with sandbox.lock:
+        sandbox.counts["token"] += 1
     app, refused = client_of(request)
     if app is None:
         return refused

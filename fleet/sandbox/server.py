@@ -220,11 +220,25 @@ class Sandbox:
     def dispatch(self, request: Request, *, inner: bool = False) -> Response:
         """Answer one request; `inner` for the requests inside a Graph `$batch` (no latency of
         their own: the envelope's reply carries it)."""
+        batch = request.path.endswith("/$batch") and not inner
+        with self.lock:
+            if not request.browser and not inner:
+                self.counts["http"] += 1
+            if batch:  # how many `$batch` requests are being answered at once (latency included)
+                self.counts["batch_in_flight"] += 1
+                self.counts["batch_in_flight_max"] = max(
+                    self.counts["batch_in_flight_max"], self.counts["batch_in_flight"]
+                )
+        try:
+            return self._dispatch(request, inner)
+        finally:
+            if batch:
+                with self.lock:
+                    self.counts["batch_in_flight"] -= 1
+
+    def _dispatch(self, request: Request, inner: bool) -> Response:
         if self.switches.latency and not inner:
             time.sleep(self.switches.latency)
-        if not request.browser and not inner:
-            with self.lock:
-                self.counts["http"] += 1
         for r in ROUTES:
             match = r.pattern.match(request.path)
             if match and r.method == request.method:
