@@ -93,7 +93,7 @@ def validate_accounts(rows: list[tuple[str, str, str]]) -> list[Account]:
 def parse_lines(text: str) -> list[Account]:
     """Pasted lines of `email[,display name]` (a display name may contain commas if quoted)."""
     rows = []
-    for number, fields in enumerate(csv.reader(io.StringIO(text)), start=1):
+    for number, fields in enumerate(csv.reader(io.StringIO(text), skipinitialspace=True), start=1):
         if not fields or not "".join(fields).strip():
             continue
         email, name = fields[0], ",".join(fields[1:])

@@ -156,7 +156,11 @@ def test_every_result_code(graph_credential, sandbox, personas):
         "bea@broken.example",
     }
     event = MailboxEvent.objects.get(mailbox=ava)
-    assert (event.from_status, event.to_status, event.actor) == ("pending", "active", personas["alice"])
+    assert (event.from_status, event.to_status, event.actor) == (
+        "pending",
+        "active",
+        personas["alice"],
+    )
     # One chunk: lookups, then settings + alias searches: two $batch calls and one token.
     assert sandbox.counts["batch"] == 2 and sandbox.counts["token"] == 1
     # Permanent errors are not retried: each request once.
@@ -180,7 +184,9 @@ def test_same_list_again_creates_no_duplicate(graph_credential):
 
 
 def test_storm_of_429_and_503_ends_in_success(graph_credential, sandbox):
-    sandbox.switches.update({"graph_throttle": 10, "graph_retry_after": 0, "graph_server_errors": 5})
+    sandbox.switches.update(
+        {"graph_throttle": 10, "graph_retry_after": 0, "graph_server_errors": 5}
+    )
     emails = [(f"{n}@acme-outreach.com", "") for n in ("ava", "ben", "cara", "dan", "eve")]
     run = run_list(graph_credential, emails)
     assert run.outcome == "all_connected" and run.connected == 5
@@ -219,7 +225,11 @@ def test_expired_secret_fails_the_run_with_its_code(graph_credential, sandbox):
     sandbox.directory.apps[CLIENT_ID].expired_secrets.append(SECRET)
     sandbox.directory.apps[CLIENT_ID].client_secret = "the-new-one"
     run = run_list(graph_credential, [("ava@acme-outreach.com", ""), ("ben@acme-outreach.com", "")])
-    assert (run.status, run.outcome, run.error_code) == ("failed", "rejected", "CLIENT_SECRET_EXPIRED")
+    assert (run.status, run.outcome, run.error_code) == (
+        "failed",
+        "rejected",
+        "CLIENT_SECRET_EXPIRED",
+    )
     assert [(r.done, r.error_code) for r in run.results.all()] == [
         (True, "CLIENT_SECRET_EXPIRED"),
         (True, "CLIENT_SECRET_EXPIRED"),
