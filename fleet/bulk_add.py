@@ -372,20 +372,22 @@ def outcome_of(run: BulkAddRun) -> str:
 @transaction.atomic
 def record(run: BulkAddRun, outcomes: list[Outcome], domains: dict[str, DomainCheck]) -> None:
     """One chunk: its mailboxes created or updated, its results and the run's counts, in a few
-    queries for the whole chunk (plus one status change per newly active mailbox)."""
+    queries for the whole chunk, whatever its size."""
     now = timezone.now()
     successes = [o for o in outcomes if o.success]
     mailboxes = save_mailboxes(run, successes, domains, now)
-    results = {
-        r.position: r for r in run.results.filter(position__in=[o.position for o in outcomes])
-    }
+    results = []
     for o in outcomes:
-        result = results[o.position]
-        result.done = True
-        result.success = o.success
-        result.name = o.name or o.graph_name
-        result.error_code = o.error.code if o.error else ""
-        result.error_detail = o.detail
+        result = BulkAddResult(
+            run=run,
+            position=o.position,
+            email=o.email,
+            name=o.name or o.graph_name,
+            done=True,
+            success=o.success,
+            error_code=o.error.code if o.error else "",
+            error_detail=o.detail,
+        )
         if o.success:
             check = domains.get(o.email.rsplit("@", 1)[1])
             result.mailbox = mailboxes[o.email]
@@ -393,19 +395,11 @@ def record(run: BulkAddRun, outcomes: list[Outcome], domains: dict[str, DomainCh
             result.dkim_correct = check.dkim_correct if check else None
             if check and check.error:  # reported, and the mailbox is connected all the same
                 result.error_detail = f"SPF/DKIM unknown: {check.error}"
-    BulkAddResult.objects.bulk_update(
-        results.values(),
-        [
-            "done",
-            "success",
-            "name",
-            "error_code",
-            "error_detail",
-            "mailbox",
-            "spf_correct",
-            "dkim_correct",
-        ],
-    )
+        results.append(result)
+    # The pending rows are replaced by the finished ones: two statements for the chunk, where a
+    # bulk_update would build a CASE per field and row.
+    run.results.filter(position__in=[o.position for o in outcomes], done=False).delete()
+    BulkAddResult.objects.bulk_create(results)
     BulkAddRun.objects.filter(pk=run.pk).update(
         processed=F("processed") + len(outcomes),
         connected=F("connected") + len(successes),
@@ -470,13 +464,17 @@ def save_mailboxes(
     saved = {**existing, **{m.email.lower(): m for m in new}}
     for mailbox in saved.values():
         mailbox.workspace = workspace  # for webhooks, without a query each
-        # A disabled mailbox stays disabled: re-enabling is a manager's decision.
-        if mailbox.status not in (Mailbox.Status.ACTIVE, Mailbox.Status.DISABLED):
-            mailbox.set_status(
-                Mailbox.Status.ACTIVE,
-                message="Found in Microsoft Graph (bulk add)",
-                actor=run.created_by,
-            )
+    # A disabled mailbox stays disabled: re-enabling it is a manager's decision.
+    Mailbox.set_status_many(
+        [
+            m
+            for m in saved.values()
+            if m.status not in (Mailbox.Status.ACTIVE, Mailbox.Status.DISABLED)
+        ],
+        Mailbox.Status.ACTIVE,
+        message="Found in Microsoft Graph (bulk add)",
+        actor=run.created_by,
+    )
     return saved
 
 
