@@ -325,3 +325,23 @@ def test_operator_of_another_workspace_cannot_start(graph_credential, ws_b, pers
         bulk_add.resolve_credential(graph_credential.workspace, other.pk)
     assert named.value.code == "INVALID_CREDENTIAL_ID"
     assert not BulkAddRun.objects.exists()
+
+
+def test_queries_grow_per_chunk_not_per_account(graph_credential, sandbox):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for n in range(80):
+        sandbox.directory.add_user(f"user{n:03}@acme-outreach.com")
+
+    def queries_for(emails) -> int:
+        run = start_run(graph_credential.workspace, graph_credential, [Account(e) for e in emails])
+        with CaptureQueriesContext(connection) as queries:
+            assert execute(run).connected == len(emails)
+        return len(queries)
+
+    one_chunk = queries_for([f"user{n:03}@acme-outreach.com" for n in range(20)])
+    three_chunks = queries_for([f"user{n:03}@acme-outreach.com" for n in range(20, 80)])
+    # 40 more mailboxes cost two more chunks' statements (about a dozen each, savepoints
+    # included), where writing per account would add more than 40 × 3.
+    assert three_chunks - one_chunk <= 2 * 15
