@@ -201,6 +201,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", env.str, "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # aiosmtpd (the sandbox's SMTP server) logs every command, and a client's refused
+        # certificate as an error: the sandbox provokes those on purpose.
+        "mail.log": {"level": "CRITICAL"},
     },
 }
 
@@ -237,6 +240,11 @@ SANDBOX_HOST = _env("SANDBOX_HOST", env.str, "127.0.0.1")
 # is served on SANDBOX_BROWSER_PORT over plain http (browsers treat loopback as secure).
 SANDBOX_PORT = _env("SANDBOX_PORT", env.int, 8443)
 SANDBOX_BROWSER_PORT = _env("SANDBOX_BROWSER_PORT", env.int, 8444)
+# The sandbox's SMTP (STARTTLS) and IMAP (SSL) servers, which take XOAUTH2 tokens it issued and
+# the app password SANDBOX_APP_PASSWORD for every directory user.
+SANDBOX_SMTP_PORT = _env("SANDBOX_SMTP_PORT", env.int, 8587)
+SANDBOX_IMAP_PORT = _env("SANDBOX_IMAP_PORT", env.int, 8993)
+SANDBOX_APP_PASSWORD = _env("SANDBOX_APP_PASSWORD", env.str, "sandbox-app-password")
 SANDBOX_DIR = _env("SANDBOX_DIR", env.path, BASE_DIR / "var" / "sandbox")
 # The sandbox's directory of tenants, users and app registrations (JSON); empty: the built-in one.
 SANDBOX_DIRECTORY = _env("SANDBOX_DIRECTORY", env.str, "")
@@ -253,3 +261,26 @@ GRAPH_MAX_RETRY_AFTER = _env("GRAPH_MAX_RETRY_AFTER", env.float, 120.0)
 DNS_NAMESERVERS = _env("DNS_NAMESERVERS", env.list, [])
 DNS_PORT = _env("DNS_PORT", env.int, 53)
 DNS_TIMEOUT = _env("DNS_TIMEOUT", env.float, 3.0)
+
+# SMTP/IMAP connection tests (fleet/mailproto.py): a CA bundle for the mail servers' TLS
+# certificates (empty: the system's CAs), the timeout in seconds of every protocol step, and how
+# many mailboxes one worker tests at once.
+MAIL_TLS_CA_FILE = _env("MAIL_TLS_CA_FILE", env.str, "")
+# The servers new mailboxes are configured with (imports, OAuth consent): Microsoft's, as seed 001
+# documents them; the demo points them at the sandbox's mail servers (`check --deploy` refuses
+# loopback hosts).
+MAIL_SMTP_HOST = _env("MAIL_SMTP_HOST", env.str, "smtp.office365.com")
+MAIL_SMTP_PORT = _env("MAIL_SMTP_PORT", env.int, 587)
+MAIL_IMAP_HOST = _env("MAIL_IMAP_HOST", env.str, "outlook.office365.com")
+MAIL_IMAP_CONSUMER_HOST = _env("MAIL_IMAP_CONSUMER_HOST", env.str, "imap-mail.outlook.com")
+MAIL_IMAP_PORT = _env("MAIL_IMAP_PORT", env.int, 993)
+MAIL_TIMEOUT = _env("MAIL_TIMEOUT", env.float, 20.0)
+MAIL_CHECK_CONCURRENCY = _env("MAIL_CHECK_CONCURRENCY", env.int, 20)
+if MAIL_CHECK_CONCURRENCY < 1:
+    raise ImproperlyConfigured("MAIL_CHECK_CONCURRENCY must be at least 1")
+
+# CSV/XLSX mailbox imports: files above this size (bytes) are refused before they are read.
+IMPORT_MAX_FILE_SIZE = _env("IMPORT_MAX_FILE_SIZE", env.int, 2 * 1024 * 1024)
+# Between preview and confirm, the uploaded file waits encrypted (it holds app passwords).
+IMPORT_EXPORT_TMP_STORAGE_CLASS = "fleet.imports.EncryptedTempStorage"
+IMPORT_EXPORT_SKIP_ADMIN_LOG = True  # every import is recorded as an ImportBatch instead

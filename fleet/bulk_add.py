@@ -121,34 +121,29 @@ def parse_records(records: list[dict]) -> list[Account]:
     return validate_accounts(rows)
 
 
-def parse_csv(data: bytes) -> list[Account]:
-    """An uploaded CSV with a `mailbox_email` column and optionally `display_name` (UTF-8, with
-    or without BOM, else Windows-1252; comma, semicolon or tab separated). Minimal on purpose:
-    the CSV import's reader (fleet/imports.py) replaces this once it is on main."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("cp1252", errors="replace")
-    first = text.split("\n", 1)[0]
-    delimiter = max(",;\t", key=first.count)
-    reader = csv.DictReader(io.StringIO(text), delimiter=delimiter)
-    columns = {(c or "").strip().lower() for c in reader.fieldnames or []}
-    if "mailbox_email" not in columns:
+def parse_upload(file) -> list[Account]:
+    """An uploaded CSV or XLSX with a `mailbox_email` column and optionally `display_name`, read
+    by the CSV import's reader (size limit, encodings, delimiters: fleet/imports.py). Raises
+    imports.ImportRejected for a file it cannot read, AccountsInvalid for bad lines."""
+    from fleet.imports import read_rows, read_upload
+
+    data, _ = read_upload(file)
+    rows = read_rows(data)
+    header = [cell.strip().lower() for cell in rows[0]]
+    if "mailbox_email" not in header:
         raise AccountsInvalid(
             ["CSV must have a mailbox_email column (and optionally display_name)"]
         )
+    email_at = header.index("mailbox_email")
+    name_at = header.index("display_name") if "display_name" in header else None
     records = []
-    for row in reader:
-        row = {(k or "").strip().lower(): (v or "") for k, v in row.items() if k is not None}
-        if any(v.strip() for v in row.values()):
-            records.append(
-                {
-                    "mailbox_email": row.get("mailbox_email", ""),
-                    "display_name": row.get("display_name", ""),
-                }
-            )
-    rows = [(f"line {n}", r["mailbox_email"], r["display_name"]) for n, r in enumerate(records, 2)]
-    return validate_accounts(rows)
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        email = row[email_at] if email_at < len(row) else ""
+        name = row[name_at] if name_at is not None and name_at < len(row) else ""
+        records.append((f"line {number}", email, name))
+    return validate_accounts(records)
 
 
 def resolve_credential(workspace: Workspace, credential_id: int | None) -> Credential:

@@ -1,5 +1,5 @@
 """System checks: `manage.py check --deploy` refuses production settings that point Microsoft's
-endpoints at the sandbox (or any loopback address)."""
+endpoints or the mail servers new mailboxes get at the sandbox (or any loopback address)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,22 @@ def microsoft_endpoints_not_sandbox(app_configs, **kwargs):
                     hint=f"Unset {name} (Microsoft's public cloud) or set a national cloud's "
                     "endpoint; the sandbox is for tests and the demo only.",
                     id="fleet.E001",
+                )
+            )
+    return problems
+
+
+@register(Tags.security, deploy=True)
+def mail_servers_not_sandbox(app_configs, **kwargs):
+    problems = []
+    for name in ("MAIL_SMTP_HOST", "MAIL_IMAP_HOST", "MAIL_IMAP_CONSUMER_HOST"):
+        value = getattr(settings, name)
+        if is_loopback(f"//{value}"):
+            problems.append(
+                Error(
+                    f"{name} is {value}, a loopback host (the sandbox's mail servers).",
+                    hint=f"Unset {name} to configure new mailboxes with Microsoft's servers.",
+                    id="fleet.E002",
                 )
             )
     return problems

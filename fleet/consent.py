@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from fleet import errors, webhooks
 from fleet.errors import FleetError
+from fleet.imports import server_settings
 from fleet.microsoft import identity
 from fleet.models import ConsentRequest, Credential, Mailbox, Workspace
 
@@ -249,12 +250,10 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> Outcome:
                 email=signed.username,
                 status=Mailbox.Status.PENDING,
                 needs_approval=True,
-                provider=Mailbox.Provider.OUTLOOK_COM
-                if outlook_com
-                else Mailbox.Provider.MICROSOFT365,
+                **server_settings(signed.username),
             )
             if outlook_com:
-                mailbox.smtp_host = "smtp-mail.outlook.com"
+                mailbox.provider = Mailbox.Provider.OUTLOOK_COM
         mailbox.auth_method = Mailbox.AuthMethod.OAUTH
         mailbox.display_name = mailbox.display_name or signed.display_name
         mailbox.credential = cr.credential
@@ -329,7 +328,9 @@ def admin_request_for(credential: Credential) -> ConsentRequest:
 
 def after_consent(mailbox: Mailbox) -> None:
     """Test the new grant over SMTP and IMAP with XOAUTH2 once the consent is committed."""
-    # wired to the connection test at merge
+    from fleet.tasks import check_mailbox, enqueue_on_commit
+
+    enqueue_on_commit(check_mailbox, mailbox.pk)
 
 
 # --- by hand and by time ----------------------------------------------------------------------

@@ -20,6 +20,7 @@ from fleet.models import (
     BulkAddRun,
     ConsentRequest,
     Credential,
+    ImportBatch,
     Mailbox,
     MailboxEvent,
     Workspace,
@@ -72,6 +73,7 @@ class Dashboard:
     credentials_expiring_url: str = ""
     reauth: Figure | None = None
     recent_bulk_adds: list[BulkAddRun] = field(default_factory=list)
+    recent_imports: list[ImportBatch] = field(default_factory=list)
 
     @property
     def trend_max(self) -> int:
@@ -170,6 +172,7 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
     )
     board.credentials_expiring_url = changelist(Credential, secret_expiry="soon", **ws_param)
     board.recent_bulk_adds = list(scoped(BulkAddRun).select_related("workspace")[:5])
+    board.recent_imports = list(scoped(ImportBatch).select_related("workspace")[:5])
     return board
 
 

@@ -177,6 +177,80 @@ DNS_LOOKUP_FAILED = define(
     permanent=False,
 )
 
+# --- Mailbox connection tests (SMTP/IMAP) -----------------------------------------------------
+# Mapped from SMTP reply and enhanced status codes and IMAP tagged responses, never from text.
+# https://learn.microsoft.com/en-us/exchange/clients-and-mobile-in-exchange-online/authenticated-client-smtp-submission
+SMTP_AUTH_DISABLED = define(
+    "SMTP_AUTH_DISABLED",
+    "SMTP AUTH is disabled for this mailbox or its tenant (535 5.7.139)",
+    "A Microsoft 365 admin enables Authenticated SMTP for the mailbox (Microsoft 365 admin "
+    "center → user → Mail → Manage email apps → Authenticated SMTP, or Set-CASMailbox "
+    "-SmtpClientAuthenticationDisabled $false), and for the tenant if it is off there; security "
+    "defaults also block it and must then be turned off or replaced by OAuth.",
+)
+BASIC_AUTH_DISABLED = define(
+    "BASIC_AUTH_DISABLED",
+    "Basic authentication is not supported for this mailbox (550 5.7.30)",
+    "Microsoft no longer accepts app passwords for this mailbox: connect it with Microsoft "
+    "OAuth consent instead (Consent requests → Add).",
+)
+INVALID_CREDENTIALS = define(
+    "INVALID_CREDENTIALS",
+    "The server rejected the address or the app password",
+    "Check the address and create a new app password (account.microsoft.com → Security → "
+    "Advanced security options → App passwords; needs two-step verification), then set it "
+    "on the mailbox and test the connection again.",
+)
+CONNECTION_REFUSED = define(
+    "CONNECTION_REFUSED",
+    "The mail server refused the connection",
+    "Check the host and port on the mailbox (SMTP smtp.office365.com:587, IMAP "
+    "outlook.office365.com:993) and that outbound connections on those ports are allowed.",
+    permanent=False,
+)
+CONNECTION_TIMEOUT = define(
+    "CONNECTION_TIMEOUT",
+    "The mail server did not answer in time",
+    "Usually temporary: test the connection again later. If it persists, check the host, "
+    "port and any firewall between Fleet and the server.",
+    permanent=False,
+)
+CONNECTION_FAILED = define(
+    "CONNECTION_FAILED",
+    "The connection to the mail server failed",
+    "Test again later; if it persists, check the host and port on the mailbox.",
+    permanent=False,
+)
+HOST_NOT_FOUND = define(
+    "HOST_NOT_FOUND",
+    "The mail server's host name does not resolve",
+    "Correct the SMTP/IMAP host on the mailbox, or check the DNS resolver of the Fleet server.",
+)
+TLS_FAILED = define(
+    "TLS_FAILED",
+    "The secure (TLS) connection to the mail server failed",
+    "Check that the host name matches the server's certificate and the security setting "
+    "(STARTTLS on 587, SSL on 993); an administrator sets MAIL_TLS_CA_FILE when a private CA "
+    "signs the server's certificate.",
+)
+AUTH_MECHANISM_UNAVAILABLE = define(
+    "AUTH_MECHANISM_UNAVAILABLE",
+    "The mail server offers no sign-in method Fleet can use",
+    "Check the host and port on the mailbox: Microsoft's servers offer AUTH LOGIN/XOAUTH2 "
+    "after STARTTLS on port 587.",
+)
+MAIL_SERVER_ERROR = define(
+    "MAIL_SERVER_ERROR",
+    "The mail server answered with an unexpected error",
+    "Read the server's reply in the message; test again later if it is temporary (4xx).",
+    permanent=False,
+)
+NO_MAIL_CREDENTIAL = define(
+    "NO_MAIL_CREDENTIAL",
+    "The mailbox has no app password or access token to sign in with",
+    "Set the app password on the mailbox (or connect it by OAuth), then test it again.",
+)
+
 # --- App registrations (client credentials) ------------------------------------------------------
 # AADSTS numbers: https://learn.microsoft.com/entra/identity-platform/reference-error-codes
 CLIENT_SECRET_INVALID = define(

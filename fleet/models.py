@@ -848,3 +848,54 @@ class BulkAddResult(models.Model):
             ),
             "error": self.error_code or None,
         }
+
+
+class ImportBatch(models.Model):
+    """One CSV/XLSX import of mailboxes: who brought what into which workspace, what came of each
+    row (first 50 errors, as in seed 001), and the mailboxes it created, whose connection tests
+    make up its progress."""
+
+    workspace_lookup = "workspace"
+
+    MAX_ERRORS = 50
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="imports")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    tag = models.ForeignKey(Tag, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    file_name = models.CharField(max_length=255, blank=True)
+    total_rows = models.PositiveIntegerField(default=0)
+    imported = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    # [{"row": 3, "email": "x@y.com" | "unknown", "error": "Missing email or password"}, …]
+    errors = models.JSONField(default=list, blank=True)
+    mailboxes = models.ManyToManyField(Mailbox, blank=True, related_name="import_batches")
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "import batches"
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="import_ws_time")]
+
+    def __str__(self) -> str:
+        return f"{self.file_name or 'import'} · {self.created_at:%Y-%m-%d %H:%M}"
+
+    def progress(self) -> dict[str, int]:
+        """Connection-test progress of the imported mailboxes, in one query."""
+        counts = dict(
+            self.mailboxes.order_by().values_list("status").annotate(n=models.Count("id"))
+        )
+        total = sum(counts.values())
+        pending = counts.get(MailboxStatus.PENDING, 0)
+        active = counts.get(MailboxStatus.ACTIVE, 0)
+        return {
+            "total": total,
+            "tested": total - pending,
+            "active": active,
+            "failed": total - pending - active,
+            "pending": pending,
+        }

@@ -25,6 +25,26 @@ def deliver_webhook(delivery_id: int) -> None:
     webhooks.deliver(delivery_id)
 
 
+# --- Mailbox connection tests (SMTP/IMAP) ----------------------------------------------------
+@task()
+def check_mailboxes(mailbox_ids: list[int], actor_id: int | None = None) -> dict[str, int]:
+    """Connection tests of these mailboxes (MAIL_CHECK_CONCURRENCY at a time)."""
+    from django.contrib.auth import get_user_model
+
+    from fleet import mailbox_checks
+
+    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+    return dict(mailbox_checks.check_mailboxes(mailbox_ids, actor=actor))
+
+
+@task()
+def check_mailbox(mailbox_id: int) -> dict[str, int]:
+    """Connection test of one mailbox."""
+    from fleet import mailbox_checks
+
+    return dict(mailbox_checks.check_mailboxes([mailbox_id]))
+
+
 # --- Microsoft OAuth upkeep -----------------------------------------------------------------
 @task()
 def refresh_expiring_tokens() -> dict[str, int]:

@@ -103,6 +103,21 @@ def sandbox(sandbox_server, settings):
 
 
 @pytest.fixture
+def sandbox_mail(sandbox, settings, monkeypatch):
+    """The sandbox's SMTP/IMAP servers (XOAUTH2 with its tokens, certificates from its CA), with
+    the client trusting them here and in worker processes; `point_at` directs a mailbox there."""
+    from fleet.sandbox.identity import validate_access_token
+    from fleet.sandbox.mailservers import MailServers
+
+    with MailServers(token_validator=validate_access_token, ca=sandbox.ca) as servers:
+        settings.MAIL_TLS_CA_FILE = sandbox.ca_file
+        settings.MAIL_TIMEOUT = 3.0
+        monkeypatch.setenv("MAIL_TLS_CA_FILE", sandbox.ca_file)
+        monkeypatch.setenv("MAIL_TIMEOUT", "3")
+        yield servers
+
+
+@pytest.fixture
 def oauth_app(sandbox, ws_a):
     """An app registration known to the sandbox, as an oauth_app credential of workspace A."""
     from fleet.models import Credential

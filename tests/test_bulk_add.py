@@ -343,5 +343,5 @@ def test_queries_grow_per_chunk_not_per_account(graph_credential, sandbox):
     one_chunk = queries_for([f"user{n:03}@acme-outreach.com" for n in range(20)])
     three_chunks = queries_for([f"user{n:03}@acme-outreach.com" for n in range(20, 80)])
     # 40 more mailboxes cost two more chunks' statements (about a dozen each, savepoints
-    # included), where writing per account would add more than 40 × 3.
+    # included), where writing per account would add more than 40 x 3.
     assert three_chunks - one_chunk <= 2 * 15

@@ -204,3 +204,13 @@ def test_sandbox_switches_over_http(sandbox):
     bad = requests.post(url, json={"nope": 1}, verify=sandbox.ca_file, timeout=5)
     assert bad.status_code == 400
     assert re.search("unknown switch", bad.text)
+
+
+def test_check_deploy_refuses_sandbox_mail_servers(settings):
+    settings.MAIL_SMTP_HOST = "127.0.0.1"
+    with pytest.raises(SystemCheckError, match=r"fleet\.E002"):
+        call_command("check", deploy=True, fail_level="ERROR")
+    settings.MAIL_SMTP_HOST = "smtp.office365.com"
+    settings.MAIL_IMAP_CONSUMER_HOST = "localhost"
+    with pytest.raises(SystemCheckError, match="MAIL_IMAP_CONSUMER_HOST"):
+        call_command("check", deploy=True, fail_level="ERROR")

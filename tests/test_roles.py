@@ -133,3 +133,15 @@ def test_mailbox_page_shows_history_but_no_secret(team, mailbox, client_for):
     )
     assert "PLAIN-APP-PW" not in html
     assert "pending → active" in html
+
+
+def test_mailbox_list_offers_import_export_and_connect(team, client_for):
+    html = (
+        client_for(team["operator"]).get(reverse("admin:fleet_mailbox_changelist")).content.decode()
+    )
+    for button in (
+        "Connect a new Outlook mailbox",
+        reverse("admin:fleet_mailbox_import"),
+        reverse("admin:fleet_mailbox_export"),
+    ):
+        assert button in html

@@ -15,6 +15,7 @@ from fleet.microsoft import identity
 from fleet.microsoft.http import MicrosoftError, MicrosoftSession, request_json
 from fleet.models import Mailbox
 from tests.browser import local_path, press
+from tests.mail_fixtures import point_at
 from tests.test_tasks import run_workers
 
 
@@ -62,9 +63,10 @@ def test_refresh_rotation_is_persisted(sandbox, oauth_app, ava, client):
 
 @pytest.mark.django_db(transaction=True)
 def test_periodic_refresh_in_a_worker_then_revoked_grant_needs_reauth_then_reconnect(
-    sandbox, oauth_app, ava, client, personas, client_for, monkeypatch
+    sandbox, sandbox_mail, oauth_app, ava, client, personas, client_for, monkeypatch
 ):
     sandbox_env(sandbox, monkeypatch)
+    point_at(ava, sandbox_mail)  # the consent queues an XOAUTH2 connection test: it must pass
     connect(client, ava)
     before = str(ava.refresh_token)
     Mailbox.objects.filter(pk=ava.pk).update(token_expires_at=timezone.now() + timedelta(minutes=5))

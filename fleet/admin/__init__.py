@@ -2,6 +2,7 @@ from fleet.admin import (  # noqa: F401
     bulk_add,
     consent,
     credentials,
+    imports,
     mailboxes,
     tasks,
     webhooks,

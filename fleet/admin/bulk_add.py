@@ -14,15 +14,14 @@ from fleet.admin.display import badge
 from fleet.bulk_add import (
     MAX_ACCOUNTS,
     AccountsInvalid,
-    parse_csv,
     parse_lines,
+    parse_upload,
     resolve_credential,
     start_run,
 )
 from fleet.errors import FleetError
+from fleet.imports import ImportRejected
 from fleet.models import BulkAddRun, Credential, Role, Workspace
-
-MAX_CSV_BYTES = 1024 * 1024
 
 
 class AnyCredentialField(forms.TypedChoiceField):
@@ -52,7 +51,7 @@ class BulkAddForm(forms.Form):
     )
     csv_file = forms.FileField(
         required=False,
-        label="…or a CSV file",
+        label="…or a CSV / XLSX file",
         help_text="Columns mailbox_email and (optionally) display_name, with a header row.",
     )
 
@@ -76,13 +75,13 @@ class BulkAddForm(forms.Form):
         text, upload = (data.get("accounts") or "").strip(), data.get("csv_file")
         if bool(text) == bool(upload):
             raise ValidationError("Paste the mailboxes or upload a CSV file (one of the two).")
-        if upload and upload.size > MAX_CSV_BYTES:
-            raise ValidationError(f"The CSV file is larger than {MAX_CSV_BYTES // 1024} KiB.")
         try:
-            data["parsed"] = parse_csv(upload.read()) if upload else parse_lines(text)
+            data["parsed"] = parse_upload(upload) if upload else parse_lines(text)
         except AccountsInvalid as bad:
             # Every bad line, before anything runs.
             raise ValidationError([f"{bad.code}: {p}" for p in bad.problems[:50]]) from bad
+        except ImportRejected as rejected:  # not a readable CSV/XLSX, too large, empty
+            raise ValidationError(f"{rejected.code}: {rejected.message}") from rejected
         if data.get("workspace") is not None:
             try:
                 data["resolved"] = resolve_credential(data["workspace"], data.get("credential"))

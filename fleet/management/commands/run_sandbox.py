@@ -1,6 +1,7 @@
 """Serve the Microsoft sandbox on loopback for the demo: HTTPS for discovery, tokens and Graph,
-plain http for the sign-in pages a browser opens, and a DNS server with the SPF/DKIM records of
-the directory's demo domains (for the bulk add's deliverability checks)."""
+plain http for the sign-in pages a browser opens, SMTP/IMAP servers for the directory's mailboxes,
+and a DNS server with the SPF/DKIM records of the directory's demo domains (the bulk add's
+deliverability checks)."""
 
 import signal
 import threading
@@ -9,6 +10,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from fleet.sandbox.dns import SandboxDNS, Zone
+from fleet.sandbox.identity import validate_access_token
+from fleet.sandbox.mailservers import MailServers
 from fleet.sandbox.server import Sandbox
 
 
@@ -33,6 +36,18 @@ class Command(BaseCommand):
             host=settings.SANDBOX_HOST,
             port=options["dns_port"],
         ).start()
+        # SMTP and IMAP for the demo's mailboxes: XOAUTH2 with the sandbox's tokens, or the
+        # sandbox app password for every directory user (so that CSV imports connect too).
+        mail = MailServers(
+            token_validator=validate_access_token,
+            ca=sandbox.ca,
+            host=settings.SANDBOX_HOST,
+            smtp_port=settings.SANDBOX_SMTP_PORT,
+            imap_port=settings.SANDBOX_IMAP_PORT,
+        )
+        for username in sandbox.directory.users:
+            mail.add(username, password=settings.SANDBOX_APP_PASSWORD)
+        mail.start()
         users = ", ".join(sorted(sandbox.directory.users)[:4])
         self.stdout.write(
             f"Microsoft sandbox running:\n"
@@ -42,6 +57,9 @@ class Command(BaseCommand):
             f"  sign-in pages: {sandbox.browser_url} (directory users such as {users}; "
             f"password: sandbox)\n"
             f"  switches: POST {sandbox.base_url}/_sandbox/switches\n"
+            f"  mail servers: SMTP {mail.host}:{mail.smtp_port} (STARTTLS), "
+            f"IMAP {mail.host}:{mail.imap_port} (SSL); XOAUTH2 or app password "
+            f"{settings.SANDBOX_APP_PASSWORD}\n"
             f"  DNS (SPF/DKIM of {', '.join(sorted(sandbox.directory.dns))}): "
             f"DNS_NAMESERVERS={settings.SANDBOX_HOST} DNS_PORT={dns.port}"
         )
@@ -54,4 +72,5 @@ class Command(BaseCommand):
             pass
         finally:
             dns.stop()
+            mail.stop()
             sandbox.stop()

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from fleet import errors
 from fleet.checks import is_loopback
+from fleet.imports import server_settings
 from fleet.models import Credential, Mailbox, Membership, Role, Tag, Workspace
 from fleet.tasks import enqueue_on_commit, verify_credential
 
@@ -26,7 +27,7 @@ SAMPLES = [
         "Dan Wu",
         "app_password",
         "error",
-        "SECRET_UNREADABLE",
+        "INVALID_CREDENTIALS",
         "not_started",
     ),
     ("eve@acme-outreach.com", "Eve Park", "oauth", "reauth_required", None, "paused"),
@@ -84,6 +85,7 @@ class Command(BaseCommand):
                 user=user, workspace=workspace, defaults={"role": role}
             )
 
+        sandbox = is_loopback(settings.MICROSOFT_AUTHORITY_HOST)
         tag, _ = Tag.objects.get_or_create(workspace=acme, name="demo")
         start = timezone.now() - timedelta(days=20)
         for i, (email, name, auth, status, error, warmup) in enumerate(SAMPLES):
@@ -93,21 +95,23 @@ class Command(BaseCommand):
                 defaults={
                     "display_name": name,
                     "auth_method": auth,
-                    "provider": "outlook_com"
-                    if email.endswith(("outlook.com", "hotmail.com"))
-                    else "microsoft365",
                     "warmup_status": warmup,
                     "created_at": start + timedelta(days=i),
+                    **server_settings(email),  # the sandbox's mail servers in the demo
                 },
             )
             if not created:
                 continue
+            if auth == "app_password" and sandbox:
+                # The sandbox's app password, except for dan, whose error the demo shows.
+                mailbox.password = "wrong" if error else settings.SANDBOX_APP_PASSWORD
+                mailbox.save(update_fields=["password"])
             mailbox.tags.add(tag)
             if status != "pending":
                 event = mailbox.set_status(status, errors.get(error))
                 event.created_at = start + timedelta(days=i, hours=2)
                 event.save(update_fields=["created_at"])
-        if is_loopback(settings.MICROSOFT_AUTHORITY_HOST):
+        if sandbox:
             # Microsoft is the sandbox: the workspace gets the sandbox's app registration, so
             # that "Connect with Microsoft" works in the demo.
             Credential.objects.update_or_create(

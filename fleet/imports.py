@@ -1,0 +1,441 @@
+"""Bulk import of Outlook / Microsoft 365 mailboxes with app passwords from CSV or XLSX (seed 001).
+
+One path for every caller: `read_table` turns the uploaded bytes into a normalised table (or
+rejects the file with one of the seed's messages), `MailboxImportResource` (django-import-export)
+checks every row before anything is written and saves the good rows in bulk inside one
+transaction, together with their `ImportBatch`; the connection tests are enqueued once it has
+committed. The admin drives the resource through import-export's preview and confirm steps;
+`import_mailboxes()` is the same import for code (the JSON API).
+
+A file is rejected whole (nothing written) when it is missing, empty, too large, not a table,
+lacks the email/password columns or has more than 500 rows. Otherwise each row is imported,
+skipped (its address is already in the file or in the workspace) or failed (with a reason), and
+the result says which — exactly what was written.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import csv
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+
+import tablib
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db.models.functions import Lower
+from import_export import fields, resources, widgets
+from import_export.formats import base_formats
+from import_export.tmp_storages import TempFolderStorage
+
+from fleet import errors
+from fleet.models import ImportBatch, Mailbox, Role, Tag, Workspace
+from fleet.secrets import fernet
+from fleet.tasks import check_mailboxes, enqueue_on_commit
+
+MAX_ROWS = 500
+COLUMNS = ("email", "password", "name", "totpsecret")
+
+# Seed 001's messages, word for word.
+FILE_REQUIRED = "CSV file is required"
+COLUMNS_REQUIRED = "CSV must have email and password columns"
+TOO_MANY_ROWS = "Maximum 500 mailboxes per import"
+MISSING_EMAIL_OR_PASSWORD = "Missing email or password"
+# Ours, in the same voice.
+FILE_EMPTY = "CSV file is empty"
+NOT_A_TABLE = "The file is not a CSV or XLSX file"
+INVALID_EMAIL = "Invalid email address"
+INVALID_TOTP = "TOTP secret is not valid base32"
+NAME_TOO_LONG = "Name is longer than 255 characters"
+PASSWORD_TOO_LONG = "Password is longer than 256 characters"
+
+# Consumer Outlook.com domains sign in on imap-mail.outlook.com and are provider outlook_com.
+# https://support.microsoft.com/office/pop-imap-and-smtp-settings-for-outlook-com-d088b986-291d-42b8-9564-9c414e2aa040
+CONSUMER_DOMAIN = re.compile(r"^(hotmail|live|outlook|msn|passport|windowslive)\.[a-z.]+$")
+
+
+class ImportRejected(errors.FleetError):
+    """The whole file is refused: nothing is written. `message` is shown as it is."""
+
+    def __init__(self, message: str):
+        super().__init__(errors.VALIDATION_ERROR, message)
+
+
+def server_settings(email: str) -> dict[str, object]:
+    """SMTP/IMAP hosts and provider for an address, by its domain."""
+    domain = email.rsplit("@", 1)[-1].lower()
+    consumer = bool(CONSUMER_DOMAIN.match(domain)) and domain != "outlook.office365.com"
+    return {
+        "provider": Mailbox.Provider.OUTLOOK_COM if consumer else Mailbox.Provider.MICROSOFT365,
+        # Microsoft's hosts unless MAIL_* settings say otherwise (the demo points them at the
+        # sandbox's mail servers).
+        "smtp_host": settings.MAIL_SMTP_HOST,
+        "smtp_port": settings.MAIL_SMTP_PORT,
+        "smtp_security": Mailbox.Security.STARTTLS,
+        "imap_host": settings.MAIL_IMAP_CONSUMER_HOST if consumer else settings.MAIL_IMAP_HOST,
+        "imap_port": settings.MAIL_IMAP_PORT,
+        "imap_security": Mailbox.Security.SSL,
+    }
+
+
+# --- Reading the file ----------------------------------------------------------------------------
+def read_upload(file) -> tuple[bytes, str]:
+    """The bytes and name of an upload (Django UploadedFile, file object or bytes), refusing a
+    file above IMPORT_MAX_FILE_SIZE before reading it whole."""
+    if file is None or file == b"":
+        raise ImportRejected(FILE_REQUIRED)
+    limit = settings.IMPORT_MAX_FILE_SIZE
+    too_big = ImportRejected(f"The file is larger than {limit // 1024} KiB")
+    if isinstance(file, bytes):
+        if len(file) > limit:
+            raise too_big
+        return file, ""
+    if getattr(file, "size", None) is not None and file.size > limit:
+        raise too_big
+    if hasattr(file, "seek"):
+        file.seek(0)
+    data = file.read(limit + 1)
+    if len(data) > limit:
+        raise too_big
+    return data, os.path.basename(getattr(file, "name", "") or "")
+
+
+def _decode(data: bytes) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):
+        encodings = ["utf-8-sig"]
+    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encodings = ["utf-16"]
+    else:
+        # Excel on Windows saves "CSV" as Windows-1252; UTF-8 is tried first since a UTF-8
+        # file almost never decodes by accident as anything else.
+        encodings = ["utf-8", "cp1252"]
+    for encoding in encodings:
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        # NUL and other control characters mean a binary file (PostgreSQL refuses NUL too).
+        if re.search(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", text):
+            raise ImportRejected(NOT_A_TABLE)
+        return text
+    raise ImportRejected(NOT_A_TABLE)
+
+
+def _delimiter(text: str) -> str:
+    header = next((line for line in text.splitlines() if line.strip()), "")
+    return ";" if header.count(";") > header.count(",") else ","
+
+
+def _rows_from_xlsx(data: bytes) -> list[list[str]]:
+    try:
+        sheet = tablib.Dataset().load(data, format="xlsx", headers=False)
+    except Exception as exc:  # openpyxl raises many types for a damaged workbook
+        raise ImportRejected(NOT_A_TABLE) from exc
+    return [["" if cell is None else str(cell) for cell in row] for row in sheet]
+
+
+def read_rows(data: bytes) -> list[list[str]]:
+    """Bytes of a CSV (UTF-8 with or without BOM, UTF-16, Windows-1252; comma or semicolon) or
+    XLSX file → its rows of cells, from the first non-blank one (the header). Rejects files it
+    cannot read. Also the bulk add's upload reader (fleet/bulk_add.py)."""
+    if not data:
+        raise ImportRejected(FILE_EMPTY)
+    if data.startswith(b"PK\x03\x04"):
+        rows = _rows_from_xlsx(data)
+    else:
+        text = _decode(data)
+        try:
+            rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text)))
+        except csv.Error as exc:
+            raise ImportRejected(NOT_A_TABLE) from exc
+    while rows and not any(cell.strip() for cell in rows[0]):
+        rows.pop(0)
+    if not rows:
+        raise ImportRejected(FILE_EMPTY)
+    return rows
+
+
+def read_table(data: bytes, file_name: str = "") -> tablib.Dataset:
+    """Bytes of a CSV (UTF-8 with or without BOM, UTF-16, Windows-1252; comma or semicolon) or
+    XLSX file → a Dataset with the columns email, password, name, totpsecret (stripped strings,
+    blank rows kept so that row numbers match the file). Rejects files it cannot read or whose
+    header or size breaks the rules."""
+    rows = read_rows(data)
+    header = [cell.strip().lower() for cell in rows[0]]
+    if "email" not in header or "password" not in header:
+        raise ImportRejected(COLUMNS_REQUIRED)
+    body = rows[1:]
+    while body and not any(cell.strip() for cell in body[-1]):
+        body.pop()
+    if sum(1 for row in body if any(cell.strip() for cell in row)) > MAX_ROWS:
+        raise ImportRejected(TOO_MANY_ROWS)
+    position = {name: header.index(name) for name in COLUMNS if name in header}
+    table = tablib.Dataset(headers=list(COLUMNS))
+    for row in body:
+        table.append(
+            [
+                row[position[name]].strip()
+                if name in position and position[name] < len(row)
+                else ""
+                for name in COLUMNS
+            ]
+        )
+    return table
+
+
+def row_error(row: dict[str, str]) -> str | None:
+    """Why a row cannot be imported, or None."""
+    if not row["email"] or not row["password"]:
+        return MISSING_EMAIL_OR_PASSWORD
+    try:
+        validate_email(row["email"])
+    except ValidationError:
+        return INVALID_EMAIL
+    if len(row["password"]) > 256:
+        return PASSWORD_TOO_LONG
+    if len(row["name"]) > 255:
+        return NAME_TOO_LONG
+    if row["totpsecret"] and normalise_totp(row["totpsecret"]) is None:
+        return INVALID_TOTP
+    return None
+
+
+def normalise_totp(secret: str) -> str | None:
+    """Authenticator apps show secrets in groups, lower or upper case: A2B3 C4D5 … → A2B3C4D5…"""
+    value = re.sub(r"[\s-]", "", secret).upper().rstrip("=")
+    if len(value) < 16:  # under 80 bits: no authenticator issues such secrets
+        return None
+    try:
+        base64.b32decode(value + "=" * (-len(value) % 8))
+    except (binascii.Error, ValueError):
+        return None
+    return value
+
+
+def is_blank(row: dict[str, str]) -> bool:
+    return not any(row.values())
+
+
+# --- The import ---------------------------------------------------------------------------------
+@dataclass
+class ImportResult:
+    """Seed 001's result: counts and the first 50 error details."""
+
+    imported: int = 0
+    skipped: int = 0
+    failed: int = 0
+    errors: list[dict] = field(default_factory=list)
+    batch: ImportBatch | None = None
+    duplicates: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "imported": self.imported,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "errors": self.errors[: ImportBatch.MAX_ERRORS],
+        }
+
+
+class SecretWidget(widgets.CharWidget):
+    """Imports the value; shows only that there is one (import previews never show secrets)."""
+
+    def render(self, value, obj=None, **kwargs):
+        return "••••••" if value else ""
+
+
+class MailboxImportResource(resources.ModelResource):
+    """Rows → new app-password mailboxes of one workspace. Each row is judged in `before_import`
+    (one query for the addresses already there); saving is one bulk insert."""
+
+    email = fields.Field(attribute="email", column_name="email")
+    display_name = fields.Field(attribute="display_name", column_name="name")
+    password = fields.Field(attribute="password", column_name="password", widget=SecretWidget())
+    totp_secret = fields.Field(
+        attribute="totp_secret", column_name="totpsecret", widget=SecretWidget()
+    )
+
+    class Meta:
+        model = Mailbox
+        fields = ("email", "display_name", "password", "totp_secret")
+        force_init_instance = True  # never update: known addresses are skipped
+        use_bulk = True
+        batch_size = MAX_ROWS
+        skip_unchanged = False
+        report_skipped = True
+        use_transactions = True
+        name = "Outlook mailboxes with app passwords (email, password, name, totpsecret)"
+
+    def __init__(self, workspace: Workspace | None = None, tag: str = "", user=None, **kwargs):
+        super().__init__(**kwargs)
+        self.workspace = workspace
+        self.tag_name = (tag or "").strip()
+        self.user = user
+        self.result = ImportResult()
+        self.verdicts: dict[int, str] = {}  # data row number → "new" | "skip" | "fail"
+        self.created: list[Mailbox] = []
+        self._row_number = 0
+
+    def before_import(self, dataset, **kwargs):
+        if self.workspace is None:
+            raise ImportRejected("Choose the workspace to import into")
+        if len(dataset) > MAX_ROWS * 4 or list(dataset.headers or []) != list(COLUMNS):
+            raise ImportRejected(COLUMNS_REQUIRED)
+        rows = [dict(zip(COLUMNS, values, strict=True)) for values in dataset]
+        addresses = {r["email"].lower() for r in rows if r["email"]}
+        known = set(
+            Mailbox.objects.filter(workspace=self.workspace)
+            .annotate(address=Lower("email"))
+            .filter(address__in=addresses)
+            .values_list("address", flat=True)
+        )
+        for number, row in enumerate(rows, start=1):
+            file_row = number + 1  # the header is row 1
+            email = row["email"] or "unknown"
+            if is_blank(row):
+                self.verdicts[number] = "blank"
+            elif problem := row_error(row):
+                self.verdicts[number] = "fail"
+                self.result.failed += 1
+                self.result.errors.append({"row": file_row, "email": email, "error": problem})
+            elif row["email"].lower() in known:
+                self.verdicts[number] = "skip"
+                self.result.skipped += 1
+                self.result.duplicates.append({"row": file_row, "email": email})
+            else:
+                known.add(row["email"].lower())
+                self.verdicts[number] = "new"
+                self.result.imported += 1
+
+    def before_import_row(self, row, row_number=None, **kwargs):
+        self._row_number = row_number
+
+    def skip_row(self, instance, original, row, import_validation_errors=None):
+        return self.verdicts.get(self._row_number) != "new"
+
+    def before_save_instance(self, instance, row, **kwargs):
+        instance.workspace = self.workspace
+        instance.auth_method = Mailbox.AuthMethod.APP_PASSWORD
+        instance.status = Mailbox.Status.PENDING
+        instance.totp_secret = normalise_totp(instance.totp_secret or "") or ""
+        for name, value in server_settings(instance.email).items():
+            setattr(instance, name, value)
+
+    def bulk_create(self, using_transactions, dry_run, raise_errors, batch_size=None, result=None):
+        self.created.extend(self.create_instances)
+        super().bulk_create(using_transactions, dry_run, raise_errors, batch_size, result)
+
+    def after_import(self, dataset, result, **kwargs):
+        # (ModelResource's sequence reset is for imported ids; ours come from the database.)
+        result.fleet = self.result
+        if kwargs.get("dry_run") or result.has_errors():
+            return
+        tag = None
+        if self.tag_name:
+            tag = Tag.objects.filter(workspace=self.workspace, name__iexact=self.tag_name).first()
+            tag = tag or Tag.objects.create(workspace=self.workspace, name=self.tag_name)
+            Mailbox.tags.through.objects.bulk_create(
+                [Mailbox.tags.through(mailbox_id=m.pk, tag_id=tag.pk) for m in self.created]
+            )
+        batch = ImportBatch.objects.create(
+            workspace=self.workspace,
+            created_by=self.user if getattr(self.user, "pk", None) else None,
+            tag=tag,
+            file_name=(kwargs.get("file_name") or "")[:255],
+            total_rows=sum(1 for v in self.verdicts.values() if v != "blank"),
+            imported=self.result.imported,
+            skipped=self.result.skipped,
+            failed=self.result.failed,
+            errors=self.result.errors[: ImportBatch.MAX_ERRORS],
+        )
+        ImportBatch.mailboxes.through.objects.bulk_create(
+            [
+                ImportBatch.mailboxes.through(importbatch_id=batch.pk, mailbox_id=m.pk)
+                for m in self.created
+            ]
+        )
+        self.result.batch = batch
+        ids = [m.pk for m in self.created]
+        if ids:
+            enqueue_on_commit(check_mailboxes, ids, batch.created_by_id)
+
+
+def import_mailboxes(
+    workspace: Workspace, file, tag: str = "", user=None, file_name: str = ""
+) -> ImportResult:
+    """Import a CSV/XLSX file of app-password mailboxes into `workspace` (the user must be an
+    operator there). Raises ImportRejected (nothing written) or returns what was written."""
+    if (
+        user is not None
+        and not Workspace.objects.restrict(user, Role.OPERATOR).filter(pk=workspace.pk).exists()
+    ):
+        raise errors.FleetError(errors.PERMISSION_DENIED)
+    data, name = read_upload(file)
+    dataset = read_table(data, file_name or name)
+    resource = MailboxImportResource(workspace=workspace, tag=tag, user=user)
+    result = resource.import_data(
+        dataset, dry_run=False, raise_errors=False, file_name=file_name or name
+    )
+    if result.has_errors():
+        # Rolled back already; the usual cause is a concurrent import of the same addresses.
+        raise ImportRejected(
+            "The import was cancelled because the mailboxes changed while it ran; "
+            "nothing was imported, please try again"
+        )
+    return resource.result
+
+
+# --- Admin plumbing: the file format and the temporary storage between preview and confirm ----
+class MailboxFileFormat(base_formats.TablibFormat):
+    """CSV or XLSX, told apart by content; read as bytes so that `read_table` picks the
+    encoding and the delimiter."""
+
+    TABLIB_MODULE = "tablib.formats._csv"
+    CONTENT_TYPE = "text/csv"
+
+    def get_title(self):
+        return "csv / xlsx"
+
+    def get_extension(self):
+        return "csv"
+
+    def is_binary(self):
+        return True
+
+    def get_read_mode(self):
+        return "rb"
+
+    def can_export(self):
+        return False
+
+    def create_dataset(self, in_stream):
+        return read_table(in_stream)
+
+
+class EncryptedTempStorage(TempFolderStorage):
+    """import-export keeps the uploaded file between preview and confirm; it holds app
+    passwords, so it is kept encrypted with the secrets' keys and expires after an hour."""
+
+    MAX_AGE = 3600
+
+    def save(self, data):
+        if isinstance(data, str):
+            data = data.encode(self.encoding or "utf-8")
+        with tempfile.NamedTemporaryFile(delete=False, prefix="fleet-import-") as handle:
+            handle.write(fernet().encrypt(data))
+        self.name = os.path.basename(handle.name)
+
+    def read(self):
+        with open(self.get_full_path(), "rb") as handle:
+            data = fernet().decrypt(handle.read(), ttl=self.MAX_AGE)
+        return data if "b" in self.read_mode else data.decode(self.encoding or "utf-8")
+
+    def remove(self):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.get_full_path())
