@@ -15,22 +15,21 @@ import pytest
 
 from tests.conftest import make_user
 
-# Playwright's sync API keeps an event loop in this thread; our ORM calls in the test body are
-# still synchronous and safe.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts" / "e2e"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "pw-for-tests-1"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is not installed: `apt-get install chromium` (bin/test does it).")
+    # Playwright's sync API keeps an event loop in this thread; our ORM calls in the tests stay
+    # synchronous and safe. Only while these tests run (check --deploy refuses the variable).
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -47,6 +46,7 @@ def browser():
         )
         yield browser
         browser.close()
+    del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
 
 
 class Shots:
