@@ -299,6 +299,14 @@ SANDBOX_APP_PASSWORD = _env("SANDBOX_APP_PASSWORD", env.str, "sandbox-app-passwo
 SANDBOX_DIR = _env("SANDBOX_DIR", env.path, BASE_DIR / "var" / "sandbox")
 # The sandbox's directory of tenants, users and app registrations (JSON); empty: the built-in one.
 SANDBOX_DIRECTORY = _env("SANDBOX_DIRECTORY", env.str, "")
+# UDP/TCP port of the sandbox's DNS server (SPF/DKIM records of the directory's demo domains).
+SANDBOX_DNS_PORT = _env("SANDBOX_DNS_PORT", env.int, 8553)
+
+# Microsoft Graph retries (fleet/microsoft/graph.py): attempts per request (429 and 5xx alike),
+# the first backoff in seconds after a 5xx (doubling), and the longest Retry-After honoured.
+GRAPH_MAX_ATTEMPTS = _env("GRAPH_MAX_ATTEMPTS", env.int, 5)
+GRAPH_RETRY_BACKOFF = _env("GRAPH_RETRY_BACKOFF", env.float, 1.0)
+GRAPH_MAX_RETRY_AFTER = _env("GRAPH_MAX_RETRY_AFTER", env.float, 120.0)
 
 # DNS for the SPF/DKIM checks: nameserver IPs (empty: the system's resolvers), port, timeout (s).
 DNS_NAMESERVERS = _env("DNS_NAMESERVERS", env.list, [])

@@ -1,19 +1,41 @@
 """Graph app-only bulk add (seed 004): check every account before anything runs, then look each
 mailbox up in Microsoft Graph, check its domain's SPF/DKIM once per domain, and record one result
-per account with an error code from the catalogue."""
+per account with an error code from the catalogue.
+
+- `start_run` records the run and one pending result per account and enqueues `run_bulk_add`.
+- `execute` (the task) gets a token, then for each chunk of 20 accounts, on at most four threads:
+  `GET /users/{address}`; on 404 the proxyAddresses search (`smtp:{address}`: an alias →
+  WRONG_ALIAS naming the primary address); then `GET /users/{id}/mailboxSettings` (is there an
+  Exchange Online mailbox the app may reach?). Each chunk's results, mailboxes and counts are
+  written together as it finishes, so progress shows while the run goes on.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Lower
+from django.utils import timezone
 
 from fleet import errors
-from fleet.errors import FleetError
-from fleet.models import Credential, Workspace
+from fleet.deliverability import DomainCheck, check_domains
+from fleet.errors import ErrorCode, FleetError
+from fleet.microsoft.graph import (
+    GraphClient,
+    GraphRequest,
+    catalogue_error,
+    odata_string,
+    user_path,
+)
+from fleet.models import BulkAddResult, BulkAddRun, Credential, Mailbox, Role, Workspace
 
 MAX_ACCOUNTS = 500
 
@@ -71,7 +93,7 @@ def validate_accounts(rows: list[tuple[str, str, str]]) -> list[Account]:
 def parse_lines(text: str) -> list[Account]:
     """Pasted lines of `email[,display name]` (a display name may contain commas if quoted)."""
     rows = []
-    for number, fields in enumerate(csv.reader(io.StringIO(text)), start=1):
+    for number, fields in enumerate(csv.reader(io.StringIO(text), skipinitialspace=True), start=1):
         if not fields or not "".join(fields).strip():
             continue
         email, name = fields[0], ",".join(fields[1:])
@@ -97,6 +119,31 @@ def parse_records(records: list[dict]) -> list[Account]:
             )
         )
     return validate_accounts(rows)
+
+
+def parse_upload(file) -> list[Account]:
+    """An uploaded CSV or XLSX with a `mailbox_email` column and optionally `display_name`, read
+    by the CSV import's reader (size limit, encodings, delimiters: fleet/imports.py). Raises
+    imports.ImportRejected for a file it cannot read, AccountsInvalid for bad lines."""
+    from fleet.imports import read_rows, read_upload
+
+    data, _ = read_upload(file)
+    rows = read_rows(data)
+    header = [cell.strip().lower() for cell in rows[0]]
+    if "mailbox_email" not in header:
+        raise AccountsInvalid(
+            ["CSV must have a mailbox_email column (and optionally display_name)"]
+        )
+    email_at = header.index("mailbox_email")
+    name_at = header.index("display_name") if "display_name" in header else None
+    records = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        email = row[email_at] if email_at < len(row) else ""
+        name = row[name_at] if name_at is not None and name_at < len(row) else ""
+        records.append((f"line {number}", email, name))
+    return validate_accounts(records)
 
 
 def resolve_credential(workspace: Workspace, credential_id: int | None) -> Credential:
@@ -125,3 +172,322 @@ def resolve_credential(workspace: Workspace, credential_id: int | None) -> Crede
             ),
         )
     return valid[0]
+
+
+# --- starting a run ---------------------------------------------------------------------------
+def start_run(
+    workspace: Workspace, credential: Credential, accounts: list[Account], user=None
+) -> BulkAddRun:
+    """Record the run and one pending result per account; the task starts once this commits.
+    `user` (None for the platform itself) must be an operator of the workspace, and the
+    credential a Graph app-only one of that same workspace."""
+    if (
+        user is not None
+        and not Workspace.objects.restrict(user, Role.OPERATOR).filter(pk=workspace.pk).exists()
+    ):
+        raise FleetError(errors.PERMISSION_DENIED, f"You are not an operator of {workspace}.")
+    if credential.workspace_id != workspace.pk or credential.kind != Credential.Kind.GRAPH_APP_ONLY:
+        raise FleetError(
+            errors.INVALID_CREDENTIAL_ID,
+            f"Credential {credential.pk} is not a Microsoft Graph credential of this workspace.",
+        )
+    if not accounts:
+        raise AccountsInvalid(["No accounts given: add at least one mailbox address."])
+    from fleet.tasks import enqueue_on_commit, run_bulk_add
+
+    with transaction.atomic():
+        run = BulkAddRun.objects.create(
+            workspace=workspace, credential=credential, created_by=user, total=len(accounts)
+        )
+        BulkAddResult.objects.bulk_create(
+            BulkAddResult(run=run, position=n, email=a.email, name=a.name)
+            for n, a in enumerate(accounts)
+        )
+        enqueue_on_commit(run_bulk_add, run.pk)
+    return run
+
+
+# --- running it -------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """What Graph said about one account (built in a worker thread, recorded by the caller)."""
+
+    position: int
+    email: str
+    name: str
+    graph_user_id: str = ""
+    graph_name: str = ""
+    error: ErrorCode | None = None
+    detail: str = ""
+
+    @property
+    def success(self) -> bool:
+        return self.error is None and bool(self.graph_user_id)
+
+
+USER_FIELDS = "id,displayName,mail,userPrincipalName"
+
+
+def lookup_request(position: int, email: str) -> GraphRequest:
+    return GraphRequest(str(position), f"{user_path(email)}?$select={USER_FIELDS}")
+
+
+def alias_search_request(position: int, email: str) -> GraphRequest:
+    # An advanced query: ConsistencyLevel + $count (https://learn.microsoft.com/graph/aad-advanced-queries)
+    expression = f"proxyAddresses/any(x:x eq {odata_string('smtp:' + email)})"
+    return GraphRequest(
+        str(position),
+        f"/users?$filter={quote(expression, safe='/:@')}&$count=true&$select={USER_FIELDS}",
+        headers={"ConsistencyLevel": "eventual"},
+    )
+
+
+def settings_request(position: int, user_id: str) -> GraphRequest:
+    return GraphRequest(str(position), f"{user_path(user_id)}/mailboxSettings")
+
+
+def check_chunk(client: GraphClient, chunk: list[tuple[int, Account]]) -> list[Outcome]:
+    """One chunk of ≤20 accounts through lookup → (alias search) → mailbox settings, one
+    `$batch` per stage. Runs in a worker thread: no database here."""
+    outcomes = {n: Outcome(n, a.email, a.name) for n, a in chunk}
+    stage = {n: lookup_request(n, a.email) for n, a in chunk}
+    kind = dict.fromkeys(stage, "lookup")
+    try:
+        while stage:
+            answers = client.send(list(stage.values()))
+            next_stage: dict[int, GraphRequest] = {}
+            for n in stage:
+                outcome, answer = outcomes[n], answers[str(n)]
+                if kind[n] == "lookup":
+                    if answer.ok:
+                        outcome.graph_user_id = answer.body.get("id", "")
+                        outcome.graph_name = answer.body.get("displayName") or ""
+                        next_stage[n], kind[n] = (
+                            settings_request(n, outcome.graph_user_id),
+                            "settings",
+                        )
+                    elif answer.status == 404:
+                        next_stage[n], kind[n] = alias_search_request(n, outcome.email), "search"
+                    else:
+                        fail(outcome, answer)
+                elif kind[n] == "search":
+                    if not answer.ok:
+                        fail(outcome, answer)
+                        continue
+                    found = (answer.body or {}).get("value") or []
+                    if not found:
+                        outcome.error = errors.MAILBOX_NOT_FOUND
+                        continue
+                    user = found[0]
+                    primary = (user.get("mail") or user.get("userPrincipalName") or "").lower()
+                    if primary == outcome.email:
+                        # The primary address, with a different sign-in name (UPN).
+                        outcome.graph_user_id = user.get("id", "")
+                        outcome.graph_name = user.get("displayName") or ""
+                        next_stage[n], kind[n] = (
+                            settings_request(n, outcome.graph_user_id),
+                            "settings",
+                        )
+                    else:
+                        outcome.error = errors.WRONG_ALIAS
+                        outcome.detail = f"primary address: {primary}"
+                elif not answer.ok:  # mailbox settings
+                    fail(outcome, answer)
+            stage = next_stage
+    except FleetError as failure:  # no token any more (secret revoked mid-run …)
+        for n in stage:
+            outcomes[n].error, outcomes[n].detail = failure.error, failure.message[:500]
+    return list(outcomes.values())
+
+
+def fail(outcome: Outcome, answer) -> None:
+    outcome.error = catalogue_error(answer.error)
+    outcome.detail = answer.error.message[:500]
+    outcome.graph_user_id = ""
+
+
+def execute(run: BulkAddRun) -> BulkAddRun:
+    """Run a queued bulk add to its end. A run whose token cannot be had ends `failed` with the
+    code on every account; an unexpected crash marks what was left BULK_ADD_INTERRUPTED and is
+    raised, so the task shows as failed too."""
+    claimed = BulkAddRun.objects.filter(pk=run.pk, status=BulkAddRun.Status.QUEUED).update(
+        status=BulkAddRun.Status.RUNNING, started_at=timezone.now()
+    )
+    if not claimed:
+        run.refresh_from_db()
+        return run  # already started elsewhere, or done
+    run.refresh_from_db()
+    try:
+        return _execute(run)
+    except Exception as exc:
+        fail_run(run, FleetError(errors.BULK_ADD_INTERRUPTED, f"{type(exc).__name__}: {exc}"[:500]))
+        raise
+
+
+def _execute(run: BulkAddRun) -> BulkAddRun:
+    credential = run.credential
+    if credential is None:
+        return fail_run(
+            run, FleetError(errors.INVALID_CREDENTIAL_ID, "The credential was deleted.")
+        )
+    client = GraphClient(credential)
+    try:
+        client.token()
+    except FleetError as failure:
+        if failure.error.permanent:
+            from fleet.credentials import record_outcome
+
+            record_outcome(credential, failure)
+        return fail_run(run, failure)
+    pending = list(
+        run.results.filter(done=False).order_by("position").values_list("position", "email", "name")
+    )
+    accounts = [(n, Account(email, name)) for n, email, name in pending]
+    with ThreadPoolExecutor(max_workers=1) as dns:
+        # SPF/DKIM once per domain, while Graph is asked.
+        domains = dns.submit(check_domains, {a.email.rsplit("@", 1)[1] for _, a in accounts})
+        for outcomes in client.pipeline(accounts, check_chunk):
+            record(run, outcomes, domains.result())
+    run.refresh_from_db()
+    run.status = BulkAddRun.Status.FINISHED
+    run.outcome = outcome_of(run)
+    run.finished_at = timezone.now()
+    run.save(update_fields=["status", "outcome", "finished_at"])
+    return run
+
+
+def outcome_of(run: BulkAddRun) -> str:
+    if run.total and run.connected == run.total:
+        return BulkAddRun.Outcome.ALL_CONNECTED
+    if run.connected:
+        return BulkAddRun.Outcome.PARTLY_CONNECTED
+    return BulkAddRun.Outcome.REJECTED
+
+
+@transaction.atomic
+def record(run: BulkAddRun, outcomes: list[Outcome], domains: dict[str, DomainCheck]) -> None:
+    """One chunk: its mailboxes created or updated, its results and the run's counts, in a few
+    queries for the whole chunk, whatever its size."""
+    now = timezone.now()
+    successes = [o for o in outcomes if o.success]
+    mailboxes = save_mailboxes(run, successes, domains, now)
+    results = []
+    for o in outcomes:
+        result = BulkAddResult(
+            run=run,
+            position=o.position,
+            email=o.email,
+            name=o.name or o.graph_name,
+            done=True,
+            success=o.success,
+            error_code=o.error.code if o.error else "",
+            error_detail=o.detail,
+        )
+        if o.success:
+            check = domains.get(o.email.rsplit("@", 1)[1])
+            result.mailbox = mailboxes[o.email]
+            result.spf_correct = check.spf_correct if check else None
+            result.dkim_correct = check.dkim_correct if check else None
+            if check and check.error:  # reported, and the mailbox is connected all the same
+                result.error_detail = f"SPF/DKIM unknown: {check.error}"
+        results.append(result)
+    # The pending rows are replaced by the finished ones: two statements for the chunk, where a
+    # bulk_update would build a CASE per field and row.
+    run.results.filter(position__in=[o.position for o in outcomes], done=False).delete()
+    BulkAddResult.objects.bulk_create(results)
+    BulkAddRun.objects.filter(pk=run.pk).update(
+        processed=F("processed") + len(outcomes),
+        connected=F("connected") + len(successes),
+        failed=F("failed") + len(outcomes) - len(successes),
+    )
+
+
+def save_mailboxes(
+    run: BulkAddRun, successes: list[Outcome], domains: dict[str, DomainCheck], now
+) -> dict[str, Mailbox]:
+    """Create the chunk's new mailboxes and update the existing ones (matched by address,
+    case-insensitively: running the same list again creates no duplicate)."""
+    if not successes:
+        return {}
+    workspace = run.workspace
+    existing = {
+        m.email.lower(): m
+        for m in Mailbox.objects.annotate(address=Lower("email")).filter(
+            workspace=workspace, address__in=[o.email for o in successes]
+        )
+    }
+    fields = [
+        "display_name",
+        "auth_method",
+        "graph_user_id",
+        "credential",
+        "spf_correct",
+        "dkim_correct",
+        "last_checked_at",
+    ]
+    new = []
+    for o in successes:
+        check = domains.get(o.email.rsplit("@", 1)[1])
+        mailbox = existing.get(o.email) or Mailbox(
+            workspace=workspace, email=o.email, provider=Mailbox.Provider.MICROSOFT365
+        )
+        mailbox.display_name = o.name or o.graph_name or mailbox.display_name
+        mailbox.auth_method = Mailbox.AuthMethod.GRAPH_APP_ONLY
+        mailbox.graph_user_id = o.graph_user_id
+        mailbox.credential_id = run.credential_id
+        mailbox.spf_correct = check.spf_correct if check else None
+        mailbox.dkim_correct = check.dkim_correct if check else None
+        mailbox.last_checked_at = mailbox.updated_at = now
+        if mailbox.pk is None:
+            new.append(mailbox)
+    try:
+        with transaction.atomic():
+            Mailbox.objects.bulk_create(new)
+    except IntegrityError:
+        # Another run added one of these meanwhile: take theirs, one by one.
+        for mailbox in new:
+            mailbox.pk = None
+            mailbox.pk = (
+                Mailbox.objects.annotate(address=Lower("email"))
+                .filter(workspace=workspace, address=mailbox.email)
+                .values_list("pk", flat=True)
+                .first()
+            )
+            mailbox._state.adding = mailbox.pk is None
+            mailbox.save()
+    Mailbox.objects.bulk_update(list(existing.values()), [*fields, "updated_at"])
+    saved = {**existing, **{m.email.lower(): m for m in new}}
+    for mailbox in saved.values():
+        mailbox.workspace = workspace  # for webhooks, without a query each
+    # A disabled mailbox stays disabled: re-enabling it is a manager's decision.
+    Mailbox.set_status_many(
+        [
+            m
+            for m in saved.values()
+            if m.status not in (Mailbox.Status.ACTIVE, Mailbox.Status.DISABLED)
+        ],
+        Mailbox.Status.ACTIVE,
+        message="Found in Microsoft Graph (bulk add)",
+        actor=run.created_by,
+    )
+    return saved
+
+
+def fail_run(run: BulkAddRun, failure: FleetError) -> BulkAddRun:
+    """The run cannot go on: every account not yet done gets the run's code."""
+    with transaction.atomic():
+        left = run.results.filter(done=False).update(
+            done=True, success=False, error_code=failure.code, error_detail=failure.message[:500]
+        )
+        BulkAddRun.objects.filter(pk=run.pk).update(
+            status=BulkAddRun.Status.FAILED,
+            error_code=failure.code,
+            error_message=failure.message,
+            processed=F("processed") + left,
+            failed=F("failed") + left,
+            finished_at=timezone.now(),
+        )
+        run.refresh_from_db()
+        run.outcome = outcome_of(run)
+        run.save(update_fields=["outcome"])
+    return run

@@ -17,6 +17,14 @@ def verify(credential: Credential) -> Credential:
     except FleetError as failure:
         if not failure.error.permanent:
             raise
+        return record_outcome(credential, failure)
+    return record_outcome(credential, None)
+
+
+def record_outcome(credential: Credential, failure: FleetError | None) -> Credential:
+    """`valid` after a token was had, `invalid` with the catalogue code after a permanent
+    refusal (bulk adds record theirs too, so the admin shows why a run failed)."""
+    if failure is not None:
         credential.status = Credential.Status.INVALID
         credential.last_error = failure.code
         credential.last_error_message = failure.message

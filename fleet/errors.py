@@ -319,3 +319,76 @@ NO_MAIL_CREDENTIAL = define(
     "The mailbox has no app password or access token to sign in with",
     "Set the app password on the mailbox (or connect it by OAuth), then test it again.",
 )
+
+# --- App registrations (client credentials) ------------------------------------------------------
+# AADSTS numbers: https://learn.microsoft.com/entra/identity-platform/reference-error-codes
+CLIENT_SECRET_INVALID = define(
+    "CLIENT_SECRET_INVALID",
+    "Microsoft rejected the client secret (AADSTS7000215)",
+    "A manager copies the secret's Value (not its Secret ID) from Entra ID → App registrations → "
+    "Certificates & secrets into the credential, then runs Verify again.",
+)
+CLIENT_SECRET_EXPIRED = define(
+    "CLIENT_SECRET_EXPIRED",
+    "The app registration's client secret has expired (AADSTS7000222)",
+    "A manager creates a new client secret in Entra ID → App registrations → Certificates & "
+    "secrets, sets it and its expiry date on the credential, then runs Verify again.",
+)
+APP_NOT_FOUND_IN_TENANT = define(
+    "APP_NOT_FOUND_IN_TENANT",
+    "The app registration was not found in this tenant (AADSTS700016)",
+    "Check the credential's client id and tenant id; a multi-tenant app must be consented to in "
+    "the customer's tenant first (use 'Request tenant admin consent').",
+)
+TENANT_NOT_FOUND = define(
+    "TENANT_NOT_FOUND",
+    "Microsoft does not know this tenant (AADSTS90002)",
+    "Set the credential's tenant id to the customer's directory (tenant) ID or one of its "
+    "verified domains, as shown in Entra ID → Overview.",
+)
+
+# --- Graph app-only bulk add (seed 004) --------------------------------------------------------------
+MAILBOX_NOT_FOUND = define(
+    "MAILBOX_NOT_FOUND",
+    "No user or alias with this address exists in the tenant",
+    "Check the address for typos and that it belongs to the tenant of the chosen credential.",
+)
+MAILBOX_NOT_ENABLED = define(
+    "MAILBOX_NOT_ENABLED",
+    "The user has no Exchange Online mailbox (MailboxNotEnabledForRESTAPI)",
+    "Assign the user a licence that includes Exchange Online (or move an on-premises mailbox to "
+    "Exchange Online), wait for the mailbox to be provisioned, then add it again.",
+)
+ACCESS_DENIED = define(
+    "ACCESS_DENIED",
+    "Microsoft Graph denied the app access to this mailbox",
+    "An Exchange administrator adds the mailbox to the app's application access policy (or RBAC "
+    "for Applications scope) and checks that the app has the User.Read.All and "
+    "MailboxSettings.Read application permissions with admin consent.",
+)
+THROTTLED = define(
+    "THROTTLED",
+    "Microsoft Graph kept asking to slow down (429) and the retries ran out",
+    "Nothing is wrong with the mailbox: run the bulk add again later; mailboxes already connected "
+    "are updated, not duplicated.",
+    permanent=False,
+)
+GRAPH_UNAVAILABLE = define(
+    "GRAPH_UNAVAILABLE",
+    "Microsoft Graph did not answer (5xx or network failure) and the retries ran out",
+    "Run the bulk add again later. If it persists, check Microsoft 365 service health and this "
+    "server's network access to Microsoft Graph.",
+    permanent=False,
+)
+GRAPH_REQUEST_FAILED = define(
+    "GRAPH_REQUEST_FAILED",
+    "Microsoft Graph refused the request",
+    "Read the message for Graph's error code; it usually names a missing permission or a "
+    "malformed address.",
+)
+BULK_ADD_INTERRUPTED = define(
+    "BULK_ADD_INTERRUPTED",
+    "The bulk add stopped before this mailbox was checked",
+    "Run the same list again: mailboxes already connected are updated, not duplicated.",
+    permanent=False,
+)

@@ -140,11 +140,10 @@ def _rows_from_xlsx(data: bytes) -> list[list[str]]:
     return [["" if cell is None else str(cell) for cell in row] for row in sheet]
 
 
-def read_table(data: bytes, file_name: str = "") -> tablib.Dataset:
+def read_rows(data: bytes) -> list[list[str]]:
     """Bytes of a CSV (UTF-8 with or without BOM, UTF-16, Windows-1252; comma or semicolon) or
-    XLSX file → a Dataset with the columns email, password, name, totpsecret (stripped strings,
-    blank rows kept so that row numbers match the file). Rejects files it cannot read or whose
-    header or size breaks the rules."""
+    XLSX file → its rows of cells, from the first non-blank one (the header). Rejects files it
+    cannot read. Also the bulk add's upload reader (fleet/bulk_add.py)."""
     if not data:
         raise ImportRejected(FILE_EMPTY)
     if data.startswith(b"PK\x03\x04"):
@@ -159,6 +158,15 @@ def read_table(data: bytes, file_name: str = "") -> tablib.Dataset:
         rows.pop(0)
     if not rows:
         raise ImportRejected(FILE_EMPTY)
+    return rows
+
+
+def read_table(data: bytes, file_name: str = "") -> tablib.Dataset:
+    """Bytes of a CSV (UTF-8 with or without BOM, UTF-16, Windows-1252; comma or semicolon) or
+    XLSX file → a Dataset with the columns email, password, name, totpsecret (stripped strings,
+    blank rows kept so that row numbers match the file). Rejects files it cannot read or whose
+    header or size breaks the rules."""
+    rows = read_rows(data)
     header = [cell.strip().lower() for cell in rows[0]]
     if "email" not in header or "password" not in header:
         raise ImportRejected(COLUMNS_REQUIRED)

@@ -72,6 +72,16 @@ def verify_credential(credential_id: int) -> str:
     return verify(credential).status if credential else "gone"
 
 
+@task()
+def run_bulk_add(run_id: int) -> str:
+    """A Graph app-only bulk add (seed 004), from its queued BulkAddRun to its outcome."""
+    from fleet.bulk_add import execute
+    from fleet.models import BulkAddRun
+
+    run = BulkAddRun.objects.select_related("workspace", "credential").filter(pk=run_id).first()
+    return execute(run).status if run else "gone"
+
+
 # Periodic tasks and their interval in seconds, for `manage.py run_periodic`.
 PERIODIC = {
     refresh_expiring_tokens: 5 * 60,

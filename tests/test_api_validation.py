@@ -125,6 +125,7 @@ VALID_CREDENTIAL = {
     "tenant_id": "contoso.onmicrosoft.com",
     "client_id": "11111111-2222-3333-4444-555555555555",
     "client_secret": "s3cret~value",
+    "secret_expires_at": "2027-06-30",
 }
 
 

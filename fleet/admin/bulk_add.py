@@ -1,14 +1,96 @@
 import csv
 
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
+from django.urls import path, reverse
 
 from fleet import errors
-from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
+from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
 from fleet.admin.display import badge
-from fleet.models import BulkAddRun
+from fleet.bulk_add import (
+    MAX_ACCOUNTS,
+    AccountsInvalid,
+    parse_lines,
+    parse_upload,
+    resolve_credential,
+    start_run,
+)
+from fleet.errors import FleetError
+from fleet.imports import ImportRejected
+from fleet.models import BulkAddRun, Credential, Role, Workspace
+
+
+class AnyCredentialField(forms.TypedChoiceField):
+    """Offers the user's Graph credentials, but lets any id through: `resolve_credential` then
+    checks it against the chosen workspace, so a foreign id is INVALID_CREDENTIAL_ID, as in
+    the API (seed 004)."""
+
+    def valid_value(self, value):
+        return True
+
+
+class BulkAddForm(forms.Form):
+    workspace = forms.ModelChoiceField(queryset=Workspace.objects.none())
+    credential = AnyCredentialField(
+        required=False,
+        coerce=int,
+        empty_value=None,
+        help_text="Leave empty when the workspace has exactly one valid Graph credential.",
+    )
+    accounts = forms.CharField(
+        required=False,
+        widget=forms.Textarea(
+            attrs={"rows": 12, "cols": 70, "placeholder": "jim@example.com,Jimothy H"}
+        ),
+        label="Mailboxes",
+        help_text=f"One per line: email[,display name]. Up to {MAX_ACCOUNTS}.",
+    )
+    csv_file = forms.FileField(
+        required=False,
+        label="…or a CSV / XLSX file",
+        help_text="Columns mailbox_email and (optionally) display_name, with a header row.",
+    )
+
+    def __init__(self, user, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        workspaces = Workspace.objects.restrict(user, Role.OPERATOR)
+        self.fields["workspace"].queryset = workspaces
+        if len(workspaces) == 1:
+            self.fields["workspace"].initial = workspaces[0]
+        credentials = (
+            Credential.objects.restrict(user, Role.OPERATOR)
+            .filter(kind=Credential.Kind.GRAPH_APP_ONLY)
+            .select_related("workspace")
+        )
+        self.fields["credential"].choices = [("", "— the workspace's only valid one —")] + [
+            (c.pk, f"{c.workspace} · {c.name} ({c.get_status_display()})") for c in credentials
+        ]
+
+    def clean(self):
+        data = super().clean()
+        text, upload = (data.get("accounts") or "").strip(), data.get("csv_file")
+        if bool(text) == bool(upload):
+            raise ValidationError("Paste the mailboxes or upload a CSV file (one of the two).")
+        try:
+            data["parsed"] = parse_upload(upload) if upload else parse_lines(text)
+        except AccountsInvalid as bad:
+            # Every bad line, before anything runs.
+            raise ValidationError([f"{bad.code}: {p}" for p in bad.problems[:50]]) from bad
+        except ImportRejected as rejected:  # not a readable CSV/XLSX, too large, empty
+            raise ValidationError(f"{rejected.code}: {rejected.message}") from rejected
+        if data.get("workspace") is not None:
+            try:
+                data["resolved"] = resolve_credential(data["workspace"], data.get("credential"))
+            except FleetError as failure:
+                self.add_error(
+                    "credential", f"{failure.code} — {failure.message} {failure.error.hint}"
+                )
+        return data
+
 
 OUTCOME_BADGE = {"all_connected": "completed", "partly_connected": "expired", "rejected": "failed"}
 
@@ -29,6 +111,42 @@ class BulkAddRunAdmin(ScopedAdmin):
     list_filter = ["status", "outcome", ("workspace", ScopedRelatedFilter)]
     list_select_related = ["workspace", "credential", "created_by"]
     date_hierarchy = "created_at"
+
+    def get_urls(self):
+        return [
+            path(
+                "start/",
+                self.admin_site.admin_view(self.start_view),
+                name="fleet_bulkaddrun_start",
+            ),
+            *super().get_urls(),
+        ]
+
+    def start_view(self, request):
+        """Add Microsoft mailboxes in bulk (seed 004): check the list and the credential, record
+        the run, and go to its results page (the worker does the rest)."""
+        if not has_role(request, Role.OPERATOR):
+            raise PermissionDenied
+        form = BulkAddForm(request.user, request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                run = start_run(data["workspace"], data["resolved"], data["parsed"], request.user)
+            except FleetError as failure:
+                form.add_error(None, f"{failure.code} — {failure.message}")
+            else:
+                self.message_user(
+                    request, f"Bulk add of {run.total} mailbox(es) started.", messages.SUCCESS
+                )
+                return HttpResponseRedirect(reverse("admin:fleet_bulkaddrun_change", args=[run.pk]))
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Add Microsoft mailboxes in bulk (Graph app-only)",
+            "opts": self.opts,
+            "form": form,
+            "max_accounts": MAX_ACCOUNTS,
+        }
+        return TemplateResponse(request, "admin/fleet/bulk_add_start.html", context)
 
     def has_change_permission(self, request, obj=None):
         return False  # a run is a record of what happened

@@ -1,6 +1,11 @@
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
-from fleet import consent
+from fleet import consent, errors
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
 from fleet.admin.connect import links_page
 from fleet.admin.display import badge, error_code
@@ -23,7 +28,7 @@ class CredentialAdmin(ScopedAdmin):
         "tenant_id",
         "client_id",
         "secret",
-        "secret_expires_at",
+        "secret_expiry",
         "status_badge",
         "last_error_code",
         "last_verified_at",
@@ -37,6 +42,7 @@ class CredentialAdmin(ScopedAdmin):
         "last_verified_at",
         "last_error",
         "last_error_message",
+        "next_step",
     ]
     actions = ["request_admin_consent", "verify_now"]
     fields = [
@@ -51,6 +57,20 @@ class CredentialAdmin(ScopedAdmin):
         *readonly_fields,
     ]
 
+    # Microsoft answers 65001 (no admin consent) or 700016 (app not in the tenant) until a tenant
+    # administrator consents: the credential offers the admin-consent request right there.
+    CONSENT_FIXES = {errors.ADMIN_APPROVAL_REQUIRED.code, errors.APP_NOT_FOUND_IN_TENANT.code}
+
+    def get_urls(self):
+        return [
+            path(
+                "<path:object_id>/admin-consent/",
+                self.admin_site.admin_view(self.admin_consent_view),
+                name="fleet_credential_admin_consent",
+            ),
+            *super().get_urls(),
+        ]
+
     @admin.display(description="secret")
     def secret(self, obj):
         return secret_status(obj.client_secret)
@@ -59,9 +79,64 @@ class CredentialAdmin(ScopedAdmin):
     def status_badge(self, obj):
         return badge(obj.status, obj.get_status_display())
 
+    @admin.display(description="secret expires", ordering="secret_expires_at")
+    def secret_expiry(self, obj):
+        if obj.secret_expires_at is None:
+            return "—"
+        if not obj.secret_expires_soon:
+            return obj.secret_expires_at.isoformat()
+        days = (obj.secret_expires_at - timezone.localdate()).days
+        label = f"expired {-days} d ago" if days < 0 else f"expires in {days} d"
+        return format_html(
+            "{} {}",
+            obj.secret_expires_at.isoformat(),
+            badge("expired" if days >= 0 else "failed", label),
+        )
+
     @admin.display(description="last error", ordering="last_error")
     def last_error_code(self, obj):
+        if obj.last_error in self.CONSENT_FIXES:
+            return format_html(
+                '{} <a href="{}">request admin consent</a>',
+                error_code(obj.last_error),
+                reverse("admin:fleet_credential_admin_consent", args=[obj.pk]),
+            )
         return error_code(obj.last_error)
+
+    @admin.display(description="next step")
+    def next_step(self, obj):
+        entry = errors.get(obj.last_error) if obj.pk else None
+        if entry is None:
+            return "—"
+        if obj.last_error in self.CONSENT_FIXES:
+            return format_html(
+                '{} <a class="button" href="{}">Request tenant admin consent</a>',
+                entry.hint,
+                reverse("admin:fleet_credential_admin_consent", args=[obj.pk]),
+            )
+        return entry.hint
+
+    def admin_consent_view(self, request, object_id):
+        """Confirm, then create (or reuse) the credential's admin-consent request."""
+        credential = self.get_object(request, object_id)
+        if credential is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_manage_permission(request, credential):
+            raise PermissionDenied
+        if request.method == "POST":
+            try:
+                created = consent.admin_request_for(credential)
+            except FleetError as failure:
+                self.message_user(request, f"{failure.code} — {failure.message}", messages.ERROR)
+            else:
+                return links_page(self, request, [created], "Admin-consent link")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Request tenant admin consent",
+            "opts": self.opts,
+            "credential": credential,
+        }
+        return TemplateResponse(request, "admin/fleet/credential_admin_consent.html", context)
 
     @admin.action(description="Request tenant admin consent (link)", permissions=["manage"])
     def request_admin_consent(self, request, queryset):

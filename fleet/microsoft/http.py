@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,24 +75,37 @@ class MicrosoftSession(requests.Session):
 
 def retry_after_seconds(response: requests.Response) -> float | None:
     """Retry-After as seconds (Microsoft sends seconds; HTTP also allows a date)."""
-    value = response.headers.get("Retry-After")
+    return parse_retry_after(response.headers.get("Retry-After"))
+
+
+def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        when = email.utils.parsedate_to_datetime(value)
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
         return max(0.0, (when - datetime.now(UTC)).total_seconds()) if when else None
 
 
 def error_from_response(response: requests.Response) -> MicrosoftError:
     """A MicrosoftError for a non-2xx answer: 408/429/5xx may pass, other 4xx will not."""
-    status = response.status_code
-    code, message = "", response.reason or f"HTTP {status}"
     try:
         body = response.json()
     except ValueError:
         body = {}
+    return error_from_parts(response.status_code, response.headers, body, response.reason or "")
+
+
+def error_from_parts(
+    status: int, headers: Mapping[str, str], body: Any, reason: str = ""
+) -> MicrosoftError:
+    """The same for an answer given as parts: an inner response of a Graph `$batch`
+    (https://learn.microsoft.com/graph/json-batching) has its own status, headers and body."""
+    code, message = "", reason or f"HTTP {status}"
     if isinstance(body, dict):
         if isinstance(body.get("error"), dict):  # Graph: {"error": {"code", "message"}}
             code = str(body["error"].get("code", ""))
@@ -100,12 +114,16 @@ def error_from_response(response: requests.Response) -> MicrosoftError:
             codes = body.get("error_codes") or []
             code = str(codes[0]) if codes else str(body["error"])
             message = str(body.get("error_description", body["error"]))
+    retry_after = next(
+        (parse_retry_after(v) for k, v in (headers or {}).items() if k.lower() == "retry-after"),
+        None,
+    )
     return MicrosoftError(
         f"{status} {message}",
         permanent=not (status in (408, 429) or status >= 500),
         status=status,
         code=code,
-        retry_after=retry_after_seconds(response),
+        retry_after=retry_after,
     )
 
 

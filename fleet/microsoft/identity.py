@@ -44,7 +44,14 @@ CONSUMER_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
 ADMIN_APPROVAL_CODES = {65001, 90094, 90095}
 REVOKED_GRANT_CODES = {50173, 700082, 70043, 70000, 700084}
 CONSENT_DECLINED_CODES = {65004}
-BAD_CLIENT_SECRET_CODES = {7000215, 7000222, 7000218}
+BAD_CLIENT_SECRET_CODES = {7000218}  # no secret sent at all
+# Distinct codes for what a manager fixes differently on a credential.
+CREDENTIAL_CODES = {
+    7000215: errors.CLIENT_SECRET_INVALID,
+    7000222: errors.CLIENT_SECRET_EXPIRED,
+    700016: errors.APP_NOT_FOUND_IN_TENANT,
+    90002: errors.TENANT_NOT_FOUND,
+}
 TRANSIENT_ERRORS = {"temporarily_unavailable", "server_error"}
 AADSTS = re.compile(r"\bAADSTS(\d+)")
 
@@ -96,9 +103,23 @@ class translated_failures:
         if isinstance(exc, msal.exceptions.MsalServiceError):  # msal's view of a 5xx
             raise FleetError(errors.MICROSOFT_UNAVAILABLE, str(exc)) from exc
         if isinstance(exc, (ValueError, RuntimeError)):
-            # msal raises these for a failed discovery, a state or nonce mismatch.
+            # msal raises these for a failed discovery, a state or nonce mismatch. A failed
+            # discovery keeps Microsoft's answer (with its AADSTS code, e.g. 90002 for an
+            # unknown tenant) in the chained exception.
+            for code in chained_aadsts(exc):
+                if code in CREDENTIAL_CODES:
+                    raise FleetError(CREDENTIAL_CODES[code], str(exc)[:500]) from exc
             raise FleetError(errors.MICROSOFT_OAUTH_FAILED, str(exc)[:500]) from exc
         return False
+
+
+def chained_aadsts(exc: BaseException | None) -> list[int]:
+    """AADSTS numbers in an exception's text and in the exceptions it was raised from."""
+    found: list[int] = []
+    while exc is not None:
+        found += [int(n) for n in AADSTS.findall(str(exc))]
+        exc = exc.__cause__ or exc.__context__
+    return found
 
 
 def aadsts_codes(result: dict) -> set[int]:
@@ -120,6 +141,8 @@ def error_for(result: dict) -> FleetError:
         return FleetError(errors.CONSENT_DENIED, detail)
     if error == "invalid_grant" and codes & REVOKED_GRANT_CODES:
         return FleetError(errors.REAUTH_REQUIRED, detail)
+    for code in sorted(codes & CREDENTIAL_CODES.keys()):
+        return FleetError(CREDENTIAL_CODES[code], detail)
     if codes & BAD_CLIENT_SECRET_CODES or error in ("invalid_client", "unauthorized_client"):
         return FleetError(errors.CREDENTIAL_REJECTED, detail)
     if error in TRANSIENT_ERRORS:
@@ -193,14 +216,21 @@ def admin_consent_url(credential, redirect_uri: str, state: str, scopes: list[st
     return f"{base}/v2.0/adminconsent?{query}"
 
 
-def app_only_token(credential) -> str:
-    """A Graph token by client credentials (needs the tenant's admin consent)."""
+@dataclass(frozen=True)
+class AppToken:
+    access_token: str
+    expires_at: Any  # aware datetime
+
+
+def app_only_token(credential) -> AppToken:
+    """A Graph token by client credentials (needs the tenant's admin consent), with its expiry
+    so that callers can keep it until then (fleet.microsoft.graph caches it per credential)."""
     app = build_app(credential)
     with translated_failures():
         result = app.acquire_token_for_client(GRAPH_APP_SCOPES)
     if "error" in result:
         raise error_for(result)
-    return result["access_token"]
+    return AppToken(result["access_token"], expiry(result))
 
 
 def refresh_mailbox_token(mailbox, app: msal.ConfidentialClientApplication | None = None) -> str:

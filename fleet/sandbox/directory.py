@@ -1,5 +1,10 @@
 """The sandbox's directory: tenants (with their domains), users and app registrations, read from a
-JSON file (SANDBOX_DIRECTORY, default: directory.json beside this module)."""
+JSON file (SANDBOX_DIRECTORY, default: directory.json beside this module), and the DNS records of
+the demo domains (SPF/DKIM) that `run_sandbox` serves.
+
+A user may have aliases (secondary proxyAddresses), no Exchange Online mailbox (`"mailbox":
+false`, as an unlicensed user) or be outside every app's application access policy
+(`"app_access_denied": true`). An app may list `expired_secrets` (AADSTS7000222)."""
 
 from __future__ import annotations
 
@@ -30,10 +35,18 @@ class User:
     tenant: Tenant
     password: str = DEFAULT_PASSWORD
     admin: bool = False
+    aliases: list[str] = field(default_factory=list)
+    mailbox: bool = True  # False: no Exchange Online licence (MailboxNotEnabledForRESTAPI)
+    app_access_denied: bool = False  # an application access policy leaves this mailbox out
 
     @property
     def oid(self) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-user:{self.username.lower()}"))
+
+    @property
+    def proxy_addresses(self) -> list[str]:
+        """Exchange's form: the primary address as `SMTP:`, aliases as `smtp:`."""
+        return [f"SMTP:{self.username}", *(f"smtp:{a}" for a in self.aliases)]
 
 
 @dataclass
@@ -41,6 +54,7 @@ class Application:
     client_id: str
     client_secret: str
     name: str = "App"
+    expired_secrets: list[str] = field(default_factory=list)
 
 
 class Directory:
@@ -61,7 +75,10 @@ class Directory:
             self.add_user(u["username"], u.get("name", ""), **_opts(u))
         self.apps: dict[str, Application] = {}
         for a in data.get("applications", []):
-            self.add_app(a["client_id"], a["client_secret"], a.get("name", "App"))
+            app = self.add_app(a["client_id"], a["client_secret"], a.get("name", "App"))
+            app.expired_secrets = list(a.get("expired_secrets", []))
+        # domain → {"spf": bool, "dkim": bool}: what the sandbox DNS publishes for it.
+        self.dns: dict[str, dict] = {d.lower(): v for d, v in data.get("dns", {}).items()}
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> Directory:
@@ -92,6 +109,21 @@ class Directory:
     def user(self, username: str) -> User | None:
         return self.users.get((username or "").strip().lower())
 
+    def user_by_id_or_upn(self, key: str, tenant: Tenant) -> User | None:
+        """Graph's `/users/{id | userPrincipalName}`, within one tenant."""
+        key = key.strip().lower()
+        user = self.users.get(key) or next((u for u in self.users.values() if u.oid == key), None)
+        return user if user is not None and user.tenant is tenant else None
+
+    def users_with_proxy_address(self, address: str, tenant: Tenant) -> list[User]:
+        """Users whose proxyAddresses hold `address` (`smtp:x`; case-insensitive, as Graph)."""
+        address = address.lower()
+        return [
+            u
+            for u in self.users.values()
+            if u.tenant is tenant and address in (p.lower() for p in u.proxy_addresses)
+        ]
+
     def add_app(self, client_id: str, client_secret: str, name: str = "App") -> Application:
         app = Application(client_id, client_secret, name)
         self.apps[client_id] = app
@@ -99,4 +131,5 @@ class Directory:
 
 
 def _opts(u: dict) -> dict:
-    return {k: u[k] for k in ("password", "admin") if k in u}
+    keys = ("password", "admin", "aliases", "mailbox", "app_access_denied")
+    return {k: u[k] for k in keys if k in u}

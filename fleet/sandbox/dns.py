@@ -37,6 +37,16 @@ class Zone:
                     )
                 )
 
+    @classmethod
+    def from_directory(cls, directory) -> Zone:
+        """The records the sandbox directory's `dns` section asks for (the demo's domains)."""
+        zone = cls()
+        for domain, setup in directory.dns.items():
+            zone.add_microsoft_domain(
+                domain, spf=setup.get("spf", True), dkim=setup.get("dkim", True)
+            )
+        return zone
+
 
 class ZoneResolver(BaseResolver):
     def __init__(self, zone: Zone):

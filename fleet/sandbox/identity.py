@@ -352,7 +352,8 @@ def authorize_answer(request: Request, tenant: str) -> Response:
 
 
 def client_of(request: Request):
-    """The calling app, authenticated by client_secret_basic or client_secret_post."""
+    """The calling app, authenticated by client_secret_basic or client_secret_post, or the token
+    endpoint's error answer (unknown app, expired secret, wrong secret)."""
     client_id, secret = request.form.get("client_id", ""), request.form.get("client_secret", "")
     auth = request.headers.get("authorization", "")
     if auth.startswith("Basic "):
@@ -361,17 +362,32 @@ def client_of(request: Request):
         raw = base64.b64decode(auth[6:]).decode()
         client_id, _, secret = (unquote_plus(p) for p in raw.partition(":"))
     app = request.sandbox.directory.apps.get(client_id)
-    if app is None or not hmac.compare_digest(app.client_secret, secret):
-        return None
-    return app
+    if app is None:
+        return None, token_error(
+            "unauthorized_client",
+            700016,
+            f"Application with identifier '{client_id}' was not found in the directory.",
+        )
+    if any(hmac.compare_digest(old, secret) for old in app.expired_secrets):
+        return None, token_error(
+            "invalid_client",
+            7000222,
+            f"The provided client secret keys for app '{client_id}' are expired.",
+            401,
+        )
+    if not hmac.compare_digest(app.client_secret, secret):
+        return None, token_error("invalid_client", 7000215, "Invalid client secret provided.", 401)
+    return app, None
 
 
 @route("POST", r"/(?P<tenant>[^/]+)/oauth2/v2\.0/token")
 def token(request: Request, tenant: str) -> Response:
     sandbox, f = request.sandbox, request.form
-    app = client_of(request)
+    with sandbox.lock:
+        sandbox.counts["token"] += 1
+    app, refused = client_of(request)
     if app is None:
-        return token_error("invalid_client", 7000215, "Invalid client secret provided.", 401)
+        return refused
     grant = f.get("grant_type")
     if grant == "authorization_code":
         code = sandbox.identity.take(sandbox.identity.codes, f.get("code", ""))

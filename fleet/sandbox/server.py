@@ -14,6 +14,7 @@ import re
 import ssl
 import threading
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -75,16 +76,17 @@ class Route:
     pattern: re.Pattern
     handler: Handler
     api: bool  # subject to the 429 / 5xx switches (token endpoint, Graph), unlike pages
+    graph: bool  # a Graph call: also subject to the graph_* switches, Graph-shaped errors
 
 
 ROUTES: list[Route] = []
 
 
-def route(method: str, pattern: str, *, api: bool = True):
+def route(method: str, pattern: str, *, api: bool = True, graph: bool = False):
     """Register a handler; `pattern` matches the whole path, named groups become kwargs."""
 
     def register(handler: Handler) -> Handler:
-        ROUTES.append(Route(method, re.compile(pattern + r"\Z"), handler, api))
+        ROUTES.append(Route(method, re.compile(pattern + r"\Z"), handler, api, graph))
         return handler
 
     return register
@@ -94,10 +96,15 @@ def route(method: str, pattern: str, *, api: bool = True):
 class Switches:
     """Failures the sandbox injects. Counts are used up one request at a time."""
 
-    latency: float = 0.0  # seconds added to every request
+    latency: float = 0.0  # seconds added to every HTTP reply (a `$batch` is one reply)
     throttle: int = 0  # next N API requests answer 429 …
     retry_after: int = 2  # … with this Retry-After
     server_errors: int = 0  # next N API requests answer 503
+    # Graph only (tokens unaffected); every request inside a `$batch` counts, as Graph throttles
+    # them one by one: https://learn.microsoft.com/graph/throttling
+    graph_throttle: int = 0  # next N Graph requests answer 429 …
+    graph_retry_after: int = 1  # … with this Retry-After (seconds)
+    graph_server_errors: int = 0  # then the next N Graph requests answer 503
     deny_consent: bool = False  # every Accept on a consent page acts as Deny
     require_admin_approval: bool = False  # every user consent needs an admin (AADSTS65001)
     revoked: set[str] = field(default_factory=set)  # usernames whose grants were revoked
@@ -154,6 +161,11 @@ class Sandbox:
             self.directory = Directory.load(self.directory_file)
             self.switches = Switches()
             self.identity = IdentityState()
+            # What reached the sandbox: `http` replies on the HTTPS listener, `graph` Graph
+            # requests (those inside a `$batch` included), `batch` $batch envelopes.
+            self.counts: Counter = Counter()
+            # (time, method, path, status) of recent Graph requests, for tests and curious people.
+            self.graph_log: deque = deque(maxlen=20000)
 
     def _server(self, port: int, context: ssl.SSLContext | None) -> ThreadingHTTPServer:
         server = ThreadingHTTPServer((self.host, port), _handler_for(self, browser=context is None))
@@ -205,22 +217,64 @@ class Sandbox:
         self.stop()
 
     # --- dispatch ---------------------------------------------------------------------------
-    def dispatch(self, request: Request) -> Response:
-        if self.switches.latency:
+    def dispatch(self, request: Request, *, inner: bool = False) -> Response:
+        """Answer one request; `inner` for the requests inside a Graph `$batch` (no latency of
+        their own: the envelope's reply carries it)."""
+        batch = request.path.endswith("/$batch") and not inner
+        with self.lock:
+            if not request.browser and not inner:
+                self.counts["http"] += 1
+            if batch:  # how many `$batch` requests are being answered at once (latency included)
+                self.counts["batch_in_flight"] += 1
+                self.counts["batch_in_flight_max"] = max(
+                    self.counts["batch_in_flight_max"], self.counts["batch_in_flight"]
+                )
+        try:
+            return self._dispatch(request, inner)
+        finally:
+            if batch:
+                with self.lock:
+                    self.counts["batch_in_flight"] -= 1
+
+    def _dispatch(self, request: Request, inner: bool) -> Response:
+        if self.switches.latency and not inner:
             time.sleep(self.switches.latency)
         for r in ROUTES:
             match = r.pattern.match(request.path)
             if match and r.method == request.method:
-                injected = self._injected_failure() if r.api else None
-                if injected:
-                    return injected
-                return r.handler(request, **match.groupdict())
+                response = self._injected_failure(graph=r.graph) if r.api else None
+                if response is None:
+                    response = r.handler(request, **match.groupdict())
+                if r.graph:
+                    with self.lock:
+                        self.counts["graph"] += 1
+                        self.graph_log.append(
+                            (time.monotonic(), request.method, request.path, response.status)
+                        )
+                return response
         if any(r.pattern.match(request.path) for r in ROUTES):
             return Response.json({"error": "method_not_allowed"}, 405)
         return Response.json({"error": {"code": "NotFound", "message": request.path}}, 404)
 
-    def _injected_failure(self) -> Response | None:
+    def _injected_failure(self, graph: bool = False) -> Response | None:
         with self.lock:
+            if graph and self.switches.graph_throttle > 0:
+                self.switches.graph_throttle -= 1
+                return Response.json(
+                    {
+                        "error": {
+                            "code": "TooManyRequests",
+                            "message": "Too many requests (sandbox throttling storm).",
+                        }
+                    },
+                    429,
+                    **{"Retry-After": str(self.switches.graph_retry_after)},
+                )
+            if graph and self.switches.graph_server_errors > 0:
+                self.switches.graph_server_errors -= 1
+                return Response.json(
+                    {"error": {"code": "ServiceUnavailable", "message": "Sandbox outage."}}, 503
+                )
             if self.switches.throttle > 0:
                 self.switches.throttle -= 1
                 return Response.json(
@@ -276,6 +330,9 @@ def _handler_for(sandbox: Sandbox, *, browser: bool) -> type[BaseHTTPRequestHand
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "FleetMicrosoftSandbox/1"
+        # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm
+        # and the client's delayed ACK add ~40 ms to every reply on loopback.
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             url = urlsplit(self.path)

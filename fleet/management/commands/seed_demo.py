@@ -13,6 +13,7 @@ from fleet import errors
 from fleet.checks import is_loopback
 from fleet.imports import server_settings
 from fleet.models import Credential, Mailbox, Membership, Role, Tag, Workspace
+from fleet.tasks import enqueue_on_commit, verify_credential
 
 DEMO_PASSWORD = "fleet-demo"
 
@@ -38,10 +39,16 @@ SAMPLES = [
     ("nora@acme-outreach.com", "Nora Quinn", "oauth", "pending", None, "not_started"),
 ]
 
-# The app registration in the sandbox's directory (fleet/sandbox/directory.json).
+# The app registrations in the sandbox's directory (fleet/sandbox/directory.json): one for
+# delegated consent, one for Graph app-only bulk adds (consented in the Acme tenant).
 SANDBOX_APP = {
     "client_id": "00000000-f1ee-4de0-8000-000000000001",
     "client_secret": "fleet-demo-secret",
+}
+SANDBOX_GRAPH_APP = {
+    "client_id": "00000000-f1ee-4de0-8000-000000000002",
+    "client_secret": "fleet-demo-graph-secret",
+    "tenant_id": "3f2b8c1e-5a9d-4e7b-9c3a-acme0000a001",
 }
 
 
@@ -117,6 +124,20 @@ class Command(BaseCommand):
                     "client_secret": SANDBOX_APP["client_secret"],
                 },
             )
+            # …and its Graph app-only registration, for "Add Microsoft mailboxes in bulk".
+            graph, created = Credential.objects.get_or_create(
+                workspace=acme,
+                kind=Credential.Kind.GRAPH_APP_ONLY,
+                client_id=SANDBOX_GRAPH_APP["client_id"],
+                defaults={
+                    "name": "Microsoft sandbox Graph app (bulk add)",
+                    "tenant_id": SANDBOX_GRAPH_APP["tenant_id"],
+                    "client_secret": SANDBOX_GRAPH_APP["client_secret"],
+                    "secret_expires_at": timezone.localdate() + timedelta(days=365),
+                },
+            )
+            if created:
+                enqueue_on_commit(verify_credential, graph.pk)  # valid once the worker runs
         self.stdout.write(
             f"Demo data ready: {Mailbox.objects.count()} mailboxes in "
             f"{Workspace.objects.count()} workspaces; log in as admin / {DEMO_PASSWORD}."

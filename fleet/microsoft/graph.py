@@ -1,0 +1,267 @@
+"""Microsoft Graph with app-only tokens: the only module that talks to Graph.
+
+- Tokens (client credentials, through `identity.app_only_token`) are cached per credential until
+  a minute before they expire; a changed secret or tenant is a different cache entry.
+- Every call goes through the Microsoft chokepoint (`fleet.microsoft.http`): a timeout on each,
+  our CA bundle, one error type.
+- JSON batching: at most 20 requests per `$batch` (https://learn.microsoft.com/graph/json-batching)
+  and at most 4 batches in flight, Outlook's limit of four concurrent requests per app and mailbox
+  (https://learn.microsoft.com/graph/throttling-limits#outlook-service-limits).
+- Throttling: every request inside a batch is throttled on its own, so each inner 429 is retried
+  after its own Retry-After (https://learn.microsoft.com/graph/throttling); 5xx and transport
+  failures are retried with exponential backoff; GRAPH_MAX_ATTEMPTS bounds both. Permanent
+  errors (other 4xx) are returned at once, never retried.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from django.conf import settings
+from django.utils import timezone
+
+from fleet import errors
+from fleet.errors import ErrorCode
+from fleet.microsoft import identity
+from fleet.microsoft.http import MicrosoftError, MicrosoftSession, error_from_parts, request_json
+
+BATCH_LIMIT = 20
+MAX_IN_FLIGHT = 4
+MAX_BACKOFF = 30.0
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+@dataclass
+class GraphRequest:
+    id: str
+    url: str  # relative to the version root, e.g. "/users/jim%40example.com"
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class GraphResponse:
+    status: int
+    body: Any = None
+    error: MicrosoftError | None = None  # set when the answer is not 2xx (after retries)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+# --- tokens -------------------------------------------------------------------------------------
+_tokens: dict[tuple, identity.AppToken] = {}
+_tokens_lock = threading.Lock()
+
+
+def _token_key(credential) -> tuple:
+    secret = hashlib.sha256(str(credential.client_secret).encode()).hexdigest()
+    return (credential.pk, credential.tenant_id, credential.client_id, secret)
+
+
+def app_token(credential) -> str:
+    """An app-only Graph token for the credential, from the cache while it has a minute left.
+    Raises FleetError (CLIENT_SECRET_EXPIRED, ADMIN_APPROVAL_REQUIRED, …) when none can be had."""
+    key = _token_key(credential)
+    with _tokens_lock:
+        cached = _tokens.get(key)
+    if cached and cached.expires_at > timezone.now() + timedelta(seconds=60):
+        return cached.access_token
+    token = identity.app_only_token(credential)
+    with _tokens_lock:
+        _tokens[key] = token
+    return token.access_token
+
+
+def forget_token(credential) -> None:
+    with _tokens_lock:
+        _tokens.pop(_token_key(credential), None)
+
+
+# --- Graph's signals → the catalogue ------------------------------------------------------------
+# Graph error codes: https://learn.microsoft.com/graph/errors
+MAILBOX_NOT_ENABLED_CODES = {"MailboxNotEnabledForRESTAPI", "MailboxNotSupportedForRESTAPI"}
+ACCESS_DENIED_CODES = {"ErrorAccessDenied", "Authorization_RequestDenied", "AccessDenied"}
+
+
+def catalogue_error(error: MicrosoftError) -> ErrorCode:
+    """Map a Graph failure (after retries) to the catalogue, by Graph's code and status."""
+    if error.code in MAILBOX_NOT_ENABLED_CODES:
+        return errors.MAILBOX_NOT_ENABLED
+    if error.code in ACCESS_DENIED_CODES or error.status == 403:
+        return errors.ACCESS_DENIED
+    if error.status == 429:
+        return errors.THROTTLED
+    if error.status is None or error.status >= 500 or error.status == 408:
+        return errors.GRAPH_UNAVAILABLE
+    if error.status == 404:
+        return errors.MAILBOX_NOT_FOUND
+    if error.status == 401:
+        return errors.CREDENTIAL_REJECTED
+    return errors.GRAPH_REQUEST_FAILED
+
+
+def user_path(address_or_id: str) -> str:
+    """`/users/{id | userPrincipalName}` with the key escaped for a URL path."""
+    return "/users/" + quote(address_or_id, safe="@")
+
+
+def odata_string(value: str) -> str:
+    """A string literal for $filter: single quotes doubled (OData ABNF)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+# --- the client ---------------------------------------------------------------------------------
+class GraphClient:
+    """Graph for one credential. Thread-safe: each thread gets its own HTTP session."""
+
+    def __init__(self, credential, *, base_url: str | None = None):
+        self.credential = credential
+        self.base_url = (base_url or settings.MICROSOFT_GRAPH_URL).rstrip("/")
+        self.max_attempts = max(1, settings.GRAPH_MAX_ATTEMPTS)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.http_requests = 0  # HTTP calls made to Graph (a $batch is one)
+
+    def token(self) -> str:
+        return app_token(self.credential)
+
+    def _session(self) -> MicrosoftSession:
+        if not hasattr(self._local, "session"):
+            self._local.session = MicrosoftSession()
+        return self._local.session
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        with self._lock:
+            self.http_requests += 1
+        return request_json(
+            method, url, access_token=self.token(), session=self._session(), **kwargs
+        )
+
+    def delay(self, error: MicrosoftError, attempt: int) -> float:
+        """How long to wait before trying again: Graph's Retry-After when it gave one (capped
+        at GRAPH_MAX_RETRY_AFTER), else exponential backoff with jitter."""
+        if error.retry_after is not None:
+            return min(error.retry_after, settings.GRAPH_MAX_RETRY_AFTER)
+        base = settings.GRAPH_RETRY_BACKOFF * 2 ** (attempt - 1)
+        return min(base, MAX_BACKOFF) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
+
+    # --- one request, no batching ---------------------------------------------------------------
+    def get(self, url: str, headers: dict[str, str] | None = None) -> Any:
+        """One GET with the same retry rules as batches; raises MicrosoftError once they are
+        used up (or at once for a permanent error)."""
+        renewed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._call("GET", self.base_url + url, headers=headers or {})
+            except MicrosoftError as error:
+                if error.status == 401 and not renewed:
+                    forget_token(self.credential)  # revoked or expired early: once more
+                    renewed = True
+                    continue
+                if error.permanent or attempt >= self.max_attempts:
+                    raise
+                time.sleep(self.delay(error, attempt))
+
+    # --- JSON batching --------------------------------------------------------------------------
+    def _post_batch(self, requests: Sequence[GraphRequest]) -> dict[str, GraphResponse]:
+        payload = {
+            "requests": [
+                {"id": r.id, "method": r.method, "url": r.url, "headers": r.headers}
+                if r.headers
+                else {"id": r.id, "method": r.method, "url": r.url}
+                for r in requests
+            ]
+        }
+        data = self._call("POST", f"{self.base_url}/$batch", json=payload) or {}
+        answers: dict[str, GraphResponse] = {}
+        for item in data.get("responses") or []:
+            status = int(item.get("status") or 0)
+            body = item.get("body")
+            error = None
+            if not 200 <= status < 300:
+                error = error_from_parts(status, item.get("headers") or {}, body)
+            answers[str(item.get("id"))] = GraphResponse(status, body, error)
+        for r in requests:
+            if r.id not in answers:  # never seen from Graph, but not worth a crash
+                answers[r.id] = GraphResponse(
+                    502,
+                    None,
+                    MicrosoftError(
+                        "502 missing from the $batch answer", permanent=False, status=502
+                    ),
+                )
+        return answers
+
+    def send(self, requests: Sequence[GraphRequest]) -> dict[str, GraphResponse]:
+        """Up to 20 requests in one `$batch`; the ones Graph could not answer now (429, 5xx,
+        or the whole envelope failing) go again, each when its wait is over, in smaller batches,
+        until they succeed, fail permanently or use up GRAPH_MAX_ATTEMPTS. Every request gets
+        a GraphResponse. May raise FleetError when no token can be had."""
+        if len(requests) > BATCH_LIMIT:
+            raise ValueError(f"a $batch holds at most {BATCH_LIMIT} requests")
+        pending = {r.id: r for r in requests}
+        attempts = dict.fromkeys(pending, 0)
+        not_before = dict.fromkeys(pending, 0.0)
+        results: dict[str, GraphResponse] = {}
+        renewed = False
+        while pending:
+            now = time.monotonic()
+            due = [r for r in pending.values() if not_before[r.id] <= now]
+            if not due:
+                time.sleep(min(not_before[i] for i in pending) - now)
+                continue
+            try:
+                answers = self._post_batch(due)
+            except MicrosoftError as error:  # the envelope itself failed
+                answers = {r.id: GraphResponse(error.status or 0, None, error) for r in due}
+            now = time.monotonic()
+            # A 401 means the cached token was revoked or expired early: once more with a new
+            # one, not counted as an attempt.
+            renew = not renewed and any(answers[r.id].status == 401 for r in due)
+            if renew:
+                forget_token(self.credential)
+                renewed = True
+            for r in due:
+                answer = answers[r.id]
+                if renew and answer.status == 401:
+                    continue
+                attempts[r.id] += 1
+                if answer.ok or answer.error.permanent or attempts[r.id] >= self.max_attempts:
+                    results[r.id] = answer
+                    del pending[r.id]
+                else:
+                    not_before[r.id] = now + self.delay(answer.error, attempts[r.id])
+        return results
+
+    def pipeline(
+        self,
+        items: Sequence[T],
+        step: Callable[[GraphClient, Sequence[T]], R],
+        size: int = BATCH_LIMIT,
+    ) -> Iterator[R]:
+        """Run `step(self, chunk)` for each chunk of `items` on at most 4 threads, yielding each
+        chunk's result as soon as it is done. A step sends one batch at a time, so no more than
+        four batches are ever in flight. Steps must not touch the database (the caller records
+        what they return)."""
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
+        if not chunks:
+            return
+        with ThreadPoolExecutor(max_workers=min(MAX_IN_FLIGHT, len(chunks))) as pool:
+            futures = [pool.submit(step, self, chunk) for chunk in chunks]
+            for future in as_completed(futures):
+                yield future.result()

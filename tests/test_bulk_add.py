@@ -1,0 +1,347 @@
+"""Graph app-only bulk add against the Microsoft sandbox (HTTPS on loopback) and the sandbox DNS
+server (UDP on loopback): every per-mailbox code, storms of 429/503, an expired secret, re-runs,
+batching limits and token caching."""
+
+from datetime import date, timedelta
+
+import pytest
+import requests
+
+from fleet import bulk_add
+from fleet.bulk_add import Account, execute, start_run
+from fleet.errors import FleetError
+from fleet.microsoft import graph
+from fleet.microsoft.graph import GraphClient, GraphRequest
+from fleet.models import BulkAddRun, Credential, Mailbox, MailboxEvent
+from fleet.sandbox.dns import SandboxDNS, Zone
+
+ACME = "3f2b8c1e-5a9d-4e7b-9c3a-acme0000a001"
+CLIENT_ID = "55555555-2222-4333-8444-555555555555"
+SECRET = "bulk-secret"
+
+
+@pytest.fixture(autouse=True)
+def fresh_tokens():
+    graph._tokens.clear()  # the sandbox signs with a new key after every reset
+    yield
+    graph._tokens.clear()
+
+
+@pytest.fixture
+def dns_zone(settings):
+    """The sandbox DNS server: acme-outreach.com set up for Microsoft 365, acme-sales.example
+    without DKIM, broken.example answering SERVFAIL."""
+    zone = Zone()
+    zone.add_microsoft_domain("acme-outreach.com")
+    zone.add_microsoft_domain("acme-sales.example", dkim=False)
+    zone.servfail.add("broken.example")
+    server = SandboxDNS(zone).start()
+    settings.DNS_NAMESERVERS = ["127.0.0.1"]
+    settings.DNS_PORT = server.port
+    settings.DNS_TIMEOUT = 0.5
+    yield zone
+    server.stop()
+
+
+@pytest.fixture
+def tenant(sandbox, settings, dns_zone):
+    """The Acme tenant with the bulk-add app consented and a few extra mailboxes."""
+    settings.GRAPH_RETRY_BACKOFF = 0.01
+    settings.GRAPH_MAX_ATTEMPTS = 4
+    directory = sandbox.directory
+    acme = directory.tenant(ACME)
+    acme.domains += ["acme-sales.example", "broken.example"]
+    directory.add_app(CLIENT_ID, SECRET, "Fleet bulk add (tests)")
+    acme.consented_apps.add(CLIENT_ID)
+    directory.add_user("tom@acme-sales.example", "Tom Sales")
+    directory.add_user("bea@broken.example", "Bea Broken")
+    return acme
+
+
+@pytest.fixture
+def graph_credential(tenant, ws_a):
+    return Credential.objects.create(
+        workspace=ws_a,
+        name="Acme Graph",
+        kind=Credential.Kind.GRAPH_APP_ONLY,
+        tenant_id=ACME,
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        secret_expires_at=date.today() + timedelta(days=300),
+        status=Credential.Status.VALID,
+    )
+
+
+def run_list(credential, emails, user=None) -> BulkAddRun:
+    accounts = [Account(e.lower(), n) for e, n in emails]
+    run = start_run(credential.workspace, credential, accounts, user)
+    return execute(run)
+
+
+def by_email(run):
+    return {r.email: r for r in run.results.all()}
+
+
+EVERY_CODE = [
+    ("ava@acme-outreach.com", "Ava S."),
+    ("OLIVIA@acme-outreach.com", ""),
+    ("sales@acme-outreach.com", "Sales desk"),  # an alias of olivia
+    ("nobody@acme-outreach.com", ""),
+    ("paul@acme-outreach.com", ""),  # no Exchange Online licence
+    ("quinn@acme-outreach.com", ""),  # outside the application access policy
+    ("lena@globex-sales.com", ""),  # another tenant: not visible to this app
+    ("tom@acme-sales.example", ""),
+    ("bea@broken.example", ""),
+]
+
+
+def test_every_result_code(graph_credential, sandbox, personas):
+    run = run_list(graph_credential, EVERY_CODE, personas["alice"])
+    assert (run.status, run.outcome) == ("finished", "partly_connected")
+    assert (run.total, run.processed, run.connected, run.failed) == (9, 9, 4, 5)
+    results = by_email(run)
+    codes = {email: r.error_code for email, r in results.items()}
+    assert codes == {
+        "ava@acme-outreach.com": "",
+        "olivia@acme-outreach.com": "",
+        "sales@acme-outreach.com": "WRONG_ALIAS",
+        "nobody@acme-outreach.com": "MAILBOX_NOT_FOUND",
+        "paul@acme-outreach.com": "MAILBOX_NOT_ENABLED",
+        "quinn@acme-outreach.com": "ACCESS_DENIED",
+        "lena@globex-sales.com": "MAILBOX_NOT_FOUND",
+        "tom@acme-sales.example": "",
+        "bea@broken.example": "",
+    }
+    assert results["sales@acme-outreach.com"].error_detail == (
+        "primary address: olivia@acme-outreach.com"
+    )
+    # Deliverability, once per domain, from the DNS server.
+    assert results["ava@acme-outreach.com"].as_seed()["deliverability"] == {
+        "spf_correct": True,
+        "dkim_correct": True,
+    }
+    tom = results["tom@acme-sales.example"]
+    assert (tom.spf_correct, tom.dkim_correct) == (True, False)
+    bea = results["bea@broken.example"]
+    assert (bea.success, bea.spf_correct, bea.error_detail) == (
+        True,
+        None,
+        "SPF/DKIM unknown: DNS_LOOKUP_FAILED",
+    )
+    assert results["paul@acme-outreach.com"].as_seed() == {
+        "success": False,
+        "id": None,
+        "email": "paul@acme-outreach.com",
+        "name": "Paul Reyes",
+        "deliverability": None,
+        "error": "MAILBOX_NOT_ENABLED",
+    }
+
+    # Mailboxes: created active, app-only, with Graph's id and the given or Graph's name.
+    ava = Mailbox.objects.get(email="ava@acme-outreach.com")
+    user = sandbox.directory.user("ava@acme-outreach.com")
+    assert (ava.status, ava.auth_method, ava.graph_user_id, ava.credential_id) == (
+        "active",
+        "graph_app_only",
+        user.oid,
+        graph_credential.pk,
+    )
+    assert ava.display_name == "Ava S." and ava.spf_correct and ava.dkim_correct
+    assert Mailbox.objects.get(email="olivia@acme-outreach.com").display_name == "Olivia Grant"
+    assert results["ava@acme-outreach.com"].as_seed()["id"] == ava.pk
+    assert set(Mailbox.objects.values_list("email", flat=True)) == {
+        "ava@acme-outreach.com",
+        "olivia@acme-outreach.com",
+        "tom@acme-sales.example",
+        "bea@broken.example",
+    }
+    event = MailboxEvent.objects.get(mailbox=ava)
+    assert (event.from_status, event.to_status, event.actor) == (
+        "pending",
+        "active",
+        personas["alice"],
+    )
+    # One chunk: lookups, then settings + alias searches: two $batch calls and one token.
+    assert sandbox.counts["batch"] == 2 and sandbox.counts["token"] == 1
+    # Permanent errors are not retried: each request once.
+    assert sandbox.counts["graph"] == 9 + 9
+
+
+def test_same_list_again_creates_no_duplicate(graph_credential):
+    emails = [("ava@acme-outreach.com", "Ava"), ("rosa@acme-outreach.com", "")]
+    first = run_list(graph_credential, emails)
+    Mailbox.objects.filter(email="rosa@acme-outreach.com").update(
+        status="error", error_code="REAUTH_REQUIRED"
+    )
+    second = run_list(graph_credential, [("Ava@Acme-Outreach.com", "Ava Stone"), emails[1]])
+    assert first.outcome == second.outcome == "all_connected"
+    assert Mailbox.objects.count() == 2
+    assert by_email(first)["ava@acme-outreach.com"].mailbox_id == (
+        by_email(second)["ava@acme-outreach.com"].mailbox_id
+    )
+    assert Mailbox.objects.get(email="ava@acme-outreach.com").display_name == "Ava Stone"
+    assert Mailbox.objects.get(email="rosa@acme-outreach.com").status == "active"
+
+
+def test_storm_of_429_and_503_ends_in_success(graph_credential, sandbox):
+    sandbox.switches.update(
+        {"graph_throttle": 10, "graph_retry_after": 0, "graph_server_errors": 5}
+    )
+    emails = [(f"{n}@acme-outreach.com", "") for n in ("ava", "ben", "cara", "dan", "eve")]
+    run = run_list(graph_credential, emails)
+    assert run.outcome == "all_connected" and run.connected == 5
+    statuses = [status for _, _, _, status in sandbox.graph_log]
+    assert statuses.count(429) == 10 and statuses.count(503) == 5
+    assert sandbox.counts["graph"] == 10 + 10 + 5  # 10 answered, 15 refused then retried
+
+
+def test_inner_429_waits_for_its_retry_after(graph_credential, sandbox):
+    sandbox.switches.update({"graph_throttle": 1, "graph_retry_after": 1})
+    run = run_list(graph_credential, [("ava@acme-outreach.com", "")])
+    assert run.outcome == "all_connected"
+    (t1, _, _, first), (t2, _, _, second) = list(sandbox.graph_log)[:2]
+    assert (first, second) == (429, 200)
+    assert t2 - t1 >= 1.0  # not before Graph's Retry-After
+
+
+@pytest.mark.parametrize(
+    "switches, code",
+    [
+        ({"graph_throttle": 1000, "graph_retry_after": 0}, "THROTTLED"),
+        ({"graph_server_errors": 1000}, "GRAPH_UNAVAILABLE"),
+    ],
+)
+def test_retries_run_out(graph_credential, sandbox, settings, switches, code):
+    settings.GRAPH_MAX_ATTEMPTS = 3
+    sandbox.switches.update(switches)
+    run = run_list(graph_credential, [("ava@acme-outreach.com", ""), ("ben@acme-outreach.com", "")])
+    assert (run.status, run.outcome) == ("finished", "rejected")
+    assert [r.error_code for r in run.results.all()] == [code, code]
+    assert sandbox.counts["graph"] == 2 * 3  # bounded: three attempts each
+    assert not Mailbox.objects.exists()
+
+
+def test_expired_secret_fails_the_run_with_its_code(graph_credential, sandbox):
+    sandbox.directory.apps[CLIENT_ID].expired_secrets.append(SECRET)
+    sandbox.directory.apps[CLIENT_ID].client_secret = "the-new-one"
+    run = run_list(graph_credential, [("ava@acme-outreach.com", ""), ("ben@acme-outreach.com", "")])
+    assert (run.status, run.outcome, run.error_code) == (
+        "failed",
+        "rejected",
+        "CLIENT_SECRET_EXPIRED",
+    )
+    assert [(r.done, r.error_code) for r in run.results.all()] == [
+        (True, "CLIENT_SECRET_EXPIRED"),
+        (True, "CLIENT_SECRET_EXPIRED"),
+    ]
+    assert (run.processed, run.failed) == (2, 2)
+    graph_credential.refresh_from_db()
+    assert (graph_credential.status, graph_credential.last_error) == (
+        "invalid",
+        "CLIENT_SECRET_EXPIRED",
+    )
+    assert sandbox.counts["graph"] == 0
+
+
+def test_batches_hold_20_with_at_most_4_in_flight(graph_credential, sandbox):
+    for n in range(90):
+        sandbox.directory.add_user(f"user{n:03}@acme-outreach.com")
+    sandbox.switches.update({"latency": 0.05})  # keeps batches open long enough to overlap
+    run = run_list(graph_credential, [(f"user{n:03}@acme-outreach.com", "") for n in range(90)])
+    assert run.connected == 90
+    # 5 chunks of ≤20, two stages each; never more than four at once, and more than one.
+    assert sandbox.counts["batch"] == 10
+    assert 1 < sandbox.counts["batch_in_flight_max"] <= 4
+
+
+def test_the_sandbox_refuses_batches_over_20(graph_credential, sandbox, settings):
+    client = GraphClient(graph_credential)
+    too_many = [GraphRequest(str(n), "/users/ava@acme-outreach.com") for n in range(21)]
+    with pytest.raises(ValueError):
+        client.send(too_many)
+    answer = requests.post(
+        f"{sandbox.graph_url}/$batch",
+        json={"requests": [{"id": r.id, "method": "GET", "url": r.url} for r in too_many]},
+        headers={"Authorization": f"Bearer {client.token()}"},
+        verify=settings.MICROSOFT_CA_BUNDLE,
+        timeout=5,
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == "BadRequest"
+
+
+def test_alias_search_is_an_advanced_query(graph_credential, sandbox, settings):
+    token = GraphClient(graph_credential).token()
+    url = f"{sandbox.graph_url}/users"
+    params = {"$filter": "proxyAddresses/any(x:x eq 'smtp:sales@acme-outreach.com')"}
+    session = requests.Session()
+    kwargs = {"verify": settings.MICROSOFT_CA_BUNDLE, "timeout": 5}
+    plain = session.get(url, params=params, headers={"Authorization": f"Bearer {token}"}, **kwargs)
+    assert plain.status_code == 400 and plain.json()["error"]["code"] == "Request_UnsupportedQuery"
+    advanced = session.get(
+        url,
+        params={**params, "$count": "true"},
+        headers={"Authorization": f"Bearer {token}", "ConsistencyLevel": "eventual"},
+        **kwargs,
+    )
+    assert advanced.json()["@odata.count"] == 1
+    assert advanced.json()["value"][0]["mail"] == "olivia@acme-outreach.com"
+    anonymous = session.get(url, params=params, **kwargs)
+    assert anonymous.status_code == 401
+
+
+def test_tokens_are_cached_per_credential(graph_credential, sandbox):
+    assert GraphClient(graph_credential).token() == GraphClient(graph_credential).token()
+    assert sandbox.counts["token"] == 1
+    graph.forget_token(graph_credential)
+    GraphClient(graph_credential).token()
+    assert sandbox.counts["token"] == 2
+    # A revoked token (the sandbox forgot its key) is renewed once, not counted as an attempt.
+    sandbox.identity.key = b"another-key-0123456789abcdef0123"
+    assert GraphClient(graph_credential).get("/users/ava@acme-outreach.com")["mail"] == (
+        "ava@acme-outreach.com"
+    )
+    assert sandbox.counts["token"] == 3
+
+
+def test_operator_of_another_workspace_cannot_start(graph_credential, ws_b, personas):
+    other = Credential.objects.create(
+        workspace=ws_b,
+        name="Beta Graph",
+        kind=Credential.Kind.GRAPH_APP_ONLY,
+        tenant_id=ACME,
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        secret_expires_at=date.today() + timedelta(days=300),
+        status=Credential.Status.VALID,
+    )
+    accounts = [Account("ava@acme-outreach.com")]
+    with pytest.raises(FleetError) as denied:
+        start_run(ws_b, other, accounts, personas["alice"])
+    assert denied.value.code == "PERMISSION_DENIED"
+    with pytest.raises(FleetError) as foreign:  # A's run with B's credential
+        start_run(graph_credential.workspace, other, accounts, personas["alice"])
+    assert foreign.value.code == "INVALID_CREDENTIAL_ID"
+    with pytest.raises(FleetError) as named:
+        bulk_add.resolve_credential(graph_credential.workspace, other.pk)
+    assert named.value.code == "INVALID_CREDENTIAL_ID"
+    assert not BulkAddRun.objects.exists()
+
+
+def test_queries_grow_per_chunk_not_per_account(graph_credential, sandbox):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for n in range(80):
+        sandbox.directory.add_user(f"user{n:03}@acme-outreach.com")
+
+    def queries_for(emails) -> int:
+        run = start_run(graph_credential.workspace, graph_credential, [Account(e) for e in emails])
+        with CaptureQueriesContext(connection) as queries:
+            assert execute(run).connected == len(emails)
+        return len(queries)
+
+    one_chunk = queries_for([f"user{n:03}@acme-outreach.com" for n in range(20)])
+    three_chunks = queries_for([f"user{n:03}@acme-outreach.com" for n in range(20, 80)])
+    # 40 more mailboxes cost two more chunks' statements (about a dozen each, savepoints
+    # included), where writing per account would add more than 40 x 3.
+    assert three_chunks - one_chunk <= 2 * 15
