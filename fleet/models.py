@@ -403,32 +403,9 @@ class Mailbox(models.Model):
         message: str = "",
         actor=None,
     ) -> MailboxEvent:
-        """Move to `status` (with an error code when it is an error) and record the change."""
-        event = MailboxEvent.objects.create(
-            workspace_id=self.workspace_id,
-            mailbox=self,
-            email=self.email,
-            kind=MailboxEvent.Kind.STATUS,
-            from_status=self.status,
-            to_status=status,
-            error_code=error.code if error else "",
-            message=message or (error.message if error else ""),
-            actor=actor,
-        )
-        previous = self.status
-        self.status = status
-        self.error_code = error.code if error else ""
-        self.error_message = event.message if error else ""
-        self.save(update_fields=["status", "error_code", "error_message", "updated_at"])
-        if previous != status:
-            from fleet import webhooks
-
-            webhooks.emit(
-                self.workspace,
-                "mailbox.status_changed",
-                {"mailbox": self.webhook_data(), "from": previous, "to": status},
-            )
-        return event
+        """Move to `status` (with an error code when it is an error), record the change and tell
+        the workspace's webhook."""
+        return type(self).set_status_many([self], status, error, message, actor)[0]
 
     @classmethod
     @transaction.atomic
