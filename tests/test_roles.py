@@ -140,7 +140,8 @@ def test_mailbox_list_offers_import_export_and_connect(team, client_for):
         client_for(team["operator"]).get(reverse("admin:fleet_mailbox_changelist")).content.decode()
     )
     for button in (
-        "Connect a new Outlook mailbox",
+        "Connect new Outlook",
+        "Bulk add (Graph)",
         reverse("admin:fleet_mailbox_import"),
         reverse("admin:fleet_mailbox_export"),
     ):

@@ -9,6 +9,7 @@ from django.http import Http404, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from fleet import consent
@@ -74,7 +75,6 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
         "email",
         "workspace",
         "status_badge",
-        "approval",
         "error",
         "auth_method",
         "warmup",
@@ -203,10 +203,6 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
             ),
             *super().get_urls(),
         ]
-
-    @admin.display(description="approval", boolean=False)
-    def approval(self, obj):
-        return badge("pending", "needs approval") if obj.needs_approval else ""
 
     # --- Microsoft OAuth connect ------------------------------------------------------------
     def _connect(self, request, queryset, *, prompt=None):
@@ -410,7 +406,10 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
-        return badge(obj.status, obj.get_status_display())
+        shown = badge(obj.status, obj.get_status_display())
+        if obj.needs_approval:
+            return format_html("{} {}", shown, badge("pending", "needs approval"))
+        return shown
 
     @admin.display(description="error", ordering="error_code")
     def error(self, obj):
