@@ -269,6 +269,15 @@ def test_bodies_refused_with_400(live_server, api_keys, ws_a, settings):
         "message": "Invalid or empty JSON request body",
     }
     conforms(not_json)
+    for empty in ("", "{}", "null"):
+        answer = requests.post(
+            url,
+            headers={"x-api-key": key, "Content-Type": "application/json"},
+            data=empty,
+            timeout=30,
+        )
+        assert answer.status_code == 400
+        assert answer.json()["error"]["code"] == "API_MALFORMED_REQUEST"
     form = requests.post(url, headers={"x-api-key": key}, data={"accounts": "x"}, timeout=30)
     assert form.status_code == 415
 
@@ -303,7 +312,7 @@ def test_bodies_refused_with_400(live_server, api_keys, ws_a, settings):
             "auth_type",
             '"DELEGATED" is not a valid choice.',
         ),
-        ({}, "accounts", "This field is required."),
+        ({"auth_type": "APP_ONLY"}, "accounts", "This field is required."),
         ({"accounts": []}, "accounts", "No accounts given: add at least one mailbox address."),
         ({"accounts": "jim@example.com"}, "accounts", None),
         (

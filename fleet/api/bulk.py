@@ -25,9 +25,9 @@ from rest_framework import serializers
 from rest_framework.parsers import JSONParser
 from rest_framework.views import APIView
 
-from fleet import bulk_add
+from fleet import bulk_add, errors
 from fleet.api.auth import get_scoped, target_workspace
-from fleet.api.envelope import ok
+from fleet.api.envelope import ApiError, ok
 from fleet.api.schema import WORKSPACE_ID_PARAM, ErrorSerializer, envelope
 from fleet.api.serializers import MAX_ID, ErrorRefSerializer, error_ref
 from fleet.models import BulkAddResult, BulkAddRun, Role
@@ -273,7 +273,7 @@ class BulkAddMicrosoft(APIView):
         summary="Add Microsoft mailboxes in bulk",
         description="Seed 004: connect up to 500 Microsoft mailboxes with Microsoft Graph "
         "app-only authentication, as the admin's bulk add. Operators.\n\n"
-        "The body is checked first: a body that is not JSON, an `auth_type` other than "
+        "The body is checked first: a body that is not JSON or empty, an `auth_type` other than "
         "APP_ONLY or any bad account → 400, listing every problem; then the credential: none "
         "given and not exactly one valid Graph credential in the workspace, or one that is not "
         "a usable Graph credential of this workspace → 422 `INVALID_CREDENTIAL_ID` (with seed "
@@ -303,6 +303,8 @@ class BulkAddMicrosoft(APIView):
     )
     def post(self, request):
         workspace = target_workspace(request, Role.OPERATOR)
+        if not request.data:  # no body, `{}`, `[]` or `null`: seed 004's "empty JSON" 400
+            raise ApiError(errors.API_MALFORMED_REQUEST, 400)
         body = BulkAddSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
