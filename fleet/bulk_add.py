@@ -16,6 +16,7 @@ import csv
 import io
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import quote
 
 from django.core.exceptions import ValidationError
@@ -498,3 +499,26 @@ def fail_run(run: BulkAddRun, failure: FleetError) -> BulkAddRun:
         run.outcome = outcome_of(run)
         run.save(update_fields=["outcome"])
     return run
+
+
+# A run takes minutes at most (500 accounts, bounded retries): one still running this long after
+# it started has lost its worker.
+STALE_AFTER = timedelta(minutes=30)
+
+
+def fail_abandoned_runs(now=None) -> int:
+    """Report runs whose worker process died mid-run (killed, machine restarted): they would
+    stay `running` for ever. Returns how many were marked failed."""
+    limit = (now or timezone.now()) - STALE_AFTER
+    abandoned = BulkAddRun.objects.filter(status=BulkAddRun.Status.RUNNING, started_at__lt=limit)
+    count = 0
+    for run in abandoned:
+        fail_run(
+            run,
+            FleetError(
+                errors.BULK_ADD_INTERRUPTED,
+                "The worker running this bulk add stopped; start it again for the accounts left.",
+            ),
+        )
+        count += 1
+    return count

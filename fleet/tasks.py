@@ -83,7 +83,16 @@ def run_bulk_add(run_id: int) -> str:
 
 
 # Periodic tasks and their interval in seconds, for `manage.py run_periodic`.
+@task()
+def fail_abandoned_bulk_adds() -> int:
+    """Periodic: report bulk adds whose worker died mid-run."""
+    from fleet.bulk_add import fail_abandoned_runs
+
+    return fail_abandoned_runs()
+
+
 PERIODIC = {
     refresh_expiring_tokens: 5 * 60,
     expire_consent_requests: 15 * 60,
+    fail_abandoned_bulk_adds: 10 * 60,
 }

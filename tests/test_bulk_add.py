@@ -345,3 +345,20 @@ def test_queries_grow_per_chunk_not_per_account(graph_credential, sandbox):
     # 40 more mailboxes cost two more chunks' statements (about a dozen each, savepoints
     # included), where writing per account would add more than 40 x 3.
     assert three_chunks - one_chunk <= 2 * 15
+
+
+def test_a_run_whose_worker_died_is_reported(ws_a, graph_credential):
+    from django.utils import timezone
+
+    from fleet.bulk_add import STALE_AFTER, fail_abandoned_runs
+
+    run = start_run(
+        ws_a, graph_credential, [Account("ava@acme-outreach.com"), Account("x@acme-outreach.com")]
+    )
+    BulkAddRun.objects.filter(pk=run.pk).update(status="running", started_at=timezone.now())
+    assert fail_abandoned_runs() == 0  # still within its time
+    later = timezone.now() + STALE_AFTER + timedelta(minutes=1)
+    assert fail_abandoned_runs(now=later) == 1
+    run.refresh_from_db()
+    assert (run.status, run.failed, run.processed) == ("failed", 2, 2)
+    assert set(run.results.values_list("error_code", flat=True)) == {"BULK_ADD_INTERRUPTED"}

@@ -49,7 +49,9 @@ def run() -> list[Row]:
                 )
             )
         Mailbox.objects.bulk_create(boxes)
-        ids = list(Mailbox.objects.order_by("pk").values_list("pk", flat=True))
+        ids = list(
+            Mailbox.objects.filter(workspace=workspace).order_by("pk").values_list("pk", flat=True)
+        )
         fleet_ids, baseline_ids = ids[:MAILBOXES], ids[MAILBOXES:]
 
         started = time.perf_counter()
