@@ -255,7 +255,7 @@ def ended_status(run: BulkAddRun) -> int:
     return 201 if run.outcome == BulkAddRun.Outcome.ALL_CONNECTED else 207
 
 
-RUN_UID_HEADER = OpenApiParameter(
+LOCATION_HEADER = OpenApiParameter(
     "Location",
     str,
     OpenApiParameter.HEADER,
@@ -283,7 +283,7 @@ class BulkAddMicrosoft(APIView):
         "connected, **207** when at least one was not; `data` is seed 004's array of "
         "per-mailbox results and `run` the run. Still running → **202** with `run.poll_url` "
         "(also in `Location`) to GET until `run.done`.",
-        parameters=[WORKSPACE_ID_PARAM, RUN_UID_HEADER],
+        parameters=[WORKSPACE_ID_PARAM, LOCATION_HEADER],
         request=BulkAddSerializer,
         responses={
             201: OpenApiResponse(BULK_ENVELOPE, description="All submitted mailboxes connected."),
