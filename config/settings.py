@@ -222,6 +222,9 @@ CACHES = {"default": _env("CACHE_URL", env.cache_url, f"filecache://{BASE_DIR / 
 # The JSON API (fleet/api/): see the README's "API" section.
 API_RATE_LIMIT = _env("API_RATE_LIMIT", env.str, "300/min")  # per key: N/sec|min|hour|day
 API_MAX_REQUEST_BYTES = _env("API_MAX_REQUEST_BYTES", env.int, 2 * 1024 * 1024)
+# POST /mailboxes/microsoft/bulk waits this long for the worker to finish the run (201/207), then
+# answers 202 with a URL to poll. Keep it below the web server's request timeout.
+API_BULK_WAIT_SECONDS = _env("API_BULK_WAIT_SECONDS", env.float, 25.0)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["fleet.api.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["fleet.api.auth.HasApiKey"],

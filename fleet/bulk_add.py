@@ -55,7 +55,7 @@ class AccountsInvalid(FleetError):
         super().__init__(errors.VALIDATION_ERROR, "; ".join(problems[:50]))
 
 
-def validate_accounts(rows: list[tuple[str, str, str]]) -> list[Account]:
+def validate_accounts(rows: list[tuple[str, object, object]]) -> list[Account]:
     """`rows` are (where, email, name), `where` saying e.g. "line 3". Every problem is collected,
     so that a person fixes the whole list at once."""
     problems: list[str] = []
@@ -68,11 +68,18 @@ def validate_accounts(rows: list[tuple[str, str, str]]) -> list[Account]:
     seen: dict[str, str] = {}
     accounts = []
     for where, email, name in rows:
+        if not isinstance(email, str) or not isinstance(name, str):
+            # JSON records (the API): a number or an object where text belongs.
+            field = "mailbox_email" if not isinstance(email, str) else "display_name"
+            problems.append(f"{where}: {field} must be a string")
+            continue
         email = email.strip()
         if not email:
             problems.append(f"{where}: missing mailbox_email")
             continue
         try:
+            if len(email) > 254:  # the longest address SMTP carries (RFC 5321 path limit)
+                raise ValidationError("too long")
             validate_email(email)
         except ValidationError:
             problems.append(f"{where}: {email!r} is not a valid email address")
@@ -111,12 +118,12 @@ def parse_records(records: list[dict]) -> list[Account]:
             rows.append((f"account {number}", "", ""))
             continue
         email = record.get("mailbox_email")
-        name = record.get("display_name") or ""
+        name = record.get("display_name")
         rows.append(
             (
                 f"account {number}",
-                email if isinstance(email, str) else "",
-                name if isinstance(name, str) else "",
+                "" if email is None else email,
+                "" if name is None else name,
             )
         )
     return validate_accounts(rows)

@@ -53,8 +53,20 @@ def test_records_of_the_seed_body():
     )
     assert [a.name for a in accounts] == ["Jimothy H", ""]
     with pytest.raises(AccountsInvalid) as excinfo:
-        parse_records([{"mailbox_email": 5}, "nope", {"display_name": "x"}])
-    assert len(excinfo.value.problems) == 3
+        parse_records(
+            [
+                {"mailbox_email": 5},
+                "nope",
+                {"display_name": "x"},
+                {"mailbox_email": "ok@example.com", "display_name": 7},
+            ]
+        )
+    assert excinfo.value.problems == [
+        "account 1: mailbox_email must be a string",
+        "account 2: missing mailbox_email",
+        "account 3: missing mailbox_email",
+        "account 4: display_name must be a string",
+    ]
 
 
 def graph_credential(ws, name, status):

@@ -7,7 +7,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
-from fleet.api import connect, credentials, imports, mailboxes, workspaces
+from fleet.api import bulk, connect, credentials, imports, mailboxes, workspaces
 from fleet.api.envelope import page_not_found
 
 urlpatterns = [
@@ -28,6 +28,8 @@ urlpatterns = [
     path("mailboxes/connect/outlook", connect.ConnectOutlook.as_view()),
     path("mailboxes/import/outlook", imports.ImportOutlook.as_view()),
     path("mailboxes/microsoft", connect.ConnectMicrosoft.as_view()),
+    path("mailboxes/microsoft/bulk", bulk.BulkAddMicrosoft.as_view()),
+    path("mailboxes/microsoft/bulk/<uuid:run_uid>", bulk.BulkAddRunDetail.as_view()),
     path("mailboxes/consent-request/initiate", connect.ConsentRequestInitiate.as_view()),
     path("mailboxes/consent-request", connect.ConsentRequestList.as_view()),
     path("mailboxes/consent-request/<uuid:uid>", connect.ConsentRequestDetail.as_view()),
