@@ -179,3 +179,47 @@ def oauth_app(sandbox, ws_a):
         client_id=app.client_id,
         client_secret=app.client_secret,
     )
+
+
+# --- Background workers -------------------------------------------------------------------------
+@pytest.fixture
+def worker(transactional_db):
+    """A real `db_worker` process polling the test database for the test's duration. It reads
+    its settings from the environment: fixtures that point Fleet somewhere (`worker_env`,
+    `sandbox_mail`) come before it in a test's arguments."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_tasks import database_url
+
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-startup-delay"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "DATABASE_URL": database_url()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    yield process
+    process.terminate()
+    _, err = process.communicate(timeout=20)
+    assert "Traceback" not in (err or ""), err
+
+
+@pytest.fixture
+def worker_env(sandbox, settings, monkeypatch):
+    """Worker processes see what this process sees: Microsoft is the sandbox, DNS and Graph
+    settings as the test set them."""
+    for name in (
+        "MICROSOFT_AUTHORITY_HOST",
+        "MICROSOFT_GRAPH_URL",
+        "MICROSOFT_CA_BUNDLE",
+        "DNS_PORT",
+        "DNS_TIMEOUT",
+        "GRAPH_RETRY_BACKOFF",
+        "GRAPH_MAX_ATTEMPTS",
+    ):
+        monkeypatch.setenv(name, str(getattr(settings, name)))
+    monkeypatch.setenv("DNS_NAMESERVERS", ",".join(settings.DNS_NAMESERVERS))

@@ -6,9 +6,6 @@ sandbox's Graph (HTTPS on loopback) and the sandbox DNS server (UDP on loopback)
 the new operations is also checked against the OpenAPI schema with schemathesis' response checks.
 """
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,8 +26,6 @@ from tests import test_bulk_add as graph_sandbox
 from tests.conftest import make_user
 from tests.test_api_fuzz import schema
 from tests.test_bulk_add_start import graph_credential_of
-from tests.test_tasks import database_url
-from tests.test_tokens import sandbox_env
 
 ROOT = Path(__file__).resolve().parent.parent
 BULK = "/api/v1/mailboxes/microsoft/bulk"
@@ -100,31 +95,9 @@ def seed_directory(tenant, sandbox, dns_zone):
     return sandbox.directory
 
 
-@pytest.fixture
-def worker(seed_directory, graph_credential, sandbox, settings, monkeypatch, transactional_db):
-    """A real `db_worker` process, set up like the test process: Microsoft is the sandbox, DNS
-    the sandbox DNS server."""
-    sandbox_env(sandbox, monkeypatch)
-    monkeypatch.setenv("DNS_NAMESERVERS", ",".join(settings.DNS_NAMESERVERS))
-    for name in ("DNS_PORT", "DNS_TIMEOUT", "GRAPH_RETRY_BACKOFF", "GRAPH_MAX_ATTEMPTS"):
-        monkeypatch.setenv(name, str(getattr(settings, name)))
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "db_worker", "--interval", "0.1", "--no-startup-delay"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    yield process
-    process.terminate()
-    _, err = process.communicate(timeout=20)
-    assert "Traceback" not in (err or ""), err
-
-
 @pytest.mark.django_db(transaction=True)
 def test_seed_004_replayed_201_then_207(
-    worker, live_server, api_keys, graph_credential, seed_directory, ws_a
+    seed_directory, graph_credential, worker_env, worker, live_server, api_keys, ws_a
 ):
     url = f"{live_server.url}{BULK}"
     payload = seed_004_payload(graph_credential.pk)
@@ -212,7 +185,7 @@ def test_seed_004_replayed_201_then_207(
 
 @pytest.mark.django_db(transaction=True)
 def test_long_run_answers_202_then_the_poll_url_shows_progress_and_results(
-    worker, live_server, api_keys, graph_credential, settings
+    seed_directory, graph_credential, worker_env, worker, live_server, api_keys, settings
 ):
     settings.API_BULK_WAIT_SECONDS = 0  # any run outlasts the wait
     payload = seed_004_payload(None)  # omitted: the workspace's only valid Graph credential

@@ -7,8 +7,6 @@ Screenshots of every step are saved under artifacts/e2e/<test name>/ (kept by CI
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -80,25 +78,6 @@ def log_in(page, live_server, username: str) -> None:
     page.fill("#id_password", PASSWORD)
     page.click("input[type=submit]")
     page.wait_for_url(f"{live_server.url}/admin/")
-
-
-@pytest.fixture
-def worker(transactional_db):
-    """A real `db_worker` process polling the test database for the test's duration."""
-    from tests.test_tasks import database_url
-
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "db_worker", "--interval", "0.2", "--no-startup-delay"],
-        cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": database_url()},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    yield process
-    process.terminate()
-    _, err = process.communicate(timeout=20)
-    assert "Traceback" not in (err or ""), err
 
 
 @pytest.fixture

@@ -14,22 +14,6 @@ from tests.test_bulk_add import dns_zone, fresh_tokens, graph_credential, tenant
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def worker_env(sandbox, settings, monkeypatch, tenant):
-    """The worker process reads its settings from the environment: Microsoft and DNS sandbox."""
-    for name in (
-        "MICROSOFT_AUTHORITY_HOST",
-        "MICROSOFT_GRAPH_URL",
-        "MICROSOFT_CA_BUNDLE",
-        "DNS_PORT",
-        "DNS_TIMEOUT",
-        "GRAPH_RETRY_BACKOFF",
-        "GRAPH_MAX_ATTEMPTS",
-    ):
-        monkeypatch.setenv(name, str(getattr(settings, name)))
-    monkeypatch.setenv("DNS_NAMESERVERS", ",".join(settings.DNS_NAMESERVERS))
-
-
 LINES = """ava@acme-outreach.com,Ava Stone
 sales@acme-outreach.com,Sales desk
 nobody@acme-outreach.com
