@@ -19,33 +19,17 @@ import math
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import date, timedelta
 
 from django.conf import settings
+
+from tests.bench.runner import Row
 
 ACCOUNTS = 500
 LATENCY = 0.05
 TENANT = "3f2b8c1e-5a9d-4e7b-9c3a-acme0000a001"
 CLIENT_ID = "bench000-0000-4000-8000-000000000005"
 SECRET = "bench-secret"
-
-try:  # the shared runner (bin/bench), once it is on main
-    from tests.bench.runner import Row
-except ImportError:
-
-    @dataclass
-    class Row:  # same fields as tests/bench/runner.py's
-        scenario: str
-        metric: str
-        fleet: float
-        baseline: float
-        floor: float | None = None
-        unit: str = ""
-
-        @property
-        def ratio(self) -> str:
-            return f"{self.baseline / self.fleet:.1f}x" if self.fleet else "—"
 
 
 def the_list(sandbox) -> list:
