@@ -130,7 +130,7 @@ def api():
 def sandbox_server(tmp_path_factory):
     """One sandbox for the session: HTTPS on an ephemeral loopback port (trustme CA written to a
     file) plus the browser-facing http listener."""
-    from fleet.sandbox.server import Sandbox
+    from sandbox.server import Sandbox
 
     with Sandbox(cert_dir=tmp_path_factory.mktemp("sandbox")) as server:
         yield server
@@ -152,8 +152,8 @@ def sandbox(sandbox_server, settings):
 def sandbox_mail(sandbox, settings, monkeypatch):
     """The sandbox's SMTP/IMAP servers (XOAUTH2 with its tokens, certificates from its CA), with
     the client trusting them here and in worker processes; `point_at` directs a mailbox there."""
-    from fleet.sandbox.identity import validate_access_token
-    from fleet.sandbox.mailservers import MailServers
+    from sandbox.identity import validate_access_token
+    from sandbox.mailservers import MailServers
 
     with MailServers(token_validator=validate_access_token, ca=sandbox.ca) as servers:
         settings.MAIL_TLS_CA_FILE = sandbox.ca_file

@@ -13,7 +13,7 @@ from fleet.errors import FleetError
 from fleet.microsoft import graph
 from fleet.microsoft.graph import GraphClient, GraphRequest
 from fleet.models import BulkAddRun, Credential, Mailbox, MailboxEvent
-from fleet.sandbox.dns import SandboxDNS, Zone
+from sandbox.dns import SandboxDNS, Zone
 
 ACME = "3f2b8c1e-5a9d-4e7b-9c3a-acme0000a001"
 CLIENT_ID = "55555555-2222-4333-8444-555555555555"

@@ -78,8 +78,8 @@ def run() -> list[Row]:
     from fleet.microsoft import graph
     from fleet.microsoft.graph import GraphClient
     from fleet.models import Credential, Workspace
-    from fleet.sandbox.dns import SandboxDNS, Zone
-    from fleet.sandbox.server import Sandbox
+    from sandbox.dns import SandboxDNS, Zone
+    from sandbox.server import Sandbox
 
     zone = Zone()
     zone.add_microsoft_domain("acme-outreach.com")
