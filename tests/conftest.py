@@ -80,30 +80,37 @@ def test_settings(settings):
 
 
 # --- API (fleet/api/) ------------------------------------------------------------------------
+def issue_key(*, name: str, user, workspace=None, role: str = ""):
+    """An API key made as the admin makes one (ApiKeyAdmin.save_model): its secret from
+    new_secret(), then saved. Returns (ApiKey, the key itself)."""
+    from fleet.models import ApiKey
+
+    key = ApiKey(name=name, user=user, workspace=workspace, role=role if workspace else "")
+    raw = key.new_secret()
+    key.save()
+    return key, raw
 
 
 @pytest.fixture
 def api_keys(personas, ws_a, ws_b):
     """Raw API keys by name: platform keys of each persona, workspace keys made by bob (manager
     of A), and a revoked one."""
-    from fleet.models import ApiKey
-
     made = {}
     for name in ("alice", "bob", "olga", "root"):
-        _, made[f"{name}_platform"] = ApiKey.issue(name=name, user=personas[name])
-    _, made["a_manager"] = ApiKey.issue(
+        _, made[f"{name}_platform"] = issue_key(name=name, user=personas[name])
+    _, made["a_manager"] = issue_key(
         name="A manager", user=personas["bob"], workspace=ws_a, role=Role.MANAGER
     )
-    _, made["a_viewer"] = ApiKey.issue(
+    _, made["a_viewer"] = issue_key(
         name="A viewer", user=personas["bob"], workspace=ws_a, role=Role.VIEWER
     )
-    _, made["a_operator"] = ApiKey.issue(
+    _, made["a_operator"] = issue_key(
         name="A operator", user=personas["bob"], workspace=ws_a, role=Role.OPERATOR
     )
-    _, made["b_viewer"] = ApiKey.issue(
+    _, made["b_viewer"] = issue_key(
         name="B viewer", user=personas["bob"], workspace=ws_b, role=Role.VIEWER
     )
-    revoked, made["revoked"] = ApiKey.issue(name="old", user=personas["bob"])
+    revoked, made["revoked"] = issue_key(name="old", user=personas["bob"])
     revoked.revoke()
     return made
 
