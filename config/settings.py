@@ -1,5 +1,6 @@
 """Fleet settings: one file, every value from the environment (see .env.example)."""
 
+import importlib.util
 from pathlib import Path
 
 import environ
@@ -84,6 +85,11 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "fleet",
 ]
+# The Microsoft sandbox (sandbox/, the `demo` extra) adds `manage.py run_sandbox` for the demo
+# (bin/run). Never in production: only with DEBUG on and its source present (the wheel leaves it
+# out). Its SANDBOX_* variables are read by sandbox/settings.py, not here.
+if DEBUG and importlib.util.find_spec("sandbox") is not None:
+    INSTALLED_APPS.append("sandbox.apps.SandboxConfig")
 
 MIDDLEWARE = [
     "fleet.api.middleware.ApiRequestMiddleware",
@@ -287,23 +293,6 @@ OAUTH_STATE_TTL = _env("OAUTH_STATE_TTL", env.int, 15 * 60)
 CONSENT_REQUEST_TTL_DAYS = _env("CONSENT_REQUEST_TTL_DAYS", env.int, 7)
 # Access tokens expiring within this many seconds are refreshed by the upkeep task.
 TOKEN_REFRESH_AHEAD = _env("TOKEN_REFRESH_AHEAD", env.int, 15 * 60)
-
-# The Microsoft sandbox (`manage.py run_sandbox`, started by bin/run): loopback only.
-SANDBOX_HOST = _env("SANDBOX_HOST", env.str, "127.0.0.1")
-# HTTPS port for OpenID configuration, token endpoint and Graph; the browser-facing sign-in page
-# is served on SANDBOX_BROWSER_PORT over plain http (browsers treat loopback as secure).
-SANDBOX_PORT = _env("SANDBOX_PORT", env.int, 8443)
-SANDBOX_BROWSER_PORT = _env("SANDBOX_BROWSER_PORT", env.int, 8444)
-# The sandbox's SMTP (STARTTLS) and IMAP (SSL) servers, which take XOAUTH2 tokens it issued and
-# the app password SANDBOX_APP_PASSWORD for every directory user.
-SANDBOX_SMTP_PORT = _env("SANDBOX_SMTP_PORT", env.int, 8587)
-SANDBOX_IMAP_PORT = _env("SANDBOX_IMAP_PORT", env.int, 8993)
-SANDBOX_APP_PASSWORD = _env("SANDBOX_APP_PASSWORD", env.str, "sandbox-app-password")
-SANDBOX_DIR = _env("SANDBOX_DIR", env.path, BASE_DIR / "var" / "sandbox")
-# The sandbox's directory of tenants, users and app registrations (JSON); empty: the built-in one.
-SANDBOX_DIRECTORY = _env("SANDBOX_DIRECTORY", env.str, "")
-# UDP/TCP port of the sandbox's DNS server (SPF/DKIM records of the directory's demo domains).
-SANDBOX_DNS_PORT = _env("SANDBOX_DNS_PORT", env.int, 8553)
 
 # Microsoft Graph retries (fleet/microsoft/graph.py): attempts per request (429 and 5xx alike),
 # the first backoff in seconds after a 5xx (doubling), and the longest Retry-After honoured.

@@ -20,6 +20,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -94,7 +95,14 @@ def find_mailbox(workspace: Workspace, *, mailbox_uid=None, username="", domain=
     return mailbox
 
 
-def initiate(
+def initiate(workspace: Workspace, *, base_url: str | None = None, **fields: Any) -> ConsentRequest:
+    """Create a consent request in `queued` (the fields are prepare()'s). Raises FleetError
+    (VALIDATION_ERROR, NOT_FOUND, MICROSOFT_OAUTH_NOT_CONFIGURED, INVALID_CREDENTIAL_ID) and then
+    creates nothing."""
+    return record(prepare(workspace, **fields), base_url=base_url)
+
+
+def prepare(
     workspace: Workspace,
     *,
     kind: str = ConsentRequest.Kind.USER,
@@ -106,10 +114,9 @@ def initiate(
     credential: Credential | None = None,
     new_mailbox: bool = False,
     actor=None,
-    base_url: str | None = None,
 ) -> ConsentRequest:
-    """Create a consent request in `queued`. Raises FleetError (VALIDATION_ERROR, NOT_FOUND,
-    MICROSOFT_OAUTH_NOT_CONFIGURED, INVALID_CREDENTIAL_ID) and then creates nothing."""
+    """Check a new consent request and build it, unsaved: writes nothing (a form's clean() may
+    call it). Raises FleetError as initiate() does."""
     if kind not in ConsentRequest.Kind.values:
         raise FleetError(
             errors.VALIDATION_ERROR, f"kind must be one of {ConsentRequest.Kind.values}"
@@ -128,7 +135,7 @@ def initiate(
             )
     elif not consent_url.startswith("https://"):
         raise FleetError(errors.VALIDATION_ERROR, "consent_url must be an https:// URL")
-    request = ConsentRequest.objects.create(
+    return ConsentRequest(
         workspace=workspace,
         kind=kind,
         mailbox=mailbox,
@@ -137,10 +144,16 @@ def initiate(
         domain=domain if mailbox is None else "",
         consent_url=consent_url,
         request_data=request_data or {},
-        expires_at=timezone.now() + timedelta(days=settings.CONSENT_REQUEST_TTL_DAYS),
         created_by=actor,
     )
-    if kind != ConsentRequest.Kind.EXTERNAL:
+
+
+def record(request: ConsentRequest, *, base_url: str | None = None) -> ConsentRequest:
+    """Save a prepared request in `queued`, valid for CONSENT_REQUEST_TTL_DAYS, with the link
+    people open (external requests keep their own consent_url)."""
+    request.expires_at = timezone.now() + timedelta(days=settings.CONSENT_REQUEST_TTL_DAYS)
+    request.save()
+    if request.kind != ConsentRequest.Kind.EXTERNAL:
         request.consent_url = consent_link(request, base_url)
         request.save(update_fields=["consent_url"])
     return request

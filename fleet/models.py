@@ -796,14 +796,6 @@ class ApiKey(models.Model):
         self.hashed_key = self.hash(raw)
         return raw
 
-    @classmethod
-    def issue(cls, *, name: str, user, workspace: Workspace | None = None, role: str = ""):
-        """Create a key; returns (ApiKey, the key itself)."""
-        key = cls(name=name, user=user, workspace=workspace, role=role if workspace else "")
-        raw = key.new_secret()
-        key.save()
-        return key, raw
-
     @property
     def is_platform(self) -> bool:
         return self.kind == ApiKeyKind.PLATFORM

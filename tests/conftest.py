@@ -80,30 +80,37 @@ def test_settings(settings):
 
 
 # --- API (fleet/api/) ------------------------------------------------------------------------
+def issue_key(*, name: str, user, workspace=None, role: str = ""):
+    """An API key made as the admin makes one (ApiKeyAdmin.save_model): its secret from
+    new_secret(), then saved. Returns (ApiKey, the key itself)."""
+    from fleet.models import ApiKey
+
+    key = ApiKey(name=name, user=user, workspace=workspace, role=role if workspace else "")
+    raw = key.new_secret()
+    key.save()
+    return key, raw
 
 
 @pytest.fixture
 def api_keys(personas, ws_a, ws_b):
     """Raw API keys by name: platform keys of each persona, workspace keys made by bob (manager
     of A), and a revoked one."""
-    from fleet.models import ApiKey
-
     made = {}
     for name in ("alice", "bob", "olga", "root"):
-        _, made[f"{name}_platform"] = ApiKey.issue(name=name, user=personas[name])
-    _, made["a_manager"] = ApiKey.issue(
+        _, made[f"{name}_platform"] = issue_key(name=name, user=personas[name])
+    _, made["a_manager"] = issue_key(
         name="A manager", user=personas["bob"], workspace=ws_a, role=Role.MANAGER
     )
-    _, made["a_viewer"] = ApiKey.issue(
+    _, made["a_viewer"] = issue_key(
         name="A viewer", user=personas["bob"], workspace=ws_a, role=Role.VIEWER
     )
-    _, made["a_operator"] = ApiKey.issue(
+    _, made["a_operator"] = issue_key(
         name="A operator", user=personas["bob"], workspace=ws_a, role=Role.OPERATOR
     )
-    _, made["b_viewer"] = ApiKey.issue(
+    _, made["b_viewer"] = issue_key(
         name="B viewer", user=personas["bob"], workspace=ws_b, role=Role.VIEWER
     )
-    revoked, made["revoked"] = ApiKey.issue(name="old", user=personas["bob"])
+    revoked, made["revoked"] = issue_key(name="old", user=personas["bob"])
     revoked.revoke()
     return made
 
@@ -130,7 +137,7 @@ def api():
 def sandbox_server(tmp_path_factory):
     """One sandbox for the session: HTTPS on an ephemeral loopback port (trustme CA written to a
     file) plus the browser-facing http listener."""
-    from fleet.sandbox.server import Sandbox
+    from sandbox.server import Sandbox
 
     with Sandbox(cert_dir=tmp_path_factory.mktemp("sandbox")) as server:
         yield server
@@ -152,8 +159,8 @@ def sandbox(sandbox_server, settings):
 def sandbox_mail(sandbox, settings, monkeypatch):
     """The sandbox's SMTP/IMAP servers (XOAUTH2 with its tokens, certificates from its CA), with
     the client trusting them here and in worker processes; `point_at` directs a mailbox there."""
-    from fleet.sandbox.identity import validate_access_token
-    from fleet.sandbox.mailservers import MailServers
+    from sandbox.identity import validate_access_token
+    from sandbox.mailservers import MailServers
 
     with MailServers(token_validator=validate_access_token, ca=sandbox.ca) as servers:
         settings.MAIL_TLS_CA_FILE = sandbox.ca_file

@@ -1,10 +1,10 @@
-"""Real SMTP and IMAP servers on loopback (fleet/sandbox/mailservers.py) for the tests, and the
+"""Real SMTP and IMAP servers on loopback (sandbox/mailservers.py) for the tests, and the
 client set to trust their test CA. Import the fixtures into a test module to use them."""
 
 import pytest
 
 from fleet.models import Mailbox
-from fleet.sandbox.mailservers import MailServers
+from sandbox.mailservers import MailServers
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from fleet.bulk_add import Account, start_run
-from fleet.models import ApiKey, BulkAddRun, Credential, Mailbox, Membership, Role
+from fleet.models import BulkAddRun, Credential, Mailbox, Membership, Role
 from tests import test_bulk_add as graph_sandbox
-from tests.conftest import make_user
+from tests.conftest import issue_key, make_user
 from tests.test_api_fuzz import schema
 from tests.test_bulk_add_start import graph_credential_of
 
@@ -357,7 +357,7 @@ def b_operator_key(ws_b, personas):
     """A workspace key of workspace B with the operator role (its creator operates B)."""
     bea = make_user("bea")
     Membership.objects.create(user=bea, workspace=ws_b, role=Role.OPERATOR)
-    return ApiKey.issue(name="B operator", user=bea, workspace=ws_b, role=Role.OPERATOR)[1]
+    return issue_key(name="B operator", user=bea, workspace=ws_b, role=Role.OPERATOR)[1]
 
 
 def test_key_scoping(api, api_keys, b_operator_key, ws_a, ws_b, personas):

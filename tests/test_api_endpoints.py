@@ -8,6 +8,7 @@ from django_tasks_db.models import DBTaskResult
 
 from fleet import errors
 from fleet.models import Credential, Mailbox, MailboxEvent, Membership, Role, Tag, Workspace
+from tests.conftest import issue_key
 
 
 def test_workspace_lifecycle_with_a_platform_key(api, api_keys, personas):
@@ -62,9 +63,8 @@ def test_workspace_lifecycle_with_a_platform_key(api, api_keys, personas):
 
 def test_owner_may_update_but_only_platform_key_deletes(api, api_keys, personas, ws_a):
     Membership.objects.filter(user=personas["bob"], workspace=ws_a).update(role=Role.OWNER)
-    from fleet.models import ApiKey
 
-    _, owner_ws_key = ApiKey.issue(name="o", user=personas["bob"], workspace=ws_a, role="owner")
+    _, owner_ws_key = issue_key(name="o", user=personas["bob"], workspace=ws_a, role="owner")
     assert (
         api("patch", f"/api/v1/workspaces/{ws_a.pk}", owner_ws_key, data={"name": "A2"}).status_code
         == 200

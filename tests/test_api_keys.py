@@ -5,6 +5,7 @@ import pytest
 from django.urls import reverse
 
 from fleet.models import ApiKey, Credential, Mailbox, Membership, Role, Workspace
+from tests.conftest import issue_key
 
 MISSING, GARBAGE = None, "sk_user_notAKeyAtAll0000000000000000000000000"
 
@@ -230,7 +231,7 @@ def test_key_is_accepted_as_bearer_and_x_api_key_wins(api, api_keys, mailboxes):
 
 
 def test_keys_are_stored_hashed_and_last_use_is_recorded(api, personas):
-    key, raw = ApiKey.issue(name="crm", user=personas["alice"])
+    key, raw = issue_key(name="crm", user=personas["alice"])
     assert raw.startswith("sk_user_") and len(raw) == len("sk_user_") + 40
     stored = ApiKey.objects.filter(pk=key.pk).values().get()
     assert raw not in {str(v) for v in stored.values()}
@@ -242,12 +243,12 @@ def test_keys_are_stored_hashed_and_last_use_is_recorded(api, personas):
 
 
 def test_workspace_keys_look_different(personas, ws_a):
-    _, raw = ApiKey.issue(name="w", user=personas["bob"], workspace=ws_a, role=Role.VIEWER)
+    _, raw = issue_key(name="w", user=personas["bob"], workspace=ws_a, role=Role.VIEWER)
     assert raw.startswith("sk_") and not raw.startswith("sk_user_")
 
 
 def test_revoked_key_is_refused_at_once(api, personas):
-    key, raw = ApiKey.issue(name="crm", user=personas["bob"])
+    key, raw = issue_key(name="crm", user=personas["bob"])
     assert api("get", "/api/v1/workspaces", raw).status_code == 200
     key.revoke()
     response = api("get", "/api/v1/workspaces", raw)
@@ -309,10 +310,8 @@ def test_admin_workspace_key_needs_manager_role_and_no_more_than_it(client_for, 
 
 
 def test_admin_scopes_keys_and_revokes(client_for, personas, ws_a, api):
-    alice_key, alice_raw = ApiKey.issue(name="alice's", user=personas["alice"])
-    ws_key, ws_raw = ApiKey.issue(
-        name="A key", user=personas["bob"], workspace=ws_a, role=Role.VIEWER
-    )
+    alice_key, alice_raw = issue_key(name="alice's", user=personas["alice"])
+    ws_key, ws_raw = issue_key(name="A key", user=personas["bob"], workspace=ws_a, role=Role.VIEWER)
     changelist = reverse("admin:fleet_apikey_changelist")
     # Bob (manager of A) sees A's workspace key, not alice's own platform key.
     html = client_for(personas["bob"]).get(changelist).content.decode()

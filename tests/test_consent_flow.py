@@ -57,7 +57,7 @@ def test_known_mailbox_consent_end_to_end(sandbox, oauth_app, ava, client):
     event = MailboxEvent.objects.get(mailbox=ava, to_status="active")
     assert "OAuth consent" in event.message
     # The stored access token is one the sandbox's SMTP/IMAP servers accept for XOAUTH2.
-    from fleet.sandbox.identity import validate_access_token
+    from sandbox.identity import validate_access_token
 
     assert validate_access_token("ava@acme-outreach.com", str(ava.access_token))
     assert not validate_access_token("ben@acme-outreach.com", str(ava.access_token))

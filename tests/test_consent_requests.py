@@ -120,6 +120,29 @@ def test_external_consent_request_completed_by_hand(ws_a, mailboxes, personas, c
     assert mailboxes["a"].events.filter(kind="note", message__contains="External consent").exists()
 
 
+def test_the_admin_form_checks_a_new_request_without_writing(ws_a, mailboxes, personas):
+    """clean() only validates: the row is written by the admin's save_model."""
+    from fleet.admin.consent import ConsentRequestForm
+
+    form_class = type(
+        "Form", (ConsentRequestForm,), {"user": personas["alice"], "base_url": "http://testserver/"}
+    )
+    data = {
+        "workspace": ws_a.pk,
+        "kind": "external",
+        "mailbox": mailboxes["a"].pk,
+        "consent_url": "https://sequencer.example/consent",
+        "request_data": "{}",
+    }
+    form = form_class(data=data)
+    assert form.is_valid(), form.errors
+    assert form.prepared.pk is None and form.prepared.mailbox == mailboxes["a"]
+    assert not ConsentRequest.objects.exists()
+    refused = form_class(data={**data, "consent_url": "http://x.example/"})
+    assert not refused.is_valid() and "VALIDATION_ERROR" in str(refused.errors)
+    assert not ConsentRequest.objects.exists()
+
+
 def test_initiate_by_uid_or_username_and_domain(sandbox, oauth_app, ws_a, ws_b, mailboxes):
     from fleet.models import Mailbox
 

@@ -3,7 +3,7 @@
 import pytest
 
 from fleet.deliverability import check_domain, check_domains
-from fleet.sandbox.dns import SandboxDNS, Zone
+from sandbox.dns import SandboxDNS, Zone
 
 
 @pytest.fixture

@@ -29,10 +29,25 @@ def test_the_layers_are_kept():
 
 
 def test_an_upward_import_breaks_the_contract(tmp_path):
-    shutil.copytree(ROOT / "fleet", tmp_path / "fleet", ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("fleet", "sandbox"):
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     models = tmp_path / "fleet" / "models.py"
     models.write_text(models.read_text() + "\nfrom fleet import mailboxes  # noqa: E402\n")
     result = lint(tmp_path)
     assert result.returncode != 0
     assert "BROKEN" in result.stdout and "fleet.models -> fleet.mailboxes" in result.stdout
+
+
+def test_the_product_may_not_import_the_sandbox(tmp_path):
+    for package in ("fleet", "sandbox"):
+        shutil.copytree(
+            ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    views = tmp_path / "fleet" / "views.py"
+    views.write_text(views.read_text() + "\nimport sandbox.server  # noqa: E402, F401\n")
+    result = lint(tmp_path)
+    assert result.returncode != 0 and "fleet.views -> sandbox.server" in result.stdout

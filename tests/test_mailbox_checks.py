@@ -9,7 +9,7 @@ from django_tasks_db.models import DBTaskResult
 from fleet import imports
 from fleet.mailbox_checks import check_mailboxes
 from fleet.models import Mailbox, MailboxEvent
-from fleet.sandbox import mailservers as ms
+from sandbox import mailservers as ms
 from tests.mail_fixtures import mail, point_at, servers  # noqa: F401
 from tests.test_tasks import run_workers
 

@@ -5,7 +5,7 @@ import pytest
 
 from fleet import errors
 from fleet.mailproto import Login, MailCheckError, Server, check_imap, check_smtp, smtp_error
-from fleet.sandbox import mailservers as ms
+from sandbox import mailservers as ms
 from tests.mail_fixtures import mail, servers  # noqa: F401
 
 

@@ -1,5 +1,7 @@
 """What each role may do in the admin."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -146,3 +148,60 @@ def test_mailbox_list_offers_import_export_and_connect(team, client_for):
         reverse("admin:fleet_mailbox_export"),
     ):
         assert button in html
+
+
+def _shown(html: str, name: str) -> str:
+    """The text of a read-only field on an admin page, by its field name."""
+    match = re.search(rf'field-{name}\b.*?<div class="readonly">(.*?)</div>', html, flags=re.DOTALL)
+    assert match, f"{name} is not on the page"
+    return re.sub(r"<[^>]+>", "", match.group(1)).strip()
+
+
+def test_view_only_pages_say_whether_each_secret_is_set(team, mailbox, client_for, ws_a):
+    mailbox.password = "PLAIN-APP-PW"
+    mailbox.save()
+    ws_a.webhook_secret = "WEBHOOK-SECRET-9"
+    ws_a.save()
+    cred = Credential.objects.create(
+        workspace=ws_a, name="app", kind="oauth_app", client_id="cid", client_secret="TOPSECRET-1"
+    )
+    viewer = client_for(team["viewer"])
+    pages = {
+        "mailbox": viewer.get(reverse("admin:fleet_mailbox_change", args=[mailbox.pk])),
+        "credential": viewer.get(reverse("admin:fleet_credential_change", args=[cred.pk])),
+        "workspace": viewer.get(reverse("admin:fleet_workspace_change", args=[ws_a.pk])),
+    }
+    html = {name: page.content.decode() for name, page in pages.items()}
+    assert all(page.status_code == 200 for page in pages.values())
+    assert _shown(html["mailbox"], "password_is_set") == "set"
+    assert _shown(html["mailbox"], "totp_secret_is_set") == "not set"
+    assert _shown(html["mailbox"], "refresh_token_is_set") == "not set"
+    assert _shown(html["credential"], "client_secret_is_set") == "set"
+    assert _shown(html["workspace"], "webhook_secret_is_set") == "set"
+    for page, secret in [
+        ("mailbox", "PLAIN-APP-PW"),
+        ("credential", "TOPSECRET-1"),
+        ("workspace", "WEBHOOK-SECRET-9"),
+    ]:
+        assert secret not in html[page]
+
+
+def test_every_admin_declares_how_its_secrets_show():
+    """A secret an admin page lists needs its `<name>_is_set` display (fleet.admin.base
+    secret_display); without one, view-only pages leave it out."""
+    from django.contrib import admin
+
+    from fleet.admin.base import SECRET_SHOWN_AS, ScopedAdmin
+
+    checked = 0
+    for model_admin in admin.site._registry.values():
+        if not isinstance(model_admin, ScopedAdmin):
+            continue
+        listed = set()
+        for _, opts in model_admin.fieldsets or [(None, {"fields": model_admin.fields or []})]:
+            for name in opts["fields"]:
+                listed.update(name if isinstance(name, (list, tuple)) else [name])
+        for secret in set(model_admin._secret_fields()) & listed:
+            assert hasattr(model_admin, f"{secret}{SECRET_SHOWN_AS}"), (model_admin, secret)
+            checked += 1
+    assert checked >= 4  # mailbox password and TOTP, credential and webhook secrets

@@ -15,6 +15,18 @@ from fleet.secrets import EncryptedTextField, secret_status
 SECRET_SHOWN_AS = "_is_set"
 
 
+def secret_display(field: str):
+    """A read-only admin field saying whether the encrypted `field` is stored ("set" / "not
+    set"), never its value. Declare it on the ModelAdmin as `<field>_is_set =
+    secret_display("<field>")`; view-only pages show it in the field's place."""
+
+    @admin.display(description=field.replace("_", " "))
+    def is_set(model_admin, obj) -> str:
+        return secret_status(getattr(obj, field))
+
+    return is_set
+
+
 def roles_of(request: HttpRequest) -> dict[int, str]:
     """The user's role per workspace id, read once per request."""
     if not hasattr(request, "_fleet_roles"):
@@ -61,26 +73,12 @@ class ScopedAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).restrict(request.user, self.view_role)
 
-    # Secrets: an editor gets the write-only widget; anywhere a secret would be shown read-only
-    # (view-only users, `readonly_fields`), `<name>_is_set` shows "set / not set" instead.
+    # Secrets: an editor gets the write-only widget; a view-only user sees `<name>_is_set`
+    # (declared with secret_display) in its place, and a secret without one is left out.
     def _secret_fields(self) -> list[str]:
         return [
             f.name for f in self.model._meta.concrete_fields if isinstance(f, EncryptedTextField)
         ]
-
-    def __getattr__(self, name):
-        if (
-            name.endswith(SECRET_SHOWN_AS)
-            and name[: -len(SECRET_SHOWN_AS)] in self._secret_fields()
-        ):
-            field = name[: -len(SECRET_SHOWN_AS)]
-
-            @admin.display(description=field.replace("_", " "))
-            def is_set(obj):
-                return secret_status(getattr(obj, field, ""))
-
-            return is_set
-        raise AttributeError(name)
 
     def get_fieldsets(self, request, obj=None):
         fieldsets = super().get_fieldsets(request, obj)
@@ -88,10 +86,16 @@ class ScopedAdmin(admin.ModelAdmin):
             return fieldsets
         secrets = set(self._secret_fields())
 
-        def swap(name):
-            if isinstance(name, (list, tuple)):
-                return type(name)(swap(n) for n in name)
-            return f"{name}{SECRET_SHOWN_AS}" if name in secrets else name
+        def swap(names):
+            shown = []
+            for name in names:
+                if isinstance(name, (list, tuple)):
+                    shown.append(type(name)(swap(name)))
+                elif name not in secrets:
+                    shown.append(name)
+                elif hasattr(self, f"{name}{SECRET_SHOWN_AS}"):
+                    shown.append(f"{name}{SECRET_SHOWN_AS}")
+            return shown
 
         return [(title, {**opts, "fields": swap(opts["fields"])}) for title, opts in fieldsets]
 

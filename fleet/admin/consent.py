@@ -12,7 +12,8 @@ from fleet.models import ConsentRequest, Role
 
 
 class ConsentRequestForm(forms.ModelForm):
-    """New requests go through fleet.consent.initiate, so that the admin and the API agree."""
+    """New requests go through fleet.consent (prepare, then record), so that the admin and the API
+    agree."""
 
     class Meta:
         model = ConsentRequest
@@ -28,11 +29,13 @@ class ConsentRequestForm(forms.ModelForm):
         ]
 
     def clean(self):
+        """Checks the new request as fleet.consent does (writing nothing); save_model records
+        it."""
         data = super().clean()
         if self.instance.pk or self.errors:
             return data
         try:
-            self.created = consent.initiate(
+            self.prepared = consent.prepare(
                 data["workspace"],
                 kind=data["kind"],
                 mailbox_uid=data["mailbox"].uid if data.get("mailbox") else None,
@@ -42,7 +45,6 @@ class ConsentRequestForm(forms.ModelForm):
                 consent_url=data.get("consent_url", ""),
                 request_data=data.get("request_data") or {},
                 actor=self.user,
-                base_url=self.base_url,
             )
         except FleetError as failure:
             raise forms.ValidationError(
@@ -106,9 +108,9 @@ class ConsentRequestAdmin(ScopedAdmin):
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
-        # Created (and validated) in the form's clean(), by fleet.consent.initiate.
-        obj.pk = form.created.pk
-        obj.uid = form.created.uid
+        # Checked by the form's clean() (fleet.consent.prepare), saved here as the API saves it.
+        created = consent.record(form.prepared, base_url=form.base_url)
+        obj.pk, obj.uid = created.pk, created.uid
 
     def save_related(self, request, form, formsets, change):
         if change:

@@ -6,7 +6,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from fleet import consent, errors
-from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
+from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, secret_display
 from fleet.admin.connect import links_page
 from fleet.admin.display import badge, error_code
 from fleet.admin.filters import SecretExpiryFilter
@@ -56,6 +56,7 @@ class CredentialAdmin(ScopedAdmin):
         "redirect_uri",
         *readonly_fields,
     ]
+    client_secret_is_set = secret_display("client_secret")  # view-only pages
 
     # Microsoft answers 65001 (no admin consent) or 700016 (app not in the tenant) until a tenant
     # administrator consents: the credential offers the admin-consent request right there.

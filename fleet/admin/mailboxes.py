@@ -9,7 +9,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from fleet import consent, mailboxes
-from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
+from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role, secret_display
 from fleet.admin.connect import links_page
 from fleet.admin.display import badge, error_code
 from fleet.admin.filters import ConnectionChangeFilter, DayFilter
@@ -155,6 +155,10 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
         ),
         ("History", {"fields": ["history"]}),
     ]
+    # Secrets as "set / not set": the refresh token always, the others on view-only pages.
+    password_is_set = secret_display("password")
+    totp_secret_is_set = secret_display("totp_secret")
+    refresh_token_is_set = secret_display("refresh_token")
     actions = [
         "test_connection",
         "connect_with_microsoft",

@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count
 
 from fleet import webhooks
-from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
+from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, secret_display
 from fleet.models import Membership, Role, Tag, Workspace
 
 
@@ -63,6 +63,7 @@ class WorkspaceAdmin(ScopedAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     fields = ["name", "slug", "webhook_url", "webhook_secret", "webhook_disabled_reason"]
+    webhook_secret_is_set = secret_display("webhook_secret")  # view-only pages
     readonly_fields = ["webhook_disabled_reason"]
     inlines = [MembershipInline]
     actions = ["send_test_event"]

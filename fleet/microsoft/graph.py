@@ -132,8 +132,6 @@ class GraphClient:
         self.base_url = (base_url or settings.MICROSOFT_GRAPH_URL).rstrip("/")
         self.max_attempts = max(1, settings.GRAPH_MAX_ATTEMPTS)
         self._local = threading.local()
-        self._lock = threading.Lock()
-        self.http_requests = 0  # HTTP calls made to Graph (a $batch is one)
 
     def token(self) -> str:
         return app_token(self.credential)
@@ -144,8 +142,6 @@ class GraphClient:
         return self._local.session
 
     def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        with self._lock:
-            self.http_requests += 1
         return request_json(
             method, url, access_token=self.token(), session=self._session(), **kwargs
         )
@@ -157,25 +153,6 @@ class GraphClient:
             return min(error.retry_after, settings.GRAPH_MAX_RETRY_AFTER)
         base = settings.GRAPH_RETRY_BACKOFF * 2 ** (attempt - 1)
         return min(base, MAX_BACKOFF) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
-
-    # --- one request, no batching ---------------------------------------------------------------
-    def get(self, url: str, headers: dict[str, str] | None = None) -> Any:
-        """One GET with the same retry rules as batches; raises MicrosoftError once they are
-        used up (or at once for a permanent error)."""
-        renewed = False
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return self._call("GET", self.base_url + url, headers=headers or {})
-            except MicrosoftError as error:
-                if error.status == 401 and not renewed:
-                    forget_token(self.credential)  # revoked or expired early: once more
-                    renewed = True
-                    continue
-                if error.permanent or attempt >= self.max_attempts:
-                    raise
-                time.sleep(self.delay(error, attempt))
 
     # --- JSON batching --------------------------------------------------------------------------
     def _post_batch(self, requests: Sequence[GraphRequest]) -> dict[str, GraphResponse]:

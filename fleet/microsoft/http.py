@@ -73,12 +73,8 @@ class MicrosoftSession(requests.Session):
             ) from exc
 
 
-def retry_after_seconds(response: requests.Response) -> float | None:
-    """Retry-After as seconds (Microsoft sends seconds; HTTP also allows a date)."""
-    return parse_retry_after(response.headers.get("Retry-After"))
-
-
 def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (Microsoft sends seconds; HTTP also allows a date)."""
     if not value:
         return None
     try:

@@ -16,7 +16,7 @@ from django.conf import settings
 
 from fleet.mailbox_checks import check_mailboxes
 from fleet.models import Mailbox, Workspace
-from fleet.sandbox.mailservers import MailServers
+from sandbox.mailservers import MailServers
 from tests.bench.runner import Row
 
 MAILBOXES = 500

@@ -8,7 +8,7 @@ import pytest
 from playwright.sync_api import expect
 
 from fleet.models import ImportBatch, Mailbox
-from fleet.sandbox.mailservers import SMTP_AUTH_DISABLED, MailServers
+from sandbox.mailservers import SMTP_AUTH_DISABLED, MailServers
 from tests.e2e.conftest import log_in
 
 pytestmark = pytest.mark.django_db(transaction=True)

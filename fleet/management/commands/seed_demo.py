@@ -1,6 +1,7 @@
 """Demo data for the README's run command: a superuser, two workspaces, members with each role,
 and sample mailboxes in every state with their history. Safe to run again."""
 
+import os
 from datetime import timedelta
 
 from django.conf import settings
@@ -39,7 +40,7 @@ SAMPLES = [
     ("nora@acme-outreach.com", "Nora Quinn", "oauth", "pending", None, "not_started"),
 ]
 
-# The app registrations in the sandbox's directory (fleet/sandbox/directory.json): one for
+# The app registrations in the sandbox's directory (sandbox/directory.json): one for
 # delegated consent, one for Graph app-only bulk adds (consented in the Acme tenant).
 SANDBOX_APP = {
     "client_id": "00000000-f1ee-4de0-8000-000000000001",
@@ -50,6 +51,9 @@ SANDBOX_GRAPH_APP = {
     "client_secret": "fleet-demo-graph-secret",
     "tenant_id": "3f2b8c1e-5a9d-4e7b-9c3a-acme0000a001",
 }
+# The app password the sandbox's mail servers accept for every directory user: the sandbox reads
+# the same variable with the same default (sandbox/settings.py; Fleet does not import it).
+SANDBOX_APP_PASSWORD = os.environ.get("SANDBOX_APP_PASSWORD", "").strip() or "sandbox-app-password"
 
 
 class Command(BaseCommand):
@@ -104,7 +108,7 @@ class Command(BaseCommand):
                 continue
             if auth == "app_password" and sandbox:
                 # The sandbox's app password, except for dan, whose error the demo shows.
-                mailbox.password = "wrong" if error else settings.SANDBOX_APP_PASSWORD
+                mailbox.password = "wrong" if error else SANDBOX_APP_PASSWORD
                 mailbox.save(update_fields=["password"])
             mailbox.tags.add(tag)
             if status != "pending":

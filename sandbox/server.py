@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import trustme
 
-from fleet.sandbox.directory import Directory
+from sandbox.directory import Directory
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Sandbox:
         directory_file: str | Path | None = None,
         cert_dir: str | Path | None = None,
     ):
-        from fleet.sandbox import graph, identity  # noqa: F401  (register the routes)
+        from sandbox import graph, identity  # noqa: F401  (register the routes)
 
         self.host = host
         self.directory_file = directory_file
@@ -155,7 +155,7 @@ class Sandbox:
 
     def reset(self) -> None:
         """Forget issued codes and tokens, reload the directory, clear the switches."""
-        from fleet.sandbox.identity import IdentityState
+        from sandbox.identity import IdentityState
 
         with self.lock:
             self.directory = Directory.load(self.directory_file)

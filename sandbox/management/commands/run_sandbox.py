@@ -1,52 +1,65 @@
 """Serve the Microsoft sandbox on loopback for the demo: HTTPS for discovery, tokens and Graph,
 plain http for the sign-in pages a browser opens, SMTP/IMAP servers for the directory's mailboxes,
 and a DNS server with the SPF/DKIM records of the directory's demo domains (the bulk add's
-deliverability checks)."""
+deliverability checks). Its settings are the SANDBOX_* variables (sandbox/settings.py)."""
 
 import signal
 import threading
 
-from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
-from fleet.sandbox.dns import SandboxDNS, Zone
-from fleet.sandbox.identity import validate_access_token
-from fleet.sandbox.mailservers import MailServers
-from fleet.sandbox.server import Sandbox
+
+def _given(value: int | None, default: int) -> int:
+    return default if value is None else value  # 0 is a port too: an ephemeral one
 
 
 class Command(BaseCommand):
-    help = "Run the Microsoft sandbox (identity platform + Graph) on loopback."
+    help = "Run the Microsoft sandbox (identity platform + Graph, SMTP/IMAP, DNS) on loopback."
 
     def add_arguments(self, parser):
-        parser.add_argument("--port", type=int, default=settings.SANDBOX_PORT)
-        parser.add_argument("--browser-port", type=int, default=settings.SANDBOX_BROWSER_PORT)
-        parser.add_argument("--dns-port", type=int, default=settings.SANDBOX_DNS_PORT)
+        parser.add_argument("--port", type=int, help="HTTPS port (default: SANDBOX_PORT, 8443)")
+        parser.add_argument(
+            "--browser-port", type=int, help="sign-in pages (default: SANDBOX_BROWSER_PORT, 8444)"
+        )
+        parser.add_argument("--dns-port", type=int, help="DNS (default: SANDBOX_DNS_PORT, 8553)")
 
     def handle(self, *args, **options):
+        try:
+            from sandbox import settings as conf
+            from sandbox.dns import SandboxDNS, Zone
+            from sandbox.identity import validate_access_token
+            from sandbox.mailservers import MailServers
+            from sandbox.server import Sandbox
+        except ValueError as exc:  # a SANDBOX_* variable that does not parse
+            raise CommandError(str(exc)) from None
+        except ImportError as exc:  # aiosmtpd, trustme or dnslib: the `demo` extra
+            raise CommandError(
+                f"{exc}. The sandbox needs the demo extra: pip install -e '.[demo]'"
+            ) from None
+
         sandbox = Sandbox(
-            host=settings.SANDBOX_HOST,
-            port=options["port"],
-            browser_port=options["browser_port"],
-            directory_file=settings.SANDBOX_DIRECTORY or None,
-            cert_dir=settings.SANDBOX_DIR,
+            host=conf.HOST,
+            port=_given(options["port"], conf.PORT),
+            browser_port=_given(options["browser_port"], conf.BROWSER_PORT),
+            directory_file=conf.DIRECTORY or None,
+            cert_dir=conf.DIR,
         ).start()
         dns = SandboxDNS(
             Zone.from_directory(sandbox.directory),
-            host=settings.SANDBOX_HOST,
-            port=options["dns_port"],
+            host=conf.HOST,
+            port=_given(options["dns_port"], conf.DNS_PORT),
         ).start()
         # SMTP and IMAP for the demo's mailboxes: XOAUTH2 with the sandbox's tokens, or the
         # sandbox app password for every directory user (so that CSV imports connect too).
         mail = MailServers(
             token_validator=validate_access_token,
             ca=sandbox.ca,
-            host=settings.SANDBOX_HOST,
-            smtp_port=settings.SANDBOX_SMTP_PORT,
-            imap_port=settings.SANDBOX_IMAP_PORT,
+            host=conf.HOST,
+            smtp_port=conf.SMTP_PORT,
+            imap_port=conf.IMAP_PORT,
         )
         for username in sandbox.directory.users:
-            mail.add(username, password=settings.SANDBOX_APP_PASSWORD)
+            mail.add(username, password=conf.APP_PASSWORD)
         mail.start()
         users = ", ".join(sorted(sandbox.directory.users)[:4])
         self.stdout.write(
@@ -59,9 +72,9 @@ class Command(BaseCommand):
             f"  switches: POST {sandbox.base_url}/_sandbox/switches\n"
             f"  mail servers: SMTP {mail.host}:{mail.smtp_port} (STARTTLS), "
             f"IMAP {mail.host}:{mail.imap_port} (SSL); XOAUTH2 or app password "
-            f"{settings.SANDBOX_APP_PASSWORD}\n"
+            f"{conf.APP_PASSWORD}\n"
             f"  DNS (SPF/DKIM of {', '.join(sorted(sandbox.directory.dns))}): "
-            f"DNS_NAMESERVERS={settings.SANDBOX_HOST} DNS_PORT={dns.port}"
+            f"DNS_NAMESERVERS={conf.HOST} DNS_PORT={dns.port}"
         )
         self.stdout.flush()  # bin/run waits for these lines in the log
         stop = threading.Event()

@@ -22,8 +22,8 @@ import random
 import re
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from fleet.sandbox.identity import verified_claims
-from fleet.sandbox.server import Request, Response, route
+from sandbox.identity import verified_claims
+from sandbox.server import Request, Response, route
 
 GRAPH = "https://graph.microsoft.com"
 MAX_BATCH = 20

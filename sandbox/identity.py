@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from html import escape
 from urllib.parse import urlencode
 
-from fleet.sandbox.server import RUNNING, Request, Response, route
+from sandbox.server import RUNNING, Request, Response, route
 
 RESERVED_SCOPES = {"openid", "profile", "offline_access", "email"}
 TOKEN_LIFETIME = 3600
