@@ -27,8 +27,10 @@ from django.db.models.functions import Lower
 from django.utils import timezone
 
 from fleet import errors, mailboxes
+from fleet.credentials import record_outcome
 from fleet.deliverability import DomainCheck, check_domains
 from fleet.errors import ErrorCode, FleetError
+from fleet.imports import read_rows, read_upload
 from fleet.microsoft.graph import (
     GraphClient,
     GraphRequest,
@@ -37,6 +39,7 @@ from fleet.microsoft.graph import (
     user_path,
 )
 from fleet.models import BulkAddResult, BulkAddRun, Credential, Mailbox, Role, Workspace
+from fleet.tasks import enqueue_on_commit, run_bulk_add
 
 MAX_ACCOUNTS = 500
 
@@ -133,8 +136,6 @@ def parse_upload(file) -> list[Account]:
     """An uploaded CSV or XLSX with a `mailbox_email` column and optionally `display_name`, read
     by the CSV import's reader (size limit, encodings, delimiters: fleet/imports.py). Raises
     imports.ImportRejected for a file it cannot read, AccountsInvalid for bad lines."""
-    from fleet.imports import read_rows, read_upload
-
     data, _ = read_upload(file)
     rows = read_rows(data)
     header = [cell.strip().lower() for cell in rows[0]]
@@ -201,8 +202,6 @@ def start_run(
         )
     if not accounts:
         raise AccountsInvalid(["No accounts given: add at least one mailbox address."])
-    from fleet.tasks import enqueue_on_commit, run_bulk_add
-
     with transaction.atomic():
         run = BulkAddRun.objects.create(
             workspace=workspace, credential=credential, created_by=user, total=len(accounts)
@@ -343,8 +342,6 @@ def _execute(run: BulkAddRun) -> BulkAddRun:
         client.token()
     except FleetError as failure:
         if failure.error.permanent:
-            from fleet.credentials import record_outcome
-
             record_outcome(credential, failure)
         return fail_run(run, failure)
     pending = list(

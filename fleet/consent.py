@@ -31,6 +31,7 @@ from fleet import errors, mailboxes, webhooks
 from fleet.errors import FleetError
 from fleet.microsoft import identity
 from fleet.models import ConsentRequest, Credential, Mailbox, Workspace
+from fleet.tasks import enqueue_on_commit, verify_credential
 
 
 @dataclass
@@ -303,8 +304,6 @@ def _complete_admin(cr: ConsentRequest, params: dict) -> ConsentResult:
         raise identity.error_for(params)
     if params.get("admin_consent", "").lower() != "true":
         raise FleetError(errors.MICROSOFT_OAUTH_FAILED, "The answer does not confirm admin consent")
-    from fleet.tasks import enqueue_on_commit, verify_credential
-
     with transaction.atomic():
         credential = Credential.objects.select_for_update().get(pk=cr.credential_id)
         credential.admin_consented_at = timezone.now()

@@ -23,6 +23,7 @@ from fleet import errors, providers, webhooks
 from fleet.errors import FleetError
 from fleet.models import EventKind, Mailbox, MailboxEvent, Tag, Workspace
 from fleet.secrets import is_unreadable
+from fleet.tasks import check_mailboxes, enqueue_on_commit
 
 ADMIN, API, TASK = "admin", "api", "task"
 VIA = (ADMIN, API, TASK)
@@ -308,11 +309,6 @@ def update(
 def queue_connection_tests(mailboxes: Iterable[Mailbox], *, actor, via: str) -> int:
     """Queue connection tests (SMTP/IMAP sign-in, or Graph for app-only mailboxes) of these
     mailboxes, disabled ones excepted; returns how many were queued. Runs after commit."""
-    from fleet.tasks import (  # tasks call services: no cycle at import
-        check_mailboxes,
-        enqueue_on_commit,
-    )
-
     ids = [m.pk for m in mailboxes if m.status != Mailbox.Status.DISABLED]
     actor_id = getattr(actor, "pk", None)
     for start in range(0, len(ids), CHECK_CHUNK):

@@ -2,6 +2,10 @@
 
 Tasks take ids, load their rows and call a service; they are enqueued only once the transaction
 that created the rows has committed, so a worker never looks for a row that is not there yet.
+
+This module is the task registry: services import it to enqueue, so it imports nothing of Fleet's
+at module level, and each task imports its service inside the function (the one upward
+reference the layer contract in pyproject.toml allows).
 """
 
 from __future__ import annotations
