@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from fleet.sandbox.dns import SandboxDNS, Zone
+from fleet.sandbox.exchange import basic_auth_reply, validate_app_token
 from fleet.sandbox.identity import validate_access_token
 from fleet.sandbox.mailservers import MailServers
 from fleet.sandbox.server import Sandbox
@@ -40,6 +41,8 @@ class Command(BaseCommand):
         # sandbox app password for every directory user (so that CSV imports connect too).
         mail = MailServers(
             token_validator=validate_access_token,
+            app_token_validator=validate_app_token,
+            basic_auth_policy=basic_auth_reply,
             ca=sandbox.ca,
             host=settings.SANDBOX_HOST,
             smtp_port=settings.SANDBOX_SMTP_PORT,
