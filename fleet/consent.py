@@ -289,7 +289,7 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> Outcome:
         cr.mailbox = mailbox
         cr.save(update_fields=["mailbox", "updated_at"])
         cr.set_status(ConsentRequest.Status.COMPLETED)
-        after_consent(mailbox)
+        after_consent(mailbox, cr)
     return Outcome(cr, mailbox=mailbox)
 
 
@@ -337,11 +337,17 @@ def admin_request_for(credential: Credential) -> ConsentRequest:
     )
 
 
-def after_consent(mailbox: Mailbox) -> None:
-    """Test the new grant over SMTP and IMAP with XOAUTH2 once the consent is committed."""
-    from fleet.tasks import check_mailbox, enqueue_on_commit
+def after_consent(mailbox: Mailbox, consent_request: ConsentRequest | None = None) -> None:
+    """Test the new grant over SMTP and IMAP with XOAUTH2 once the consent is committed. A
+    consent asked for by a move off Basic auth finishes that move (fleet/move.py), which wipes
+    the app password only after the test passed."""
+    from fleet.tasks import check_mailbox, enqueue_on_commit, finish_consent_move
 
-    enqueue_on_commit(check_mailbox, mailbox.pk)
+    move_item = (consent_request.request_data or {}).get("move_item") if consent_request else None
+    if isinstance(move_item, int):
+        enqueue_on_commit(finish_consent_move, move_item)
+    else:
+        enqueue_on_commit(check_mailbox, mailbox.pk)
 
 
 # --- by hand and by time ----------------------------------------------------------------------

@@ -167,15 +167,6 @@ class Credential(models.Model):
     EXCHANGE_PERMISSIONS = ("IMAP.AccessAsApp", "SMTP.SendAsApp")
     GRAPH_PERMISSIONS = ("User.Read.All", "MailboxSettings.Read")
 
-    @property
-    def has_exchange_roles(self) -> bool:
-        """Holds both Exchange Online application permissions (app-only SMTP and IMAP)."""
-        return all(self.permissions.get(p) is True for p in self.EXCHANGE_PERMISSIONS)
-
-    @property
-    def missing_permissions(self) -> list[str]:
-        return [p for p, held in self.permissions.items() if held is False]
-
     class Meta:
         ordering = ["workspace", "name"]
         constraints = [
@@ -204,6 +195,15 @@ class Credential(models.Model):
                     "Expires date shown next to the secret in Entra ID → Certificates & secrets."
                 }
             )
+
+    @property
+    def has_exchange_roles(self) -> bool:
+        """Holds both Exchange Online application permissions (app-only SMTP and IMAP)."""
+        return all(self.permissions.get(p) is True for p in self.EXCHANGE_PERMISSIONS)
+
+    @property
+    def missing_permissions(self) -> list[str]:
+        return [p for p, held in self.permissions.items() if held is False]
 
     @property
     def secret_expires_soon(self) -> bool:

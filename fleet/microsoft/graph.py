@@ -114,11 +114,10 @@ def renew_token(credential, rejected: str, resource: str = GRAPH) -> str:
     """A new token after `rejected` was refused (401): fetched once, whoever asks first; the
     others get the one it fetched."""
     key = _token_key(credential, resource)
-    with _flight(key):
-        with _tokens_lock:
-            cached = _tokens.get(key)
-            if cached and cached.access_token == rejected:
-                del _tokens[key]
+    with _flight(key), _tokens_lock:
+        cached = _tokens.get(key)
+        if cached and cached.access_token == rejected:
+            del _tokens[key]
     return app_token(credential, resource)
 
 

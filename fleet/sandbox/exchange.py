@@ -43,8 +43,10 @@ def basic_auth_reply(username: str, protocol: str) -> str | None:
     """Exchange's answer to an app-password sign-in where the tenant turned Basic auth off."""
     for sandbox in list(RUNNING):
         user = sandbox.directory.user(username)
-        tenant = user.tenant if user else sandbox.directory.tenant_for_domain(
-            username.rsplit("@", 1)[-1]
+        tenant = (
+            user.tenant
+            if user
+            else sandbox.directory.tenant_for_domain(username.rsplit("@", 1)[-1])
         )
         switched = sandbox.switches.basic_auth_off
         off = tenant is not None and (
