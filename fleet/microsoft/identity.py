@@ -345,6 +345,7 @@ def tenant_of_domain(domain: str) -> DomainTenant:
 
         raise error_from_response(response)
     issuer = str((response.json() or {}).get("issuer", ""))
-    match = re.search(r"/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/", issuer)
-    tenant = match.group(1) if match else ""
+    # https://login.microsoftonline.com/{tenant GUID}/v2.0 (GUID-shaped; the sandbox's are not hex)
+    match = re.search(r"/(\w{8}-\w{4}-\w{4}-\w{4}-\w{12})/v2\.0/?\Z", issuer)
+    tenant = match.group(1).lower() if match else ""
     return DomainTenant(domain, tenant, tenant == CONSUMER_TENANT_ID)
