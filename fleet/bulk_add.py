@@ -396,8 +396,10 @@ def record(run: BulkAddRun, outcomes: list[Outcome], domains: dict[str, DomainCh
             result.mailbox = mailboxes[o.email]
             result.spf_correct = check.spf_correct if check else None
             result.dkim_correct = check.dkim_correct if check else None
+            result.dmarc_correct = check.dmarc_correct if check else None
+            result.mx_correct = check.mx_correct if check else None
             if check and check.error:  # reported, and the mailbox is connected all the same
-                result.error_detail = f"SPF/DKIM unknown: {check.error}"
+                result.error_detail = f"SPF/DKIM/DMARC/MX unknown: {check.error}"
         results.append(result)
     # The pending rows are replaced by the finished ones: two statements for the chunk, where a
     # bulk_update would build a CASE per field and row.
@@ -431,6 +433,9 @@ def save_mailboxes(
         "credential",
         "spf_correct",
         "dkim_correct",
+        "dmarc_correct",
+        "dmarc_policy",
+        "mx_correct",
         "last_checked_at",
     ]
     new = []
@@ -445,6 +450,9 @@ def save_mailboxes(
         mailbox.credential_id = run.credential_id
         mailbox.spf_correct = check.spf_correct if check else None
         mailbox.dkim_correct = check.dkim_correct if check else None
+        mailbox.dmarc_correct = check.dmarc_correct if check else None
+        mailbox.dmarc_policy = check.dmarc_policy if check else ""
+        mailbox.mx_correct = check.mx_correct if check else None
         mailbox.last_checked_at = mailbox.updated_at = now
         if mailbox.pk is None:
             new.append(mailbox)

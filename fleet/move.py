@@ -21,7 +21,7 @@ by default for existing tenants at the end of December 2026; then `550 5.7.30`).
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -225,23 +225,19 @@ def start_move(workspace: Workspace, user=None, mailbox_ids: list[int] | None = 
         groups = {d.domain: d for d in plan(workspace).domains}
         items = []
         for pk, email, domain, status in mailboxes:
+            # Only a disabled mailbox is blocked from the start: the run looks the other
+            # domains' tenants up first and groups them again (`regroup`).
             disabled = status == Mailbox.Status.DISABLED
             entry = groups.get(domain)
-            group = Group.BLOCKED if disabled else (entry.group if entry else Group.CONSENT)
-            reason = (
-                "disabled: enable the mailbox first"
-                if disabled
-                else (entry.reason if entry else "")
-            )
             items.append(
                 MoveItem(
                     run=run,
                     mailbox_id=pk,
                     email=email,
-                    group=group,
-                    state=State.BLOCKED if group == Group.BLOCKED else State.PENDING,
-                    error_code=errors.MOVE_BLOCKED.code if group == Group.BLOCKED else "",
-                    error_detail=reason[:500] if group == Group.BLOCKED else "",
+                    group=Group.BLOCKED if disabled else (entry.group if entry else Group.CONSENT),
+                    state=State.BLOCKED if disabled else State.PENDING,
+                    error_code=errors.MOVE_BLOCKED.code if disabled else "",
+                    error_detail="disabled: enable the mailbox first" if disabled else "",
                 )
             )
         MoveItem.objects.bulk_create(items, batch_size=1000)
@@ -318,7 +314,7 @@ def regroup(run: MoveRun) -> None:
         if item.mailbox.status == Mailbox.Status.DISABLED:
             group = Group.BLOCKED
         credential_id = entry.credential.pk if entry.credential else None
-        if group != item.group or credential_id != item.credential_id:
+        if group != item.group or credential_id != item.credential_id or group == Group.BLOCKED:
             item.group, item.credential_id = group, credential_id
             fields = ["group", "credential", "updated_at"]
             if group == Group.BLOCKED:
@@ -330,7 +326,7 @@ def regroup(run: MoveRun) -> None:
 
 def move_app_only(run: MoveRun) -> None:
     """Test each app-only item by app-only XOAUTH2 (MAIL_CHECK_CONCURRENCY at a time) and switch
-    the mailboxes that passed; a chunk's writes as its tests end, then a heartbeat."""
+    the mailboxes that passed, each as its test ends; counts and a heartbeat every CHUNK."""
     from fleet.app_only import probe_with
 
     items = list(
@@ -341,16 +337,18 @@ def move_app_only(run: MoveRun) -> None:
     )
     workers = max(1, min(settings.MAIL_CHECK_CONCURRENCY, len(items) or 1))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="move") as pool:
-        for start in range(0, len(items), CHUNK):
-            chunk = items[start : start + CHUNK]
-            results = pool.map(lambda i: probe_with(i.mailbox, i.credential), chunk)
-            for item, (error, detail) in zip(chunk, results, strict=True):
-                if error is None:
-                    switch_to_app_only(item, detail, run.created_by)
-                else:
-                    leave_as_it_was(item, error, detail, run.created_by)
-            refresh_counts(run)
-            heartbeat(run)
+        # Tests run while earlier results are written: the pool never waits for the database.
+        futures = {pool.submit(probe_with, i.mailbox, i.credential): i for i in items}
+        for n, future in enumerate(as_completed(futures), start=1):
+            item = futures[future]
+            error, detail = future.result()
+            if error is None:
+                switch_to_app_only(item, detail, run.created_by)
+            else:
+                leave_as_it_was(item, error, detail, run.created_by)
+            if n % CHUNK == 0 or n == len(items):
+                refresh_counts(run)
+                heartbeat(run)
 
 
 @transaction.atomic

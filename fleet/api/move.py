@@ -190,4 +190,3 @@ class MoveRunDetail(APIView):
     def get(self, request, run_uid):
         run = get_scoped(request, MoveRun.objects.all(), Role.VIEWER, uid=run_uid)
         return ok(run_data(request, run))
-
