@@ -353,3 +353,42 @@ def test_a_run_that_died_too_often_fails_and_changes_nothing_more(fleet_to_move,
     assert set(run.items.values_list("state", flat=True)) == {"failed", "blocked"}
     assert Mailbox.objects.filter(auth_method="app_password").count() == 5
     assert not MoveItem.objects.filter(run=run, state="pending").exists()
+
+
+# --- The admin: dashboard figure → plan → move (two clicks), the run's page, consent links -----
+def test_dashboard_plan_and_run_pages(fleet_to_move, ws_a, personas, client_for, ws_b):
+    from django.urls import reverse
+
+    from fleet.models import Membership
+
+    Membership.objects.filter(user=personas["alice"], workspace=ws_a).update(role="operator")
+    c = client_for(personas["alice"])
+    board = c.get(reverse("admin:index"))
+    assert board.status_code == 200
+    figure = board.context["board"].basic_auth_affected
+    assert figure.count == 4  # ivy is disabled
+    assert b"stop working when Basic auth is turned off" in board.content
+    plan_page = c.get(figure.url)
+    assert plan_page.status_code == 200 and b'id="start-move"' in plan_page.content
+    started = c.post(reverse("admin:fleet_moverun_plan"), {"workspace": ws_a.pk})
+    run = MoveRun.objects.get(workspace=ws_a)
+    assert started.status_code == 302 and started["Location"].endswith(f"/{run.pk}/change/")
+    move.execute_move(run)
+    page = c.get(started["Location"])
+    assert page.status_code == 200 and b"APP_NOT_GRANTED_ON_MAILBOX" in page.content
+    assert b"New-ServicePrincipal" in page.content  # the hint beside the code
+    links = c.get(reverse("admin:fleet_moverun_consent_links", args=[run.pk]))
+    assert links.status_code == 200
+    assert {cr.target for cr in links.context["consent_requests"]} == {
+        "hal.sales@outlook.com",
+        "lena@globex-sales.com",
+    }
+    # A viewer sees the plan but gets no button (never a button that ends in 403) and may not POST.
+    viewer = personas["bob"]
+    Membership.objects.filter(user=viewer, workspace=ws_a).update(role="viewer")
+    v = client_for(viewer)
+    assert b'id="start-move"' not in v.get(figure.url).content
+    assert v.post(reverse("admin:fleet_moverun_plan"), {"workspace": ws_a.pk}).status_code == 403
+    # Another workspace's run is not visible.
+    olga = client_for(personas["olga"])
+    assert olga.get(started["Location"]).status_code in (302, 404)
