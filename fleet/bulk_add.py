@@ -310,7 +310,9 @@ def check_chunk(client: GraphClient, chunk: list[tuple[int, Account]]) -> list[O
 
 def fail(outcome: Outcome, answer) -> None:
     outcome.error = catalogue_error(answer.error)
-    outcome.detail = answer.error.message[:500]
+    # Microsoft's message without its Trace ID tail; the IDs, on one line, for a support ticket.
+    trace = getattr(answer.error, "trace", "")
+    outcome.detail = (answer.error.message + (f" [{trace}]" if trace else ""))[:500]
     outcome.graph_user_id = ""
 
 
