@@ -266,6 +266,13 @@ SPECTACULAR_SETTINGS = {
         "ConsentStatusEnum": "fleet.models.ConsentStatus",
         "CredentialKindEnum": "fleet.models.CredentialKind",
         "ConsentKindEnum": "fleet.models.ConsentKind",
+        # Bulk add runs and move runs share these states.
+        "RunStatusEnum": [
+            ("queued", "Queued"),
+            ("running", "Running"),
+            ("finished", "Finished"),
+            ("failed", "Failed"),
+        ],
     },
 }
 

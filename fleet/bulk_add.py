@@ -309,7 +309,9 @@ def check_chunk(client: GraphClient, chunk: list[tuple[int, Account]]) -> list[O
 
 def fail(outcome: Outcome, answer) -> None:
     outcome.error = catalogue_error(answer.error)
-    outcome.detail = answer.error.message[:500]
+    # Microsoft's message without its Trace ID tail; the IDs, on one line, for a support ticket.
+    trace = getattr(answer.error, "trace", "")
+    outcome.detail = (answer.error.message + (f" [{trace}]" if trace else ""))[:500]
     outcome.graph_user_id = ""
 
 
@@ -393,8 +395,10 @@ def record(run: BulkAddRun, outcomes: list[Outcome], domains: dict[str, DomainCh
             result.mailbox = mailboxes[o.email]
             result.spf_correct = check.spf_correct if check else None
             result.dkim_correct = check.dkim_correct if check else None
+            result.dmarc_correct = check.dmarc_correct if check else None
+            result.mx_correct = check.mx_correct if check else None
             if check and check.error:  # reported, and the mailbox is connected all the same
-                result.error_detail = f"SPF/DKIM unknown: {check.error}"
+                result.error_detail = f"SPF/DKIM/DMARC/MX unknown: {check.error}"
         results.append(result)
     # The pending rows are replaced by the finished ones: two statements for the chunk, where a
     # bulk_update would build a CASE per field and row.
@@ -428,6 +432,9 @@ def save_mailboxes(
         "credential",
         "spf_correct",
         "dkim_correct",
+        "dmarc_correct",
+        "dmarc_policy",
+        "mx_correct",
         "last_checked_at",
     ]
     new = []
@@ -442,6 +449,9 @@ def save_mailboxes(
         mailbox.credential_id = run.credential_id
         mailbox.spf_correct = check.spf_correct if check else None
         mailbox.dkim_correct = check.dkim_correct if check else None
+        mailbox.dmarc_correct = check.dmarc_correct if check else None
+        mailbox.dmarc_policy = check.dmarc_policy if check else ""
+        mailbox.mx_correct = check.mx_correct if check else None
         mailbox.last_checked_at = mailbox.updated_at = now
         if mailbox.pk is None:
             new.append(mailbox)

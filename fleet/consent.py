@@ -31,7 +31,7 @@ from fleet import errors, mailboxes, webhooks
 from fleet.errors import FleetError
 from fleet.microsoft import identity
 from fleet.models import ConsentRequest, Credential, Mailbox, Workspace
-from fleet.tasks import enqueue_on_commit, verify_credential
+from fleet.tasks import enqueue_on_commit, finish_consent_move, verify_credential
 
 
 @dataclass
@@ -295,7 +295,7 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> ConsentResul
         cr.mailbox = mailbox
         cr.save(update_fields=["mailbox", "updated_at"])
         cr.set_status(ConsentRequest.Status.COMPLETED)
-        after_consent(mailbox)
+        after_consent(mailbox, cr)
     return ConsentResult(cr, mailbox=mailbox)
 
 
@@ -341,9 +341,15 @@ def admin_request_for(credential: Credential) -> ConsentRequest:
     )
 
 
-def after_consent(mailbox: Mailbox) -> None:
-    """Test the new grant over SMTP and IMAP with XOAUTH2 once the consent is committed."""
-    mailboxes.queue_connection_tests([mailbox], actor=None, via=mailboxes.TASK)
+def after_consent(mailbox: Mailbox, consent_request: ConsentRequest | None = None) -> None:
+    """Test the new grant over SMTP and IMAP with XOAUTH2 once the consent is committed. A
+    consent asked for by a move off Basic auth finishes that move (fleet/move.py), which wipes
+    the app password only after the test passed."""
+    move_item = (consent_request.request_data or {}).get("move_item") if consent_request else None
+    if isinstance(move_item, int):
+        enqueue_on_commit(finish_consent_move, move_item)
+    else:
+        mailboxes.queue_connection_tests([mailbox], actor=None, via=mailboxes.TASK)
 
 
 # --- by hand and by time ----------------------------------------------------------------------

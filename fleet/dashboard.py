@@ -27,6 +27,8 @@ from fleet.models import (
     Workspace,
 )
 
+# Microsoft's refusals of app passwords: Basic auth turned off, SMTP AUTH disabled.
+BASIC_AUTH_CODES = {errors.BASIC_AUTH_DISABLED.code, errors.SMTP_AUTH_DISABLED.code}
 TREND_DAYS = 30
 CHART_AXIS = 100  # y of the axis in the SVG's 620 by 212 view box
 CHART_BAR_MAX = 90  # the tallest bar, in view-box units
@@ -75,6 +77,9 @@ class Dashboard:
     reauth: Figure | None = None
     recent_bulk_adds: list[BulkAddRun] = field(default_factory=list)
     recent_imports: list[ImportBatch] = field(default_factory=list)
+    # App-password mailboxes still in use: what Basic auth's end (MC786329) stops.
+    basic_auth_affected: Figure | None = None
+    basic_auth_refused: Figure | None = None  # already refused: 550 5.7.30 / 535 5.7.139
 
     @property
     def trend_max(self) -> int:
@@ -110,8 +115,9 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
     status_counts: Counter = Counter()
     warmup_counts: Counter = Counter()
     code_counts: Counter = Counter()
-    for status, warmup, code, n in (
-        mailboxes.values_list("status", "warmup_status", "error_code")
+    affected = refused = 0
+    for status, warmup, code, auth, n in (
+        mailboxes.values_list("status", "warmup_status", "error_code", "auth_method")
         .annotate(n=Count("id"))
         .order_by()
     ):
@@ -119,6 +125,9 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
         warmup_counts[warmup] += n
         if code:
             code_counts[code] += n
+        if auth == Mailbox.AuthMethod.APP_PASSWORD and status != Mailbox.Status.DISABLED:
+            affected += n
+            refused += n if code in BASIC_AUTH_CODES else 0
     board.total = sum(status_counts.values())
     board.by_status = [
         Figure(
@@ -150,6 +159,24 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
         )
         for code, n in codes
     ]
+
+    plan_url = reverse("admin:fleet_moverun_plan") + (
+        f"?workspace={selected.pk}" if selected else ""
+    )
+    board.basic_auth_affected = Figure(
+        "basic_auth_affected",
+        "app-password mailboxes stop working when Basic auth is turned off",
+        affected,
+        plan_url,
+        hint="Microsoft disables Basic auth for SMTP AUTH by default at the end of December 2026 "
+        "(MC786329): move them to OAuth from the move plan.",
+    )
+    board.basic_auth_refused = Figure(
+        "basic_auth_refused",
+        "already refused by Microsoft (550 5.7.30 / 535 5.7.139)",
+        refused,
+        plan_url,
+    )
 
     board.trend = _trend(scoped(MailboxEvent), ws_param)
 

@@ -1,10 +1,17 @@
-"""SPF and DKIM checks for Microsoft 365 sending domains, one DNS look-up set per domain.
+"""SPF, DKIM, DMARC and MX checks for Microsoft 365 sending domains, one DNS look-up set per domain.
 
 - SPF is correct when the domain publishes exactly one `v=spf1` TXT record and it includes
   `spf.protection.outlook.com` (https://learn.microsoft.com/en-us/defender-office-365/email-authentication-spf-configure).
   More than one SPF record is a permanent error under RFC 7208 §4.5, so it counts as incorrect.
 - DKIM is correct when both `selector1._domainkey` and `selector2._domainkey` are CNAMEs
   (https://learn.microsoft.com/en-us/defender-office-365/email-authentication-dkim-configure).
+
+- DMARC is correct when `_dmarc.<domain>` publishes exactly one `v=DMARC1` record with a policy
+  (`p=none|quarantine|reject`, RFC 7489 §6.3); the policy is reported. Outlook.com rejects
+  senders of more than 5,000 messages a day without SPF, DKIM and DMARC (`550 5.7.515`, since
+  5 May 2025).
+- MX is correct when every MX host is Exchange Online Protection (`*.mail.protection.outlook.com`,
+  https://learn.microsoft.com/microsoft-365/enterprise/external-domain-name-system-records).
 
 A domain that does not exist or publishes nothing is *incorrect*; a look-up that fails (timeout,
 SERVFAIL) is *unknown* (None) with an error code, never an exception.
@@ -23,6 +30,8 @@ from django.conf import settings
 from fleet import errors
 
 SPF_INCLUDE = "include:spf.protection.outlook.com"
+EXCHANGE_MX_SUFFIX = ".mail.protection.outlook.com"
+DMARC_POLICIES = ("none", "quarantine", "reject")
 DKIM_SELECTORS = ("selector1", "selector2")
 
 
@@ -32,9 +41,17 @@ class DomainCheck:
     spf_correct: bool | None
     dkim_correct: bool | None
     error: str = ""  # a catalogue code when a look-up failed
+    dmarc_correct: bool | None = None
+    dmarc_policy: str = ""
+    mx_correct: bool | None = None
 
     def as_dict(self) -> dict:
-        return {"spf_correct": self.spf_correct, "dkim_correct": self.dkim_correct}
+        return {
+            "spf_correct": self.spf_correct,
+            "dkim_correct": self.dkim_correct,
+            "dmarc_correct": self.dmarc_correct,
+            "mx_correct": self.mx_correct,
+        }
 
 
 class LookupFailed(Exception):
@@ -85,9 +102,32 @@ def check_domain(domain: str, resolver: dns.resolver.Resolver | None = None) -> 
             )
             for s in DKIM_SELECTORS
         )
+        dmarc_policy = dmarc_of(resolver, domain)
+        mx_hosts = [
+            str(r.exchange).rstrip(".").lower()
+            for r in _answers(resolver, domain, "MX")
+            if r.rdtype == dns.rdatatype.MX
+        ]
     except LookupFailed:
         return DomainCheck(domain, None, None, errors.DNS_LOOKUP_FAILED.code)
-    return DomainCheck(domain, spf, dkim)
+    mx = bool(mx_hosts) and all(h.endswith(EXCHANGE_MX_SUFFIX) for h in mx_hosts)
+    return DomainCheck(domain, spf, dkim, "", bool(dmarc_policy), dmarc_policy, mx)
+
+
+def dmarc_of(resolver: dns.resolver.Resolver, domain: str) -> str:
+    """The policy of the domain's one DMARC record, or "" (none, several, or no valid p=)."""
+    records = [
+        text
+        for rdata in _answers(resolver, f"_dmarc.{domain}", "TXT")
+        if (text := b"".join(rdata.strings).decode(errors="replace").strip())
+        .lower()
+        .startswith("v=dmarc1")
+    ]
+    if len(records) != 1:
+        return ""
+    tags = dict(part.strip().split("=", 1) for part in records[0].split(";") if "=" in part)
+    policy = tags.get("p", "").strip().lower()
+    return policy if policy in DMARC_POLICIES else ""
 
 
 def check_domains(domains: Iterable[str], concurrency: int = 8) -> dict[str, DomainCheck]:

@@ -282,13 +282,15 @@ SMTP_AUTH_DISABLED = define(
     "A Microsoft 365 admin enables Authenticated SMTP for the mailbox (Microsoft 365 admin "
     "center → user → Mail → Manage email apps → Authenticated SMTP, or Set-CASMailbox "
     "-SmtpClientAuthenticationDisabled $false), and for the tenant if it is off there; security "
-    "defaults also block it and must then be turned off or replaced by OAuth.",
+    "defaults also block it and must then be turned off or replaced by OAuth — the move plan "
+    "(Mailboxes → Move off Basic auth) moves app-password mailboxes to OAuth.",
 )
 BASIC_AUTH_DISABLED = define(
     "BASIC_AUTH_DISABLED",
     "Basic authentication is not supported for this mailbox (550 5.7.30)",
-    "Microsoft no longer accepts app passwords for this mailbox: connect it with Microsoft "
-    "OAuth consent instead (Consent requests → Add).",
+    "Microsoft no longer accepts app passwords for this mailbox (Basic auth is turned off for "
+    "its tenant): move it to OAuth from the move plan (Mailboxes → Move off Basic auth), by the "
+    "tenant's app-only credential or by the owner's consent.",
 )
 INVALID_CREDENTIALS = define(
     "INVALID_CREDENTIALS",
@@ -417,5 +419,45 @@ BULK_ADD_INTERRUPTED = define(
     "BULK_ADD_INTERRUPTED",
     "The bulk add stopped before this mailbox was checked",
     "Run the same list again: mailboxes already connected are updated, not duplicated.",
+    permanent=False,
+)
+
+# --- Moving off Basic auth (app-only SMTP/IMAP, the move plan) --------------------------------------
+# https://learn.microsoft.com/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth
+APP_PERMISSION_MISSING = define(
+    "APP_PERMISSION_MISSING",
+    "The app registration lacks an application permission Fleet needs",
+    "In Entra ID → App registrations → the app → API permissions, add the application permission "
+    "named in the message (User.Read.All and MailboxSettings.Read under Microsoft Graph; "
+    "IMAP.AccessAsApp and SMTP.SendAsApp under Office 365 Exchange Online), then Grant admin "
+    "consent (or use 'Request tenant admin consent') and Verify the credential again.",
+)
+APP_NOT_GRANTED_ON_MAILBOX = define(
+    "APP_NOT_GRANTED_ON_MAILBOX",
+    "Exchange did not let the app sign in to this mailbox (app-only XOAUTH2 refused)",
+    "An Exchange administrator registers the app's service principal and grants it the mailbox: "
+    "New-ServicePrincipal -AppId <client id> -ObjectId <enterprise app object id>, then "
+    "Add-MailboxPermission -Identity <mailbox> -User <service principal id> -AccessRights "
+    "FullAccess (or scope it with RBAC for Applications: New-ManagementRoleAssignment -App … "
+    "-Role 'Application IMAP.AccessAsApp' / 'Application SMTP.SendAsApp'); then move or test "
+    "the mailbox again.",
+)
+ALREADY_CONNECTED = define(
+    "ALREADY_CONNECTED",
+    "The mailbox is already connected by Microsoft OAuth consent; it was kept as it is",
+    "Nothing to do. To switch it to Graph app-only anyway (its token upkeep then stops), run the "
+    "bulk add again with 'convert' set.",
+)
+MOVE_BLOCKED = define(
+    "MOVE_BLOCKED",
+    "This mailbox cannot be moved off Basic auth as it is",
+    "Read the reason in the message (a disabled mailbox, a tenant Fleet could not identify, no "
+    "OAuth app for consent); fix it, then open the move plan again.",
+)
+MOVE_INTERRUPTED = define(
+    "MOVE_INTERRUPTED",
+    "The move stopped before this mailbox was handled",
+    "Nothing was changed on it. Start the move again from the move plan: mailboxes already moved "
+    "are not touched twice.",
     permanent=False,
 )

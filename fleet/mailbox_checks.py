@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from fleet import app_only as app_only_mail
 from fleet import errors, mailproto
 from fleet.errors import FleetError
 from fleet.microsoft import graph, identity
@@ -125,7 +126,7 @@ def graph_checks(mailboxes: list[Mailbox]) -> dict[int, tuple[errors.ErrorCode |
     return results
 
 
-GRAPH_CHECKED = "Checked via Microsoft Graph (mailbox settings); SMTP/IMAP not tested"
+GRAPH_CHECKED = "Checked via Microsoft Graph only (mailbox settings): the app holds no Exchange roles"
 
 
 def check_mailboxes(
@@ -133,8 +134,9 @@ def check_mailboxes(
 ) -> Counter:
     """Test every mailbox (disabled ones excepted), by its auth method: an app password signs
     in over SMTP and IMAP, an OAuth mailbox with XOAUTH2 and its access token, a Graph
-    app-only mailbox is checked through Graph. Returns the number of mailboxes per resulting
-    status."""
+    app-only mailbox with XOAUTH2 and the app's token when its credential holds the Exchange
+    roles (IMAP.AccessAsApp, SMTP.SendAsApp), else through Graph only. Returns the number of
+    mailboxes per resulting status."""
     mailboxes = list(
         Mailbox.objects.filter(pk__in=list(mailbox_ids))
         .exclude(status=Mailbox.Status.DISABLED)
@@ -146,7 +148,10 @@ def check_mailboxes(
     tokens, testable, app_only = {}, [], []
     for mailbox in mailboxes:
         if mailbox.auth_method == Mailbox.AuthMethod.GRAPH_APP_ONLY:
-            app_only.append(mailbox)
+            if app_only_mail.uses_app_only_mail(mailbox):
+                testable.append(mailbox)  # SMTP/IMAP with the app's token (XOAUTH2)
+            else:
+                app_only.append(mailbox)  # the app holds no Exchange roles: Graph only
             continue
         if mailbox.auth_method == Mailbox.AuthMethod.OAUTH and mailbox.credential_id:
             try:
@@ -169,7 +174,14 @@ def check_mailboxes(
         return outcome
     workers = min(concurrency or settings.MAIL_CHECK_CONCURRENCY, len(testable))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailcheck") as pool:
-        futures = {pool.submit(probe, m, tokens.get(m.pk, "")): m for m in testable}
+        futures = {
+            (
+                pool.submit(app_only_mail.app_only_probe, m)
+                if m.auth_method == Mailbox.AuthMethod.GRAPH_APP_ONLY
+                else pool.submit(probe, m, tokens.get(m.pk, ""))
+            ): m
+            for m in testable
+        }
         for future in as_completed(futures):
             error, detail = future.result()
             outcome[record(futures[future], error, detail, actor)] += 1

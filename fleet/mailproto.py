@@ -34,6 +34,9 @@ class Login:
     username: str
     password: str = ""
     access_token: str = ""
+    # An app-only token (client credentials) rather than the mailbox's own: Exchange's plain
+    # authentication failure then means the app's service principal is not granted the mailbox.
+    app_only: bool = False
 
     def __repr__(self) -> str:  # never show the secrets
         return f"Login({self.username!r})"
@@ -91,6 +94,12 @@ def smtp_error(code: int, reply: bytes | str) -> errors.ErrorCode:
     if code == 535 or enhanced in ("5.7.3", "5.7.8"):
         return errors.INVALID_CREDENTIALS
     return errors.MAIL_SERVER_ERROR
+
+
+def app_only_refusal(login: Login) -> errors.ErrorCode | None:
+    """An app-only XOAUTH2 sign-in that Exchange refuses: the token was just issued to an app
+    holding the role, so what is missing is the mailbox's grant to its service principal."""
+    return errors.APP_NOT_GRANTED_ON_MAILBOX if login.app_only else None
 
 
 def _network_error(protocol: str, step: str, exc: BaseException) -> MailCheckError:
@@ -155,7 +164,7 @@ def check_smtp(server: Server, login: Login, timeout: float | None = None) -> st
         raise
     except smtplib.SMTPAuthenticationError as exc:
         raise MailCheckError(
-            smtp_error(exc.smtp_code, exc.smtp_error),
+            app_only_refusal(login) or smtp_error(exc.smtp_code, exc.smtp_error),
             f"SMTP AUTH: {exc.smtp_code} {exc.smtp_error.decode('utf-8', 'replace')}",
         ) from None
     except smtplib.SMTPResponseException as exc:
@@ -200,7 +209,9 @@ def check_imap(server: Server, login: Login, timeout: float | None = None) -> st
         # A tagged NO to LOGIN/AUTHENTICATE ("NO AUTHENTICATE failed.", "NO LOGIN failed.") is
         # Exchange's only signal for bad credentials and for basic auth turned off alike.
         if step in ("LOGIN", "AUTHENTICATE"):
-            raise MailCheckError(errors.INVALID_CREDENTIALS, f"IMAP {step}: NO {exc}") from None
+            raise MailCheckError(
+                app_only_refusal(login) or errors.INVALID_CREDENTIALS, f"IMAP {step}: NO {exc}"
+            ) from None
         raise MailCheckError(errors.MAIL_SERVER_ERROR, f"IMAP {step}: {exc}") from None
     except OSError as exc:
         raise _network_error("IMAP", step, exc) from None

@@ -155,9 +155,17 @@ class Credential(models.Model):
     last_error_message = models.TextField(blank=True)
     # When a tenant administrator granted consent through Fleet's admin-consent link.
     admin_consented_at = models.DateTimeField(null=True, blank=True)
+    # What Verify found the app may do, by calls that need each permission (fleet/credentials.py):
+    # {"User.Read.All": true, "IMAP.AccessAsApp": false, …}; null where it could not be tried.
+    permissions = models.JSONField(default=dict, blank=True, editable=False)
+    # The tenant's GUID, from the OpenID configuration of `tenant_id` (which may be a domain).
+    tenant_guid = models.CharField(max_length=36, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ScopedQuerySet.as_manager()
+
+    EXCHANGE_PERMISSIONS = ("IMAP.AccessAsApp", "SMTP.SendAsApp")
+    GRAPH_PERMISSIONS = ("User.Read.All", "MailboxSettings.Read")
 
     class Meta:
         ordering = ["workspace", "name"]
@@ -187,6 +195,15 @@ class Credential(models.Model):
                     "Expires date shown next to the secret in Entra ID → Certificates & secrets."
                 }
             )
+
+    @property
+    def has_exchange_roles(self) -> bool:
+        """Holds both Exchange Online application permissions (app-only SMTP and IMAP)."""
+        return all(self.permissions.get(p) is True for p in self.EXCHANGE_PERMISSIONS)
+
+    @property
+    def missing_permissions(self) -> list[str]:
+        return [p for p, held in self.permissions.items() if held is False]
 
     @property
     def secret_expires_soon(self) -> bool:
@@ -316,6 +333,9 @@ class Mailbox(models.Model):
     )
     spf_correct = models.BooleanField(null=True, blank=True)
     dkim_correct = models.BooleanField(null=True, blank=True)
+    dmarc_correct = models.BooleanField(null=True, blank=True)
+    dmarc_policy = models.CharField(max_length=16, blank=True)  # none | quarantine | reject
+    mx_correct = models.BooleanField(null=True, blank=True)
 
     last_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
@@ -862,6 +882,9 @@ class BulkAddRun(models.Model):
     failed = models.PositiveIntegerField(default=0)
     error_code = models.CharField(max_length=64, blank=True)  # why the whole run failed
     error_message = models.TextField(blank=True)
+    # Switch mailboxes already connected by OAuth consent to Graph app-only too (else they are
+    # kept and reported ALREADY_CONNECTED).
+    convert = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -892,6 +915,8 @@ class BulkAddResult(models.Model):
     )
     spf_correct = models.BooleanField(null=True, blank=True)
     dkim_correct = models.BooleanField(null=True, blank=True)
+    dmarc_correct = models.BooleanField(null=True, blank=True)
+    mx_correct = models.BooleanField(null=True, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error_detail = models.CharField(max_length=500, blank=True)  # e.g. the primary address
 
@@ -915,7 +940,12 @@ class BulkAddResult(models.Model):
             "email": self.email,
             "name": self.name or None,
             "deliverability": (
-                {"spf_correct": bool(self.spf_correct), "dkim_correct": bool(self.dkim_correct)}
+                {
+                    "spf_correct": bool(self.spf_correct),
+                    "dkim_correct": bool(self.dkim_correct),
+                    "dmarc_correct": bool(self.dmarc_correct),
+                    "mx_correct": bool(self.mx_correct),
+                }
                 if self.success
                 else None
             ),
@@ -972,3 +1002,110 @@ class ImportBatch(models.Model):
             "failed": total - pending - active,
             "pending": pending,
         }
+
+
+class DomainTenant(models.Model):
+    """Which Entra ID tenant has verified a mail domain (public facts from the domain's OpenID
+    configuration, shared by every workspace): what the move plan groups mailboxes by."""
+
+    domain = models.CharField(max_length=253, unique=True)
+    tenant_id = models.CharField(max_length=36, blank=True)  # "": no tenant has verified it
+    consumer = models.BooleanField(default=False)  # Outlook.com / Hotmail personal accounts
+    checked_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.domain} → {self.tenant_id or 'no tenant'}"
+
+
+class MoveRun(models.Model):
+    """One move of a workspace's app-password mailboxes off Basic auth: the app-only group is
+    switched after a passing XOAUTH2 test, the consent group gets consent requests. Progress is
+    on its items; `lease_until` is renewed while a worker runs it, so a dead worker's run is
+    picked up again (`fleet.move.reclaim_expired`)."""
+
+    workspace_lookup = "workspace"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        FINISHED = "finished", "Finished"  # every item handled (consents may still be open)
+        FAILED = "failed", "Failed"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="moves")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    processed = models.PositiveIntegerField(default=0)
+    moved = models.PositiveIntegerField(default=0)
+    consent_sent = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)  # a worker holds the run until then
+    attempts = models.PositiveIntegerField(default=0)  # times a worker started it
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["workspace", "-created_at"], name="move_ws_time"),
+            models.Index(fields=["status", "lease_until"], name="move_status_lease"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Move of {self.total} mailbox(es) off Basic auth, {self.created_at:%Y-%m-%d %H:%M}"
+
+    @property
+    def done(self) -> bool:
+        return self.status in (self.Status.FINISHED, self.Status.FAILED)
+
+
+class MoveItem(models.Model):
+    """One mailbox of a move run: its group, where it stands, and the code when it failed."""
+
+    workspace_lookup = "run__workspace"
+
+    class Group(models.TextChoices):
+        APP_ONLY = "app_only", "App-only (tenant credential)"
+        CONSENT = "consent", "Owner's consent"
+        BLOCKED = "blocked", "Blocked"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        MOVED = "moved", "Moved"
+        AWAITING_CONSENT = "awaiting_consent", "Waiting for consent"
+        FAILED = "failed", "Failed (left as it was)"
+        BLOCKED = "blocked", "Blocked"
+
+    run = models.ForeignKey(MoveRun, on_delete=models.CASCADE, related_name="items")
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, on_delete=models.SET_NULL, related_name="move_items"
+    )
+    email = models.CharField(max_length=254)
+    group = models.CharField(max_length=16, choices=Group.choices)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    credential = models.ForeignKey(
+        Credential, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    consent_request = models.ForeignKey(
+        ConsentRequest, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error_code = models.CharField(max_length=64, blank=True)
+    error_detail = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["run", "group", "email"]
+        indexes = [models.Index(fields=["run", "state"], name="moveitem_run_state")]
+
+    def __str__(self) -> str:
+        return self.email

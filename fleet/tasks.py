@@ -87,8 +87,36 @@ def fail_abandoned_bulk_adds() -> int:
     return fail_abandoned_runs()
 
 
+# --- Moving off Basic auth (fleet/move.py) ---------------------------------------------------
+@task()
+def run_move(run_id: int) -> str:
+    """A move of app-password mailboxes off Basic auth, from its queued MoveRun to its end."""
+    from fleet.models import MoveRun
+    from fleet.move import execute_move
+
+    run = MoveRun.objects.select_related("workspace", "created_by").filter(pk=run_id).first()
+    return execute_move(run).status if run else "gone"
+
+
+@task()
+def finish_consent_move(item_id: int) -> str:
+    """After the owner's consent: the XOAUTH2 test, then (only if it passed) the password wiped."""
+    from fleet.move import finish_consent_move as finish
+
+    return finish(item_id)
+
+
+@task()
+def reclaim_expired_moves() -> int:
+    """Periodic: moves whose worker died (lease expired) go back to the queue."""
+    from fleet.move import reclaim_expired
+
+    return reclaim_expired()
+
+
 PERIODIC = {
     refresh_expiring_tokens: 5 * 60,
     expire_consent_requests: 15 * 60,
     fail_abandoned_bulk_adds: 10 * 60,
+    reclaim_expired_moves: 60,
 }

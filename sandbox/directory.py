@@ -4,7 +4,10 @@ the demo domains (SPF/DKIM) that `run_sandbox` serves.
 
 A user may have aliases (secondary proxyAddresses), no Exchange Online mailbox (`"mailbox":
 false`, as an unlicensed user) or be outside every app's application access policy
-(`"app_access_denied": true`). An app may list `expired_secrets` (AADSTS7000222)."""
+(`"app_access_denied": true`) or outside the apps' Exchange grant (`"exchange_excluded": true`).
+An app may list `expired_secrets` (AADSTS7000222) and its application permissions (`roles`); a
+tenant names the apps Exchange lets at its mailboxes (`exchange_apps`) and may have Basic auth
+turned off (`basic_auth_off`)."""
 
 from __future__ import annotations
 
@@ -26,6 +29,11 @@ class Tenant:
     consumer: bool = False
     # Apps whose tenant-wide (admin) consent was granted: client ids.
     consented_apps: set[str] = field(default_factory=set)
+    # Apps whose service principal Exchange lets at every mailbox of the tenant (RBAC for
+    # Applications with an org-wide scope, or Add-MailboxPermission on each): client ids.
+    exchange_apps: set[str] = field(default_factory=set)
+    # Exchange refuses app passwords here (Basic auth turned off): 550 5.7.30 on SMTP AUTH.
+    basic_auth_off: bool = False
 
 
 @dataclass
@@ -38,6 +46,7 @@ class User:
     aliases: list[str] = field(default_factory=list)
     mailbox: bool = True  # False: no Exchange Online licence (MailboxNotEnabledForRESTAPI)
     app_access_denied: bool = False  # an application access policy leaves this mailbox out
+    exchange_excluded: bool = False  # outside the apps' Exchange grant (management scope)
 
     @property
     def oid(self) -> str:
@@ -55,6 +64,13 @@ class Application:
     client_secret: str
     name: str = "App"
     expired_secrets: list[str] = field(default_factory=list)
+    # Application permissions with admin consent: Graph's and Exchange Online's
+    # (IMAP.AccessAsApp, SMTP.SendAsApp). Apps added by tests hold the bulk add's two.
+    roles: list[str] = field(default_factory=lambda: list(GRAPH_ROLES))
+
+
+GRAPH_ROLES = ("User.Read.All", "MailboxSettings.Read")
+EXCHANGE_ROLES = ("IMAP.AccessAsApp", "SMTP.SendAsApp")
 
 
 class Directory:
@@ -67,6 +83,8 @@ class Directory:
                 user_consent_allowed=t.get("user_consent_allowed", True),
                 consumer=t.get("consumer", False),
                 consented_apps=set(t.get("consented_apps", [])),
+                exchange_apps=set(t.get("exchange_apps", [])),
+                basic_auth_off=t.get("basic_auth_off", False),
             )
             for t in data.get("tenants", [])
         ]
@@ -77,7 +95,9 @@ class Directory:
         for a in data.get("applications", []):
             app = self.add_app(a["client_id"], a["client_secret"], a.get("name", "App"))
             app.expired_secrets = list(a.get("expired_secrets", []))
-        # domain → {"spf": bool, "dkim": bool}: what the sandbox DNS publishes for it.
+            if "roles" in a:
+                app.roles = list(a["roles"])
+        # domain → {"spf", "dkim", "dmarc", "mx"}: what the sandbox DNS publishes for it.
         self.dns: dict[str, dict] = {d.lower(): v for d, v in data.get("dns", {}).items()}
 
     @classmethod
@@ -131,5 +151,5 @@ class Directory:
 
 
 def _opts(u: dict) -> dict:
-    keys = ("password", "admin", "aliases", "mailbox", "app_access_denied")
+    keys = ("password", "admin", "aliases", "mailbox", "app_access_denied", "exchange_excluded")
     return {k: u[k] for k in keys if k in u}

@@ -7,13 +7,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from dnslib import CNAME, QTYPE, RCODE, RR, TXT
+from dnslib import CNAME, MX, QTYPE, RCODE, RR, TXT
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 
 @dataclass
 class Zone:
-    """`records` maps a lower-case name to [(type, value)], type "TXT" or "CNAME"."""
+    """`records` maps a lower-case name to [(type, value)], type "TXT", "CNAME" or "MX"."""
 
     records: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     servfail: set[str] = field(default_factory=set)  # names answered with SERVFAIL
@@ -37,14 +37,37 @@ class Zone:
                     )
                 )
 
+    def add_dmarc(self, domain: str, policy: str = "quarantine") -> None:
+        """`_dmarc.<domain>` with the given policy (https://www.rfc-editor.org/rfc/rfc7489#section-6.3)."""
+        self.records.setdefault(f"_dmarc.{domain.lower()}", []).append(
+            ("TXT", f"v=DMARC1; p={policy}; rua=mailto:dmarc@{domain.lower()}")
+        )
+
+    def add_mx(self, domain: str, exchange: bool = True) -> None:
+        """An MX at Exchange Online Protection (`<domain-with-dashes>.mail.protection.outlook.com`),
+        or, with `exchange=False`, at some other mail host."""
+        domain = domain.lower()
+        host = (
+            f"{domain.replace('.', '-')}.mail.protection.outlook.com."
+            if exchange
+            else "mx1.mailhost.example."
+        )
+        self.records.setdefault(domain, []).append(("MX", host))
+
     @classmethod
     def from_directory(cls, directory) -> Zone:
-        """The records the sandbox directory's `dns` section asks for (the demo's domains)."""
+        """The records the sandbox directory's `dns` section asks for (the demo's domains):
+        `spf`, `dkim` (booleans), `dmarc` (a policy, or null for none), `mx` (true: Exchange
+        Online, "other": another host, false: none)."""
         zone = cls()
         for domain, setup in directory.dns.items():
             zone.add_microsoft_domain(
                 domain, spf=setup.get("spf", True), dkim=setup.get("dkim", True)
             )
+            if setup.get("dmarc"):
+                zone.add_dmarc(domain, setup["dmarc"])
+            if setup.get("mx", False):
+                zone.add_mx(domain, exchange=setup["mx"] is True)
         return zone
 
 
@@ -71,6 +94,8 @@ class ZoneResolver(BaseResolver):
                 reply.add_answer(RR(name, QTYPE.TXT, rdata=TXT(value), ttl=60))
             elif rtype == "CNAME" and qtype in ("CNAME", "ANY", "TXT", "A"):
                 reply.add_answer(RR(name, QTYPE.CNAME, rdata=CNAME(value), ttl=60))
+            elif rtype == "MX" and qtype in ("MX", "ANY"):
+                reply.add_answer(RR(name, QTYPE.MX, rdata=MX(value, 10), ttl=60))
         return reply
 
 

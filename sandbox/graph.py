@@ -124,6 +124,8 @@ def list_users(request: Request) -> Response:
     if refused:
         return refused
     expression = request.query.get("$filter", "")
+    if not expression:
+        return list_all_users(request, tenant)
     match = PROXY_FILTER.match(expression.strip())
     if match is None:
         return graph_error(
@@ -149,6 +151,23 @@ def list_users(request: Request) -> Response:
         {
             "@odata.context": f"{request.sandbox.graph_url}/$metadata#users",
             "@odata.count": len(users),
+            "value": [user_json(u, select) for u in users],
+        }
+    )
+
+
+def list_all_users(request: Request, tenant) -> Response:
+    """`GET /users?$top=N&$select=…`: the tenant's users, first page only (what a permission
+    check needs: https://learn.microsoft.com/graph/api/user-list)."""
+    try:
+        top = max(1, min(999, int(request.query.get("$top", "100"))))
+    except ValueError:
+        return graph_error(400, "BadRequest", "Invalid $top.")
+    users = [u for u in request.sandbox.directory.users.values() if u.tenant is tenant][:top]
+    select = request.query.get("$select", "")
+    return Response.json(
+        {
+            "@odata.context": f"{request.sandbox.graph_url}/$metadata#users",
             "value": [user_json(u, select) for u in users],
         }
     )

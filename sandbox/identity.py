@@ -92,6 +92,20 @@ def validate_access_token(
     return False
 
 
+def app_roles(app, resource: str) -> list[str]:
+    """The application permissions a client-credentials token carries: those of its resource
+    (Graph's for Graph, IMAP.AccessAsApp / SMTP.SendAsApp for Exchange Online)."""
+    from sandbox.directory import EXCHANGE_ROLES
+
+    exchange = resource.rstrip("/") in EXCHANGE_RESOURCES
+    return [r for r in app.roles if (r in EXCHANGE_ROLES) == exchange]
+
+
+# Exchange Online's resource for client credentials (`https://outlook.office365.com/.default`);
+# delegated tokens name https://outlook.office.com.
+EXCHANGE_RESOURCES = ("https://outlook.office365.com", "https://outlook.office.com")
+
+
 def resource_of(scopes: list[str]) -> str:
     """The audience of a token: the resource URL shared by the scopes (one resource per token)."""
     for scope in scopes:
@@ -446,13 +460,14 @@ def token(request: Request, tenant: str) -> Response:
                 f"The user or administrator has not consented to use the application with ID '{app.client_id}'.",
             )
         now = int(time.time())
+        resource = resource_of(f.get("scope", "").split())
         access = sign(
             sandbox.identity.key,
             {
-                "aud": resource_of(f.get("scope", "").split()),
+                "aud": resource,
                 "appid": app.client_id,
                 "tid": known.id,
-                "roles": ["User.Read.All", "MailboxSettings.Read"],
+                "roles": app_roles(app, resource),
                 "iat": now,
                 "exp": now + TOKEN_LIFETIME,
             },

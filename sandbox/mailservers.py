@@ -52,6 +52,10 @@ IMAP_AUTHENTICATE_FAILED = "NO AUTHENTICATE failed."
 IMAP_LOGIN_FAILED = "NO LOGIN failed."
 
 TokenValidator = Callable[[str, str], bool]
+# (username, access token, "smtp" | "imap") → bool: app-only XOAUTH2, tried after TokenValidator.
+AppTokenValidator = Callable[[str, str, str], bool]
+# (username, "smtp" | "imap") → the reply to an app-password sign-in, or None to check it.
+BasicAuthPolicy = Callable[[str, str], "str | None"]
 
 
 @dataclass
@@ -97,6 +101,8 @@ def refused_port(host: str = "127.0.0.1") -> int:
 class MailServers:
     accounts: dict[str, Account] = field(default_factory=dict)
     token_validator: TokenValidator | None = None
+    app_token_validator: AppTokenValidator | None = None
+    basic_auth_policy: BasicAuthPolicy | None = None
     reply_delay: float = 0.0  # seconds added before every (final) reply line
     host: str = "127.0.0.1"
     smtp_port: int = 0
@@ -131,8 +137,16 @@ class MailServers:
         account = self.account(username)
         return bool(account and account.password is not None and account.password == password)
 
-    def check_token(self, username: str, token: str) -> bool:
-        return bool(self.token_validator and self.token_validator(username, token))
+    def check_token(self, username: str, token: str, protocol: str = "smtp") -> bool:
+        if self.token_validator and self.token_validator(username, token):
+            return True
+        return bool(
+            self.app_token_validator and self.app_token_validator(username, token, protocol)
+        )
+
+    def basic_auth_reply(self, username: str, protocol: str) -> str | None:
+        """A scripted refusal of app passwords (Basic auth turned off), or None."""
+        return self.basic_auth_policy(username, protocol) if self.basic_auth_policy else None
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> MailServers:
@@ -213,7 +227,7 @@ class _SMTPHandler:
         scripted = server.scripted_reply(user)
         if scripted:
             return AuthResult(success=False, handled=False, message=scripted)
-        if self.servers.check_token(user, token):
+        if self.servers.check_token(user, token, "smtp"):
             return AuthResult(success=True, auth_data=LoginPassword(user.encode(), b""))
         return AuthResult(success=False, handled=False, message=SMTP_BAD_CREDENTIALS)
 
@@ -261,7 +275,7 @@ class _SMTPSession(SMTP):
     def _authenticate_password(self, server, session, envelope, mechanism, auth_data):
         username = auth_data.login.decode("utf-8", "replace")
         password = auth_data.password.decode("utf-8", "replace")
-        scripted = self.scripted_reply(username)
+        scripted = self.scripted_reply(username) or self.servers.basic_auth_reply(username, "smtp")
         if scripted:
             return AuthResult(success=False, handled=False, message=scripted)
         if self.servers.check_password(username, password):
@@ -381,8 +395,11 @@ class _IMAPSession:
     async def login(self, tag: str, username: str, password: str) -> None:
         account = self.servers.account(username)
         stall = account.stall if account else 0.0
-        if account and account.imap_reply:
-            await self.send(f"{tag} {account.imap_reply}", stall=stall)
+        refusal = (account and account.imap_reply) or self.servers.basic_auth_reply(
+            username, "imap"
+        )
+        if refusal:
+            await self.send(f"{tag} {refusal}", stall=stall)
         elif self.servers.check_password(username, password):
             self.user = username
             await self.send(f"{tag} OK LOGIN completed.", stall=stall)
@@ -420,11 +437,17 @@ class _IMAPSession:
                 await self.send(f"{tag} {IMAP_AUTHENTICATE_FAILED}")
                 return
             username, secret = parsed
-            check = self.servers.check_token
+
+            def check(user: str, token: str) -> bool:
+                return self.servers.check_token(user, token, "imap")
+
         account = self.servers.account(username)
         stall = account.stall if account else 0.0
-        if account and account.imap_reply:
-            await self.send(f"{tag} {account.imap_reply}", stall=stall)
+        refusal = account and account.imap_reply
+        if not refusal and mechanism == "PLAIN":
+            refusal = self.servers.basic_auth_reply(username, "imap")
+        if refusal:
+            await self.send(f"{tag} {refusal}", stall=stall)
         elif check(username, secret):
             self.user = username
             await self.send(f"{tag} OK AUTHENTICATE completed.", stall=stall)

@@ -108,18 +108,26 @@ class Switches:
     deny_consent: bool = False  # every Accept on a consent page acts as Deny
     require_admin_approval: bool = False  # every user consent needs an admin (AADSTS65001)
     revoked: set[str] = field(default_factory=set)  # usernames whose grants were revoked
+    # Tenants (ids or domains) whose Exchange refuses app passwords: 550 5.7.30.
+    basic_auth_off: set[str] = field(default_factory=set)
 
     def update(self, data: dict) -> None:
         for key, value in data.items():
             if key == "revoked":
                 self.revoked = {v.lower() for v in value}
+            elif key == "basic_auth_off":
+                self.basic_auth_off = {v.lower() for v in value}
             elif hasattr(self, key):
                 setattr(self, key, type(getattr(self, key))(value))
             else:
                 raise ValueError(f"unknown switch {key}")
 
     def as_dict(self) -> dict:
-        return {**self.__dict__, "revoked": sorted(self.revoked)}
+        return {
+            **self.__dict__,
+            "revoked": sorted(self.revoked),
+            "basic_auth_off": sorted(self.basic_auth_off),
+        }
 
 
 class Sandbox:

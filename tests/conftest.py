@@ -159,10 +159,16 @@ def sandbox(sandbox_server, settings):
 def sandbox_mail(sandbox, settings, monkeypatch):
     """The sandbox's SMTP/IMAP servers (XOAUTH2 with its tokens, certificates from its CA), with
     the client trusting them here and in worker processes; `point_at` directs a mailbox there."""
+    from sandbox.exchange import basic_auth_reply, validate_app_token
     from sandbox.identity import validate_access_token
     from sandbox.mailservers import MailServers
 
-    with MailServers(token_validator=validate_access_token, ca=sandbox.ca) as servers:
+    with MailServers(
+        token_validator=validate_access_token,
+        app_token_validator=validate_app_token,
+        basic_auth_policy=basic_auth_reply,
+        ca=sandbox.ca,
+    ) as servers:
         settings.MAIL_TLS_CA_FILE = sandbox.ca_file
         settings.MAIL_TIMEOUT = 3.0
         monkeypatch.setenv("MAIL_TLS_CA_FILE", sandbox.ca_file)

@@ -92,6 +92,8 @@ def seed_directory(tenant, sandbox, dns_zone):
     sandbox.directory.add_user("jim@example.com", "Jim Halpert")
     sandbox.directory.add_user("michael@example.com", "Michael Scott")
     dns_zone.add_microsoft_domain("example.com")
+    dns_zone.add_dmarc("example.com", "quarantine")
+    dns_zone.add_mx("example.com")
     return sandbox.directory
 
 
@@ -118,7 +120,12 @@ def test_seed_004_replayed_201_then_207(
             "id": jim.pk,
             "email": "jim@example.com",
             "name": "Jimothy H",
-            "deliverability": {"spf_correct": True, "dkim_correct": True},
+            "deliverability": {
+                "spf_correct": True,
+                "dkim_correct": True,
+                "dmarc_correct": True,
+                "mx_correct": True,
+            },
             "error": None,
         },
         {
@@ -126,7 +133,12 @@ def test_seed_004_replayed_201_then_207(
             "id": michael.pk,
             "email": "michael@example.com",
             "name": "Michael Scarn",
-            "deliverability": {"spf_correct": True, "dkim_correct": True},
+            "deliverability": {
+                "spf_correct": True,
+                "dkim_correct": True,
+                "dmarc_correct": True,
+                "mx_correct": True,
+            },
             "error": None,
         },
     ]
@@ -157,7 +169,12 @@ def test_seed_004_replayed_201_then_207(
             "id": jim.pk,  # the same mailbox again, not a second one
             "email": "jim@example.com",
             "name": "Jimothy H",
-            "deliverability": {"spf_correct": True, "dkim_correct": True},
+            "deliverability": {
+                "spf_correct": True,
+                "dkim_correct": True,
+                "dmarc_correct": True,
+                "mx_correct": True,
+            },
             "error": None,
         },
         {

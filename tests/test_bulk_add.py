@@ -33,6 +33,9 @@ def dns_zone(settings):
     without DKIM, broken.example answering SERVFAIL."""
     zone = Zone()
     zone.add_microsoft_domain("acme-outreach.com")
+    zone.add_dmarc("acme-outreach.com", "reject")
+    zone.add_mx("acme-outreach.com")
+    zone.add_mx("acme-sales.example", exchange=False)  # MX elsewhere, no DMARC
     zone.add_microsoft_domain("acme-sales.example", dkim=False)
     zone.servfail.add("broken.example")
     server = SandboxDNS(zone).start()
@@ -119,14 +122,23 @@ def test_every_result_code(graph_credential, sandbox, personas):
     assert results["ava@acme-outreach.com"].as_seed()["deliverability"] == {
         "spf_correct": True,
         "dkim_correct": True,
+        "dmarc_correct": True,
+        "mx_correct": True,
     }
     tom = results["tom@acme-sales.example"]
-    assert (tom.spf_correct, tom.dkim_correct) == (True, False)
+    assert (tom.spf_correct, tom.dkim_correct, tom.dmarc_correct, tom.mx_correct) == (
+        True,
+        False,
+        False,
+        False,
+    )
+    ava = Mailbox.objects.get(email="ava@acme-outreach.com")
+    assert (ava.dmarc_correct, ava.dmarc_policy, ava.mx_correct) == (True, "reject", True)
     bea = results["bea@broken.example"]
     assert (bea.success, bea.spf_correct, bea.error_detail) == (
         True,
         None,
-        "SPF/DKIM unknown: DNS_LOOKUP_FAILED",
+        "SPF/DKIM/DMARC/MX unknown: DNS_LOOKUP_FAILED",
     )
     assert results["paul@acme-outreach.com"].as_seed() == {
         "success": False,

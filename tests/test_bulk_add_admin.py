@@ -78,7 +78,12 @@ def test_seed_shape(run):
         "id": ok.mailbox_id,
         "email": "jim@alpha.example",
         "name": "Jim",
-        "deliverability": {"spf_correct": True, "dkim_correct": False},
+        "deliverability": {
+            "spf_correct": True,
+            "dkim_correct": False,
+            "dmarc_correct": False,
+            "mx_correct": False,
+        },
         "error": None,
     }
     assert alias.as_seed()["deliverability"] is None and alias.as_seed()["id"] is None

@@ -1,4 +1,4 @@
-"""SPF/DKIM checks against a real DNS server on loopback (the sandbox's)."""
+"""SPF/DKIM/DMARC/MX checks against a real DNS server on loopback (the sandbox's)."""
 
 import pytest
 
@@ -23,6 +23,19 @@ def dns_server(settings):
         ("TXT", "MS=ms12345678"),
         ("TXT", "v=spf1 ip4:192.0.2.1 include:spf.protection.outlook.com -all"),
     ]
+    # DMARC and MX: present and right, absent, wrong.
+    zone.add_dmarc("good.example", "reject")
+    zone.add_mx("good.example")
+    zone.add_dmarc("nospf.example", "none")
+    zone.add_mx("nospf.example", exchange=False)  # MX at another host
+    zone.records["_dmarc.nodkim.example"] = [("TXT", "v=DMARC1; rua=mailto:x@nodkim.example")]
+    zone.records["_dmarc.otherspf.example"] = [
+        ("TXT", "v=DMARC1; p=reject"),
+        ("TXT", "v=DMARC1; p=none"),  # two records: no DMARC at all (RFC 7489 §6.6.3)
+    ]
+    zone.records["_dmarc.twospf.example"] = [("TXT", "v=DMARC1; p=sometimes")]
+    zone.add_mx("twospf.example")
+    zone.add_mx("twospf.example", exchange=False)  # one MX elsewhere: not only Exchange
     zone.servfail.add("broken.example")
     zone.silent.add("slow.example")
     server = SandboxDNS(zone).start()
@@ -62,4 +75,30 @@ def test_dns_failures_are_reported_not_raised(dns_server, domain):
 def test_each_domain_is_checked_once(dns_server):
     results = check_domains(["good.example", "Good.Example", "nospf.example", "good.example"])
     assert set(results) == {"good.example", "nospf.example"}
-    assert results["nospf.example"].as_dict() == {"spf_correct": False, "dkim_correct": True}
+    assert results["nospf.example"].as_dict() == {
+        "spf_correct": False,
+        "dkim_correct": True,
+        "dmarc_correct": True,
+        "mx_correct": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "domain, dmarc, policy, mx",
+    [
+        ("good.example", True, "reject", True),
+        ("nospf.example", True, "none", False),  # DMARC p=none; MX elsewhere
+        ("nodkim.example", False, "", False),  # a DMARC record without a policy; no MX
+        ("otherspf.example", False, "", False),  # two DMARC records
+        ("twospf.example", False, "", False),  # an unknown policy; mixed MX hosts
+        ("missing.example", False, "", False),  # nothing published
+    ],
+)
+def test_dmarc_and_mx(dns_server, domain, dmarc, policy, mx):
+    result = check_domain(domain)
+    assert (result.dmarc_correct, result.dmarc_policy, result.mx_correct, result.error) == (
+        dmarc,
+        policy,
+        mx,
+        "",
+    )

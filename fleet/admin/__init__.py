@@ -5,6 +5,7 @@ from fleet.admin import (  # noqa: F401
     credentials,
     imports,
     mailboxes,
+    move,
     tasks,
     webhooks,
     workspaces,

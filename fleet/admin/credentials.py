@@ -4,6 +4,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from fleet import consent, errors
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, secret_display
@@ -43,6 +44,7 @@ class CredentialAdmin(ScopedAdmin):
         "last_error",
         "last_error_message",
         "next_step",
+        "permissions_held",
     ]
     actions = ["request_admin_consent", "verify_now"]
     fields = [
@@ -116,6 +118,57 @@ class CredentialAdmin(ScopedAdmin):
                 reverse("admin:fleet_credential_admin_consent", args=[obj.pk]),
             )
         return entry.hint
+
+    @admin.display(description="application permissions")
+    def permissions_held(self, obj):
+        """What Verify found the app may do; beside a missing one, the admin-consent link."""
+        if not obj.pk or obj.kind != Credential.Kind.GRAPH_APP_ONLY:
+            return "—"
+        if not obj.permissions:
+            return "not checked yet: run Verify with Microsoft"
+        consent_url = reverse("admin:fleet_credential_admin_consent", args=[obj.pk])
+        rows = []
+        for name in (*Credential.GRAPH_PERMISSIONS, *Credential.EXCHANGE_PERMISSIONS):
+            held = obj.permissions.get(name)
+            needed_for = (
+                "bulk add" if name in Credential.GRAPH_PERMISSIONS else "app-only SMTP/IMAP, move"
+            )
+            if held is True:
+                rows.append(
+                    format_html(
+                        "<li>{} {} <small>({})</small></li>",
+                        badge("active", "held"),
+                        name,
+                        needed_for,
+                    )
+                )
+            elif held is False:
+                rows.append(
+                    format_html(
+                        "<li>{} {} <small>({})</small> <code>{}</code> "
+                        '<a href="{}">request admin consent</a></li>',
+                        badge("failed", "missing"),
+                        name,
+                        needed_for,
+                        errors.APP_PERMISSION_MISSING.code,
+                        consent_url,
+                    )
+                )
+            else:
+                rows.append(
+                    format_html(
+                        "<li>{} {} <small>({})</small></li>",
+                        badge("pending", "unknown"),
+                        name,
+                        needed_for,
+                    )
+                )
+        checked = obj.permissions.get("checked_with") or "—"
+        return format_html(
+            '<ul class="fleet-permissions">{}</ul><small>checked with {}</small>',
+            mark_safe("".join(rows)),  # noqa: S308 (each row is format_html's output)
+            checked,
+        )
 
     def admin_consent_view(self, request, object_id):
         """Confirm, then create (or reuse) the credential's admin-consent request."""

@@ -37,6 +37,16 @@ def error_code(code: str) -> str:
     entry = errors.get(code)
     if entry is None:
         return format_html("<code>{}</code>", code)
-    return format_html(
+    shown = format_html(
         '<code class="fleet-error" title="{} — {}">{}</code>', entry.message, entry.hint, code
     )
+    if code in MOVE_PLAN_CODES:  # Basic auth refused: the way out is the move plan
+        from django.urls import reverse
+
+        return format_html(
+            '{} <a href="{}">move plan</a>', shown, reverse("admin:fleet_moverun_plan")
+        )
+    return shown
+
+
+MOVE_PLAN_CODES = {errors.BASIC_AUTH_DISABLED.code, errors.SMTP_AUTH_DISABLED.code}

@@ -119,6 +119,12 @@ class BulkAddSerializer(serializers.Serializer):
 class DeliverabilitySerializer(serializers.Serializer):
     spf_correct = serializers.BooleanField(help_text="Whether SPF is configured correctly")
     dkim_correct = serializers.BooleanField(help_text="Whether DKIM is configured correctly")
+    dmarc_correct = serializers.BooleanField(
+        help_text="Whether the domain publishes one DMARC record with a policy (Fleet)"
+    )
+    mx_correct = serializers.BooleanField(
+        help_text="Whether the domain's MX points at Exchange Online (Fleet)"
+    )
 
 
 class BulkAddResultSerializer(serializers.Serializer):

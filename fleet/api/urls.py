@@ -7,7 +7,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
-from fleet.api import bulk, connect, credentials, imports, mailboxes, workspaces
+from fleet.api import bulk, connect, credentials, imports, mailboxes, move, workspaces
 from fleet.api.envelope import page_not_found
 
 urlpatterns = [
@@ -19,6 +19,9 @@ urlpatterns = [
     path("workspaces/<int:pk>", workspaces.WorkspaceDetail.as_view()),
     path("workspaces/<int:pk>/webhook", workspaces.WorkspaceWebhook.as_view()),
     path("mailboxes", mailboxes.MailboxList.as_view()),
+    path("mailboxes/move-plan", move.MovePlanView.as_view()),
+    path("mailboxes/move-to-oauth", move.MoveToOAuth.as_view()),
+    path("mailboxes/move-to-oauth/<uuid:run_uid>", move.MoveRunDetail.as_view()),
     path("mailboxes/<uuid:uid>", mailboxes.MailboxDetail.as_view()),
     path("mailboxes/<uuid:uid>/warmup/start", mailboxes.warmup_start),
     path("mailboxes/<uuid:uid>/warmup/pause", mailboxes.warmup_pause),

@@ -62,32 +62,68 @@ class GraphResponse:
 
 
 # --- tokens -------------------------------------------------------------------------------------
+# One app token per credential and resource (Graph, or Exchange Online for app-only SMTP/IMAP),
+# kept until a minute before it expires. Getting or renewing one is single-flight: threads that
+# need the same token wait on that entry's lock, and a thread whose token was rejected (401) only
+# fetches a new one when nobody replaced the rejected one meanwhile — four parallel $batch chunks
+# hit by one revoked token make one token call, not four.
+GRAPH = "graph"
+EXCHANGE = "exchange"
+RESOURCE_SCOPES = {GRAPH: identity.GRAPH_APP_SCOPES, EXCHANGE: identity.EXCHANGE_APP_SCOPES}
+
 _tokens: dict[tuple, identity.AppToken] = {}
 _tokens_lock = threading.Lock()
+_flights: dict[tuple, threading.Lock] = {}
 
 
-def _token_key(credential) -> tuple:
+def _token_key(credential, resource: str = GRAPH) -> tuple:
     secret = hashlib.sha256(str(credential.client_secret).encode()).hexdigest()
-    return (credential.pk, credential.tenant_id, credential.client_id, secret)
+    return (credential.pk, credential.tenant_id, credential.client_id, secret, resource)
 
 
-def app_token(credential) -> str:
-    """An app-only Graph token for the credential, from the cache while it has a minute left.
-    Raises FleetError (CLIENT_SECRET_EXPIRED, ADMIN_APPROVAL_REQUIRED, …) when none can be had."""
-    key = _token_key(credential)
+def _flight(key: tuple) -> threading.Lock:
+    with _tokens_lock:
+        return _flights.setdefault(key, threading.Lock())
+
+
+def _fresh(token: identity.AppToken | None) -> bool:
+    return bool(token) and token.expires_at > timezone.now() + timedelta(seconds=60)
+
+
+def app_token(credential, resource: str = GRAPH) -> str:
+    """An app-only token for the credential and resource, from the cache while it has a minute
+    left. Raises FleetError (CLIENT_SECRET_EXPIRED, ADMIN_APPROVAL_REQUIRED, …) when none can be
+    had."""
+    key = _token_key(credential, resource)
     with _tokens_lock:
         cached = _tokens.get(key)
-    if cached and cached.expires_at > timezone.now() + timedelta(seconds=60):
+    if _fresh(cached):
         return cached.access_token
-    token = identity.app_only_token(credential)
-    with _tokens_lock:
-        _tokens[key] = token
-    return token.access_token
+    with _flight(key):
+        with _tokens_lock:
+            cached = _tokens.get(key)
+        if _fresh(cached):  # another thread got it while this one waited
+            return cached.access_token
+        token = identity.app_only_token(credential, RESOURCE_SCOPES[resource])
+        with _tokens_lock:
+            _tokens[key] = token
+        return token.access_token
 
 
-def forget_token(credential) -> None:
+def renew_token(credential, rejected: str, resource: str = GRAPH) -> str:
+    """A new token after `rejected` was refused (401): fetched once, whoever asks first; the
+    others get the one it fetched."""
+    key = _token_key(credential, resource)
+    with _flight(key), _tokens_lock:
+        cached = _tokens.get(key)
+        if cached and cached.access_token == rejected:
+            del _tokens[key]
+    return app_token(credential, resource)
+
+
+def forget_token(credential, resource: str = GRAPH) -> None:
     with _tokens_lock:
-        _tokens.pop(_token_key(credential), None)
+        _tokens.pop(_token_key(credential, resource), None)
 
 
 # --- Graph's signals → the catalogue ------------------------------------------------------------
@@ -132,6 +168,8 @@ class GraphClient:
         self.base_url = (base_url or settings.MICROSOFT_GRAPH_URL).rstrip("/")
         self.max_attempts = max(1, settings.GRAPH_MAX_ATTEMPTS)
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self.longest_retry_after = 0.0  # the longest Retry-After Graph asked for (a 429)
 
     def token(self) -> str:
         return app_token(self.credential)
@@ -142,9 +180,21 @@ class GraphClient:
         return self._local.session
 
     def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        return request_json(
-            method, url, access_token=self.token(), session=self._session(), **kwargs
-        )
+        token = self._local.token = self.token()
+        try:
+            return request_json(method, url, access_token=token, session=self._session(), **kwargs)
+        except MicrosoftError as error:
+            if error.status == 429 and error.retry_after is not None:
+                self.note_retry_after(error.retry_after)
+            raise
+
+    def note_retry_after(self, seconds: float) -> None:
+        with self._lock:
+            self.longest_retry_after = max(self.longest_retry_after, seconds)
+
+    def renew(self) -> None:
+        """The token this thread last sent was refused: a new one, single-flight."""
+        renew_token(self.credential, getattr(self._local, "token", ""))
 
     def delay(self, error: MicrosoftError, attempt: int) -> float:
         """How long to wait before trying again: Graph's Retry-After when it gave one (capped
@@ -153,6 +203,25 @@ class GraphClient:
             return min(error.retry_after, settings.GRAPH_MAX_RETRY_AFTER)
         base = settings.GRAPH_RETRY_BACKOFF * 2 ** (attempt - 1)
         return min(base, MAX_BACKOFF) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter)
+
+    # --- one request, no batching (permission checks: fleet/credentials.py) ------------------
+    def get(self, url: str, headers: dict[str, str] | None = None) -> Any:
+        """One GET with the same retry rules as batches; raises MicrosoftError once they are
+        used up (or at once for a permanent error)."""
+        renewed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._call("GET", self.base_url + url, headers=headers or {})
+            except MicrosoftError as error:
+                if error.status == 401 and not renewed:
+                    self.renew()  # revoked or expired early: once more
+                    renewed = True
+                    continue
+                if error.permanent or attempt >= self.max_attempts:
+                    raise
+                time.sleep(self.delay(error, attempt))
 
     # --- JSON batching --------------------------------------------------------------------------
     def _post_batch(self, requests: Sequence[GraphRequest]) -> dict[str, GraphResponse]:
@@ -172,6 +241,8 @@ class GraphClient:
             error = None
             if not 200 <= status < 300:
                 error = error_from_parts(status, item.get("headers") or {}, body)
+                if status == 429 and error.retry_after is not None:
+                    self.note_retry_after(error.retry_after)
             answers[str(item.get("id"))] = GraphResponse(status, body, error)
         for r in requests:
             if r.id not in answers:  # never seen from Graph, but not worth a crash
@@ -211,7 +282,7 @@ class GraphClient:
             # one, not counted as an attempt.
             renew = not renewed and any(answers[r.id].status == 401 for r in due)
             if renew:
-                forget_token(self.credential)
+                self.renew()
                 renewed = True
             for r in due:
                 answer = answers[r.id]

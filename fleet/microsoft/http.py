@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,25 @@ class MicrosoftError(Exception):
         self.status = status
         self.code = code
         self.retry_after = retry_after
+        self.trace = ""  # Microsoft's Trace/Correlation ID line, kept out of `message`
+
+
+# Microsoft appends support identifiers to its error texts ("…\r\nTrace ID: …\r\nCorrelation ID:
+# …\r\nTimestamp: …"): useful in a support ticket, noise in a message shown to people.
+TRACE_TAIL = re.compile(r"\s*(?:\r?\n)\s*(?:Trace ID|Correlation ID|Timestamp):.*\Z", re.S)
+
+
+def without_trace(text: str) -> str:
+    """Microsoft's message without its Trace ID / Correlation ID / Timestamp tail."""
+    return TRACE_TAIL.sub("", text or "").strip()
+
+
+def trace_of(text: str) -> str:
+    """The tail without_trace removes, on one line ("Trace ID: …; Correlation ID: …"), or ""."""
+    match = TRACE_TAIL.search(text or "")
+    if not match:
+        return ""
+    return "; ".join(line.strip() for line in match.group(0).splitlines() if line.strip())
 
 
 def ca_setting() -> str | bool:
@@ -114,13 +134,15 @@ def error_from_parts(
         (parse_retry_after(v) for k, v in (headers or {}).items() if k.lower() == "retry-after"),
         None,
     )
-    return MicrosoftError(
-        f"{status} {message}",
+    error = MicrosoftError(
+        f"{status} {without_trace(message)}",
         permanent=not (status in (408, 429) or status >= 500),
         status=status,
         code=code,
         retry_after=retry_after,
     )
+    error.trace = trace_of(message)
+    return error
 
 
 def request_json(

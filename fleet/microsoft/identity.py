@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from fleet import errors
 from fleet.errors import FleetError
-from fleet.microsoft.http import MicrosoftError, MicrosoftSession
+from fleet.microsoft.http import MicrosoftError, MicrosoftSession, without_trace
 
 # One resource per token: Outlook's SMTP and IMAP scopes together; msal adds the reserved
 # `openid profile offline_access` itself (and refuses them in this list).
@@ -36,6 +36,9 @@ OUTLOOK_SCOPES = [
     "https://outlook.office.com/SMTP.Send",
 ]
 GRAPH_APP_SCOPES = ["https://graph.microsoft.com/.default"]
+# App-only SMTP/IMAP (client credentials): Exchange Online's resource, whose token carries the
+# IMAP.AccessAsApp / SMTP.SendAsApp application permissions.
+EXCHANGE_APP_SCOPES = ["https://outlook.office365.com/.default"]
 # The tenant of personal Microsoft accounts (Outlook.com, Hotmail).
 # https://learn.microsoft.com/entra/identity-platform/id-token-claims-reference
 CONSUMER_TENANT_ID = "9188040d-6c67-4c5b-b112-36a304b66dad"
@@ -134,7 +137,7 @@ def error_for(result: dict) -> FleetError:
     """Map an OAuth error answer to our catalogue by its codes, never by its text."""
     codes = aadsts_codes(result)
     error = result.get("error", "")
-    detail = (result.get("error_description") or error)[:500]
+    detail = without_trace(result.get("error_description") or error)[:500]
     if codes & ADMIN_APPROVAL_CODES:
         return FleetError(errors.ADMIN_APPROVAL_REQUIRED, detail)
     if error == "access_denied" or codes & CONSENT_DECLINED_CODES:
@@ -222,12 +225,14 @@ class AppToken:
     expires_at: Any  # aware datetime
 
 
-def app_only_token(credential) -> AppToken:
-    """A Graph token by client credentials (needs the tenant's admin consent), with its expiry
-    so that callers can keep it until then (fleet.microsoft.graph caches it per credential)."""
+def app_only_token(credential, scopes: list[str] | None = None) -> AppToken:
+    """A token by client credentials (needs the tenant's admin consent) for Graph, or for the
+    resource of `scopes` (EXCHANGE_APP_SCOPES for app-only SMTP/IMAP), with its expiry so that
+    callers can keep it until then (fleet.microsoft.graph caches it per credential and
+    resource)."""
     app = build_app(credential)
     with translated_failures():
-        result = app.acquire_token_for_client(GRAPH_APP_SCOPES)
+        result = app.acquire_token_for_client(scopes or GRAPH_APP_SCOPES)
     if "error" in result:
         raise error_for(result)
     return AppToken(result["access_token"], expiry(result))
@@ -316,3 +321,31 @@ def refresh_expiring(now=None) -> dict[str, int]:
             key = "reauth_required" if failure.error is errors.REAUTH_REQUIRED else "failed"
             counts[key] += 1
     return counts
+
+
+@dataclass(frozen=True)
+class DomainTenant:
+    domain: str
+    tenant_id: str  # "" when Microsoft knows no tenant for the domain
+    consumer: bool  # the tenant of personal Microsoft accounts (Outlook.com)
+
+
+def tenant_of_domain(domain: str) -> DomainTenant:
+    """The Entra ID tenant that has verified `domain`, from the domain's OpenID configuration
+    (its `issuer` names the tenant GUID; no token or permission needed).
+    https://learn.microsoft.com/entra/identity-platform/v2-protocols-oidc#find-your-apps-openid-configuration-document-uri
+    Raises MicrosoftError when Microsoft cannot be asked now (a transient failure)."""
+    domain = domain.lower().strip()
+    url = f"{settings.MICROSOFT_AUTHORITY_HOST}/{domain}/v2.0/.well-known/openid-configuration"
+    response = MicrosoftSession().get(url, headers={"Accept": "application/json"})
+    if response.status_code in (400, 404):  # AADSTS90002: no tenant has verified it
+        return DomainTenant(domain, "", False)
+    if response.status_code != 200:
+        from fleet.microsoft.http import error_from_response
+
+        raise error_from_response(response)
+    issuer = str((response.json() or {}).get("issuer", ""))
+    # https://login.microsoftonline.com/{tenant GUID}/v2.0 (GUID-shaped; the sandbox's are not hex)
+    match = re.search(r"/(\w{8}-\w{4}-\w{4}-\w{4}-\w{12})/v2\.0/?\Z", issuer)
+    tenant = match.group(1).lower() if match else ""
+    return DomainTenant(domain, tenant, tenant == CONSUMER_TENANT_ID)

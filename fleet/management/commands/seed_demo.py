@@ -1,5 +1,9 @@
 """Demo data for the README's run command: a superuser, two workspaces, members with each role,
-and sample mailboxes in every state with their history. Safe to run again."""
+and sample mailboxes in every state with their history. Safe to run again.
+
+Basic auth's end in the demo: Acme's app-password mailboxes on acme-outreach.com move app-only
+(the sandbox's Graph app holds IMAP.AccessAsApp and SMTP.SendAsApp and is granted on the Acme
+mailboxes, except tara's), hal.sales@outlook.com needs its owner's consent, ivy is disabled."""
 
 import os
 from datetime import timedelta
@@ -36,6 +40,9 @@ SAMPLES = [
     ("gia@acme-outreach.com", "Gia Moreau", "graph_app_only", "pending", None, "not_started"),
     ("hal.sales@outlook.com", "Hal Brandt", "app_password", "pending", None, "not_started"),
     ("ivy.growth@hotmail.com", "Ivy Chen", "app_password", "disabled", None, "not_started"),
+    # Outside the Exchange grant of the Graph app: the move off Basic auth shows a failure that
+    # leaves the mailbox as it was (APP_NOT_GRANTED_ON_MAILBOX).
+    ("tara@acme-outreach.com", "Tara Singh", "app_password", "active", None, "not_started"),
     # Not connected yet: the demo connects it through the Microsoft sandbox's consent page.
     ("nora@acme-outreach.com", "Nora Quinn", "oauth", "pending", None, "not_started"),
 ]

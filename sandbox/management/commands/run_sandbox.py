@@ -27,6 +27,7 @@ class Command(BaseCommand):
         try:
             from sandbox import settings as conf
             from sandbox.dns import SandboxDNS, Zone
+            from sandbox.exchange import basic_auth_reply, validate_app_token
             from sandbox.identity import validate_access_token
             from sandbox.mailservers import MailServers
             from sandbox.server import Sandbox
@@ -53,6 +54,8 @@ class Command(BaseCommand):
         # sandbox app password for every directory user (so that CSV imports connect too).
         mail = MailServers(
             token_validator=validate_access_token,
+            app_token_validator=validate_app_token,
+            basic_auth_policy=basic_auth_reply,
             ca=sandbox.ca,
             host=conf.HOST,
             smtp_port=conf.SMTP_PORT,
