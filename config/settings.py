@@ -1,5 +1,6 @@
 """Fleet settings: one file, every value from the environment (see .env.example)."""
 
+import os
 from pathlib import Path
 
 import environ
@@ -9,7 +10,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 # A .env file beside manage.py is read when present; real environment variables win.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# FLEET_READ_DOTENV=false skips it: bin/test sets it (and every process the tests start inherits
+# it), so that the developer's .env — bin/run's demo points Microsoft and MAIL_* at the loopback
+# sandbox — never leaks into the settings under test. An environment variable rather than a second
+# settings module, because the tests' worker processes (manage.py db_worker) read this same module.
+if os.environ.get("FLEET_READ_DOTENV", "true").strip().lower() not in ("false", "0", "no", "off"):
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
 def _env(name: str, cast, default):
