@@ -207,7 +207,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A refused request (PermissionDenied) is one line, not a traceback: fleet/logs.py.
+    "filters": {"permission_denied_one_line": {"()": "fleet.logs.PermissionDeniedOneLine"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["permission_denied_one_line"],
+        }
+    },
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", env.str, "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

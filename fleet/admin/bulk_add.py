@@ -2,14 +2,14 @@ import csv
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from fleet import errors
-from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
+from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, require_role
 from fleet.admin.display import badge
 from fleet.bulk_add import (
     MAX_ACCOUNTS,
@@ -125,8 +125,7 @@ class BulkAddRunAdmin(ScopedAdmin):
     def start_view(self, request):
         """Add Microsoft mailboxes in bulk (seed 004): check the list and the credential, record
         the run, and go to its results page (the worker does the rest)."""
-        if not has_role(request, Role.OPERATOR):
-            raise PermissionDenied
+        require_role(request, Role.OPERATOR, "Adding mailboxes in bulk")
         form = BulkAddForm(request.user, request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data

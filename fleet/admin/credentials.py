@@ -1,12 +1,11 @@
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
 from fleet import consent, errors
-from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
+from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, require_role, roles_of
 from fleet.admin.connect import links_page
 from fleet.admin.display import badge, error_code
 from fleet.admin.filters import SecretExpiryFilter
@@ -95,34 +94,44 @@ class CredentialAdmin(ScopedAdmin):
 
     @admin.display(description="last error", ordering="last_error")
     def last_error_code(self, obj):
-        if obj.last_error in self.CONSENT_FIXES:
-            return format_html(
-                '{} <a href="{}">request admin consent</a>',
-                error_code(obj.last_error),
-                reverse("admin:fleet_credential_admin_consent", args=[obj.pk]),
-            )
         return error_code(obj.last_error)
+
+    def get_list_display(self, request):
+        # The "request admin consent" link is offered only where the user is a manager.
+        managed = self._managed_workspaces(request)
+
+        @admin.display(description="last error", ordering="last_error")
+        def last_error_code(obj):
+            if obj.last_error in self.CONSENT_FIXES and (managed is None or obj.workspace_id in managed):
+                return format_html(
+                    '{} <a href="{}">request admin consent</a>',
+                    error_code(obj.last_error),
+                    reverse("admin:fleet_credential_admin_consent", args=[obj.pk]),
+                )
+            return error_code(obj.last_error)
+
+        return [last_error_code if f == "last_error_code" else f for f in self.list_display]
+
+    def _managed_workspaces(self, request) -> set[int] | None:
+        """Workspace ids where the user is at least a manager (None: all, a superuser)."""
+        if request.user.is_superuser:
+            return None
+        return {ws for ws, role in roles_of(request).items() if role in Role.at_least(Role.MANAGER)}
 
     @admin.display(description="next step")
     def next_step(self, obj):
+        # The admin-consent button is in the page's tools (change_view), shown to managers.
         entry = errors.get(obj.last_error) if obj.pk else None
-        if entry is None:
-            return "—"
-        if obj.last_error in self.CONSENT_FIXES:
-            return format_html(
-                '{} <a class="button" href="{}">Request tenant admin consent</a>',
-                entry.hint,
-                reverse("admin:fleet_credential_admin_consent", args=[obj.pk]),
-            )
-        return entry.hint
+        return entry.hint if entry else "—"
 
     def admin_consent_view(self, request, object_id):
         """Confirm, then create (or reuse) the credential's admin-consent request."""
         credential = self.get_object(request, object_id)
         if credential is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        if not self.has_manage_permission(request, credential):
-            raise PermissionDenied
+        require_role(
+            request, Role.MANAGER, "Requesting tenant admin consent", credential.workspace_id
+        )
         if request.method == "POST":
             try:
                 created = consent.admin_request_for(credential)

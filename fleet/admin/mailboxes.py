@@ -4,7 +4,6 @@ import time
 import pyotp
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -13,7 +12,7 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from fleet import consent
-from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
+from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, require_role
 from fleet.admin.connect import links_page
 from fleet.admin.display import badge, error_code
 from fleet.admin.filters import ConnectionChangeFilter, DayFilter
@@ -247,8 +246,7 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
         """Connect a new Outlook mailbox: a consent link for a workspace; the mailbox is created
         `pending` once its owner consents, and a manager approves it."""
         workspaces = Workspace.objects.restrict(request.user, Role.OPERATOR)
-        if not has_role(request, Role.OPERATOR):
-            raise PermissionDenied
+        require_role(request, Role.OPERATOR, "Connecting a new Outlook mailbox")
         form = NewMailboxForm(request.POST or None)
         form.fields["workspace"].queryset = workspaces
         if workspaces.count() == 1 and not request.POST:
