@@ -109,7 +109,9 @@ def test_external_consent_request_completed_by_hand(ws_a, mailboxes, personas, c
             "request_data": "{}",
         },
     )
-    assert bad.status_code == 200 and "VALIDATION_ERROR" in bad.content.decode()
+    # A sentence for people, without the internal code.
+    assert bad.status_code == 200 and 'class="errornote"' in bad.content.decode()
+    assert "VALIDATION_ERROR" not in bad.content.decode()
     assert ConsentRequest.objects.count() == 1
 
     operator.post(

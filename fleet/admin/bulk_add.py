@@ -10,7 +10,7 @@ from django.urls import path, reverse
 
 from fleet import errors
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, require_role
-from fleet.admin.display import badge
+from fleet.admin.display import badge, sentence
 from fleet.bulk_add import (
     MAX_ACCOUNTS,
     AccountsInvalid,
@@ -79,16 +79,15 @@ class BulkAddForm(forms.Form):
             data["parsed"] = parse_upload(upload) if upload else parse_lines(text)
         except AccountsInvalid as bad:
             # Every bad line, before anything runs.
-            raise ValidationError([f"{bad.code}: {p}" for p in bad.problems[:50]]) from bad
+            # Sentences for people: the codes are the API's business.
+            raise ValidationError([sentence(p) for p in bad.problems[:50]]) from bad
         except ImportRejected as rejected:  # not a readable CSV/XLSX, too large, empty
-            raise ValidationError(f"{rejected.code}: {rejected.message}") from rejected
+            raise ValidationError(sentence(rejected.message)) from rejected
         if data.get("workspace") is not None:
             try:
                 data["resolved"] = resolve_credential(data["workspace"], data.get("credential"))
             except FleetError as failure:
-                self.add_error(
-                    "credential", f"{failure.code} — {failure.message} {failure.error.hint}"
-                )
+                self.add_error("credential", sentence(failure.message, failure.error.hint))
         return data
 
 
@@ -132,7 +131,7 @@ class BulkAddRunAdmin(ScopedAdmin):
             try:
                 run = start_run(data["workspace"], data["resolved"], data["parsed"], request.user)
             except FleetError as failure:
-                form.add_error(None, f"{failure.code} — {failure.message}")
+                form.add_error(None, sentence(failure.message, failure.error.hint))
             else:
                 self.message_user(
                     request, f"Bulk add of {run.total} mailbox(es) started.", messages.SUCCESS

@@ -7,7 +7,7 @@ from django.utils.html import format_html
 from fleet import consent, errors
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, require_role, roles_of
 from fleet.admin.connect import links_page
-from fleet.admin.display import badge, error_code
+from fleet.admin.display import badge, error_code, error_explained
 from fleet.admin.filters import SecretExpiryFilter
 from fleet.errors import FleetError
 from fleet.models import Credential, Role
@@ -39,9 +39,7 @@ class CredentialAdmin(ScopedAdmin):
         "status",
         "admin_consented_at",
         "last_verified_at",
-        "last_error",
-        "last_error_message",
-        "next_step",
+        "error_detail",
     ]
     actions = ["request_admin_consent", "verify_now"]
     fields = [
@@ -118,11 +116,10 @@ class CredentialAdmin(ScopedAdmin):
             return None
         return {ws for ws, role in roles_of(request).items() if role in Role.at_least(Role.MANAGER)}
 
-    @admin.display(description="next step")
-    def next_step(self, obj):
-        # The admin-consent button is in the page's tools (change_view), shown to managers.
-        entry = errors.get(obj.last_error) if obj.pk else None
-        return entry.hint if entry else "—"
+    @admin.display(description="last error")
+    def error_detail(self, obj):
+        # Code, message, what to do; the admin-consent button is in the page's tools.
+        return error_explained(obj.last_error, obj.last_error_message, obj.last_verified_at)
 
     def admin_consent_view(self, request, object_id):
         """Confirm, then create (or reuse) the credential's admin-consent request."""

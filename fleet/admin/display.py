@@ -1,5 +1,6 @@
 """Small renderers shared by the admin pages: status badges and error codes with their hints."""
 
+from django.template.loader import render_to_string
 from django.utils.html import format_html
 
 from fleet import errors
@@ -31,12 +32,45 @@ def badge(value: str, label: str) -> str:
 
 
 def error_code(code: str) -> str:
-    """The code, with the catalogue's message and hint on hover."""
+    """The code, and under it what to do (the catalogue's hint) — visible, not only on hover;
+    the message stays in the tooltip."""
     if not code:
         return "—"
     entry = errors.get(code)
     if entry is None:
         return format_html("<code>{}</code>", code)
     return format_html(
-        '<code class="fleet-error" title="{} — {}">{}</code>', entry.message, entry.hint, code
+        '<code class="fleet-error" title="{}">{}</code><span class="fleet-hint">{}</span>',
+        entry.message,
+        code,
+        entry.hint,
     )
+
+
+def error_explained(code: str, message: str = "", when=None) -> str:
+    """An object page's error: code, message (the particulars stored with it, else the
+    catalogue's), what to do, and when it was seen."""
+    if not code:
+        return "—"
+    entry = errors.get(code)
+    return render_to_string(
+        "fleet/error_explained.html",
+        {
+            "code": code,
+            "message": message or (entry.message if entry else ""),
+            "hint": entry.hint if entry else "",
+            "when": when,
+        },
+    )
+
+
+def sentence(*parts: str) -> str:
+    """Form errors read as sentences: "line 2: not an address" → "Line 2: not an address."."""
+    out = []
+    for part in parts:
+        part = (part or "").strip()
+        if not part:
+            continue
+        part = part[0].upper() + part[1:]
+        out.append(part if part[-1] in ".!?" else part + ".")
+    return " ".join(out)

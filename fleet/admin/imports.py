@@ -21,7 +21,7 @@ from import_export.admin import ImportExportMixin
 from import_export.formats import base_formats
 from import_export.forms import ConfirmImportForm, ImportForm
 
-from fleet import imports
+from fleet import errors, imports
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
 from fleet.models import ImportBatch, Mailbox, Role, Workspace
 
@@ -71,6 +71,7 @@ class MailboxExportResource(resources.ModelResource):
 
     workspace = fields.Field(attribute="workspace__name", column_name="workspace")
     tags = fields.Field(column_name="tags")
+    error_hint = fields.Field(column_name="error_hint")
 
     class Meta:
         model = Mailbox
@@ -84,6 +85,7 @@ class MailboxExportResource(resources.ModelResource):
             "status",
             "error_code",
             "error_message",
+            "error_hint",
             "smtp_host",
             "smtp_port",
             "smtp_security",
@@ -97,6 +99,10 @@ class MailboxExportResource(resources.ModelResource):
         )
         export_order = fields
         name = "Mailboxes (no secrets)"
+
+    def dehydrate_error_hint(self, mailbox):
+        entry = errors.get(mailbox.error_code)
+        return entry.hint if entry else ""
 
     def dehydrate_tags(self, mailbox):
         return ", ".join(sorted(t.name for t in mailbox.tags.all()))
@@ -211,6 +217,7 @@ class ImportBatchAdmin(ScopedAdmin):
         "tag",
         ("total_rows", "imported", "skipped", "failed"),
         "progress_bar",
+        "failed_tests",
         "error_list",
     ]
     readonly_fields = [
@@ -224,8 +231,10 @@ class ImportBatchAdmin(ScopedAdmin):
         "skipped",
         "failed",
         "progress_bar",
+        "failed_tests",
         "error_list",
     ]
+    FAILED_TESTS_SHOWN = 100
 
     def has_add_permission(self, request):
         return False  # made by imports only
@@ -260,7 +269,30 @@ class ImportBatchAdmin(ScopedAdmin):
             },
         )
 
-    @admin.display(description="errors (first 50)")
+    @admin.display(description="failed connection tests")
+    def failed_tests(self, obj):
+        """Which imported mailboxes failed their test, why, and what to do (the code's hint)."""
+        failed = list(
+            obj.mailboxes.exclude(status__in=[Mailbox.Status.PENDING, Mailbox.Status.ACTIVE])
+            .exclude(error_code="")
+            .order_by("email")
+            .only("pk", "email", "status", "error_code", "error_message")[: self.FAILED_TESTS_SHOWN]
+        )
+        if not failed:
+            return "—"
+        rows = [
+            {
+                "mailbox": m,
+                "url": reverse("admin:fleet_mailbox_change", args=[m.pk]),
+                "entry": errors.get(m.error_code),
+            }
+            for m in failed
+        ]
+        return render_to_string(
+            "fleet/import_failed_tests.html", {"rows": rows, "shown": self.FAILED_TESTS_SHOWN}
+        )
+
+    @admin.display(description="rows refused (first 50)")
     def error_list(self, obj):
         if not obj.errors:
             return "—"

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_POST
 from fleet import consent
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, require_role
 from fleet.admin.connect import links_page
-from fleet.admin.display import badge, error_code
+from fleet.admin.display import badge, error_code, error_explained, sentence
 from fleet.admin.filters import ConnectionChangeFilter, DayFilter
 from fleet.admin.imports import MailboxImportExportMixin, totp_button
 from fleet.errors import FleetError
@@ -112,6 +112,7 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
         "credential",
         "totp_code",
         "history",
+        "error_detail",
     ]
     fieldsets = [
         (
@@ -125,8 +126,7 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
                     "uid",
                     "status",
                     "needs_approval",
-                    "error_code",
-                    "error_message",
+                    "error_detail",
                     "credential",
                     "last_checked_at",
                 ]
@@ -266,7 +266,7 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
                     base_url=request.build_absolute_uri("/"),
                 )
             except FleetError as failure:
-                form.add_error(None, f"{failure.code} — {failure.message}. {failure.error.hint}")
+                form.add_error(None, sentence(failure.message, failure.error.hint))
         return TemplateResponse(request, "admin/fleet/connect_new.html", context)
 
     @admin.action(description="Approve (the mailbox was expected)", permissions=["manage"])
@@ -412,6 +412,10 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
     @admin.display(description="error", ordering="error_code")
     def error(self, obj):
         return error_code(obj.error_code)
+
+    @admin.display(description="error")
+    def error_detail(self, obj):
+        return error_explained(obj.error_code, obj.error_message, obj.last_checked_at)
 
     @admin.display(description="warmup", ordering="warmup_status")
     def warmup(self, obj):
