@@ -31,7 +31,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 class MailboxImportForm(ImportForm):
     workspace = forms.ModelChoiceField(queryset=Workspace.objects.none())
     tag = forms.CharField(
-        max_length=64, required=False, help_text="Optional: applied to every imported mailbox."
+        required=False, help_text="Optional: applied to every imported mailbox."
     )
     field_order = ["workspace", "tag", "import_file", "resource", "format"]
 
@@ -39,10 +39,18 @@ class MailboxImportForm(ImportForm):
         super().__init__(formats, resources, **kwargs)
         self.fields["workspace"].queryset = Workspace.objects.restrict(user, Role.OPERATOR)
         self.fields["import_file"].error_messages["required"] = imports.FILE_REQUIRED
+        # An empty upload reads as the API's answer for one (one message for both paths).
+        self.fields["import_file"].error_messages["empty"] = imports.FILE_EMPTY
         self.fields["import_file"].help_text = (
             "CSV (comma or semicolon; UTF-8, UTF-16 or Windows-1252) or XLSX with the columns "
             f"email, password and optionally name, totpsecret; at most {imports.MAX_ROWS} rows."
         )
+
+    def clean_tag(self):
+        try:
+            return imports.check_tag(self.cleaned_data["tag"])
+        except imports.ImportRejected as exc:
+            raise forms.ValidationError(exc.message) from None
 
     def clean_import_file(self):
         upload = self.cleaned_data["import_file"]
@@ -182,11 +190,20 @@ class MailboxImportExportMixin(ImportExportMixin):
                 messages.ERROR,
             )
             return HttpResponseRedirect(reverse("admin:fleet_mailbox_import"))
+        if summary.imported:
+            text = (
+                f"Imported {summary.imported}, skipped {summary.skipped} duplicate(s), "
+                f"{summary.failed} failed. Connection tests are running."
+            )
+        else:  # nothing new: no test runs, so none is promised
+            text = (
+                f"Nothing was imported: {summary.skipped} duplicate(s) skipped, "
+                f"{summary.failed} failed."
+            )
         self.message_user(
             request,
-            f"Imported {summary.imported}, skipped {summary.skipped} duplicate(s), "
-            f"{summary.failed} failed. Connection tests are running.",
-            messages.WARNING if summary.failed else messages.SUCCESS,
+            text,
+            messages.WARNING if summary.failed or not summary.imported else messages.SUCCESS,
         )
         return HttpResponseRedirect(
             reverse("admin:fleet_importbatch_change", args=[summary.batch.pk])
