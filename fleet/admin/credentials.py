@@ -7,7 +7,7 @@ from django.utils.html import format_html
 from fleet import consent, errors
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, require_role, roles_of
 from fleet.admin.connect import links_page
-from fleet.admin.display import badge, error_code, error_explained
+from fleet.admin.display import badge, error_code, error_explained, short_time, truncated
 from fleet.admin.filters import SecretExpiryFilter
 from fleet.errors import FleetError
 from fleet.models import Credential, Role
@@ -23,14 +23,14 @@ class CredentialAdmin(ScopedAdmin):
     list_display = [
         "name",
         "workspace",
-        "kind",
-        "tenant_id",
-        "client_id",
+        "kind_short",
+        "tenant",
+        "client",
         "secret",
         "secret_expiry",
         "status_badge",
         "last_error_code",
-        "last_verified_at",
+        "last_verified",
     ]
     list_filter = ["kind", "status", SecretExpiryFilter, ("workspace", ScopedRelatedFilter)]
     search_fields = ["name", "client_id", "tenant_id"]
@@ -68,6 +68,26 @@ class CredentialAdmin(ScopedAdmin):
             *super().get_urls(),
         ]
 
+    # GUIDs are cut to their first characters (the whole one in the tooltip): at 1280 px they
+    # pushed the status off-screen.
+    @admin.display(description="tenant", ordering="tenant_id")
+    def tenant(self, obj):
+        return truncated(obj.tenant_id, "fleet-cut fleet-cut-id")
+
+    @admin.display(description="client id", ordering="client_id")
+    def client(self, obj):
+        return truncated(obj.client_id, "fleet-cut fleet-cut-id")
+
+    @admin.display(description="kind", ordering="kind")
+    def kind_short(self, obj):
+        # "Graph app-only (client credentials)" → "Graph app-only", the whole label on hover.
+        label = obj.get_kind_display()
+        return format_html('<span title="{}">{}</span>', label, label.split(" (")[0])
+
+    @admin.display(description="verified", ordering="last_verified_at")
+    def last_verified(self, obj):
+        return short_time(obj.last_verified_at)
+
     @admin.display(description="secret")
     def secret(self, obj):
         return secret_status(obj.client_secret)
@@ -76,7 +96,7 @@ class CredentialAdmin(ScopedAdmin):
     def status_badge(self, obj):
         return badge(obj.status, obj.get_status_display())
 
-    @admin.display(description="secret expires", ordering="secret_expires_at")
+    @admin.display(description="expires", ordering="secret_expires_at")
     def secret_expiry(self, obj):
         if obj.secret_expires_at is None:
             return "—"

@@ -1,6 +1,7 @@
 """Small renderers shared by the admin pages: status badges and error codes with their hints."""
 
 from django.template.loader import render_to_string
+from django.utils import timezone
 from django.utils.html import format_html
 
 from fleet import errors
@@ -74,3 +75,24 @@ def sentence(*parts: str) -> str:
         part = part[0].upper() + part[1:]
         out.append(part if part[-1] in ".!?" else part + ".")
     return " ".join(out)
+
+
+def truncated(value: str, css: str = "fleet-cut") -> str:
+    """A long value cut to its cell's width by CSS, the whole of it in the tooltip (and in the
+    text, for copying and searching the page)."""
+    if not value:
+        return "—"
+    return format_html('<span class="{}" title="{}">{}</span>', css, value, value)
+
+
+def short_time(moment) -> str:
+    """"12-01 14:05" with the full date and time in the tooltip."""
+    if moment is None:
+        return "—"
+    local = timezone.localtime(moment)
+    return format_html(
+        '<time datetime="{}" title="{}">{}</time>',
+        local.isoformat(),
+        local.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        local.strftime("%m-%d %H:%M"),
+    )

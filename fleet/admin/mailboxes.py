@@ -14,7 +14,14 @@ from django.views.decorators.http import require_POST
 from fleet import consent
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, require_role
 from fleet.admin.connect import links_page
-from fleet.admin.display import badge, error_code, error_explained, sentence
+from fleet.admin.display import (
+    badge,
+    error_code,
+    error_explained,
+    sentence,
+    short_time,
+    truncated,
+)
 from fleet.admin.filters import ConnectionChangeFilter, DayFilter
 from fleet.admin.imports import MailboxImportExportMixin, totp_button
 from fleet.errors import FleetError
@@ -70,14 +77,15 @@ class NewMailboxForm(forms.Form):
 class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
     # Our buttons (connect a new mailbox, …); import-export puts Import/Export in front of them.
     change_list_template = "admin/fleet/mailbox/change_list.html"
+    # Readable at 1280 px: long addresses are cut with the whole one in a tooltip, dates short.
     list_display = [
-        "email",
+        "address",
         "workspace",
         "status_badge",
         "error",
         "auth_method",
         "warmup",
-        "last_checked_at",
+        "last_checked",
     ]
     list_filter = [
         "status",
@@ -401,6 +409,14 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
         if obj is not None:
             fields += ["workspace"]
         return fields
+
+    @admin.display(description="email", ordering="email")
+    def address(self, obj):
+        return truncated(obj.email)
+
+    @admin.display(description="last checked", ordering="last_checked_at")
+    def last_checked(self, obj):
+        return short_time(obj.last_checked_at)
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
