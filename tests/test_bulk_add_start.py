@@ -108,9 +108,11 @@ def test_bad_lines_are_all_reported_before_anything_runs(ws_a, credential_a, per
         workspace=ws_a.pk,
         accounts="ok@acme-outreach.com\nnot-an-address\nOK@acme-outreach.com,dup\n,no address\n",
     ).content.decode()
-    assert "line 2: &#x27;not-an-address&#x27; is not a valid email address" in page
-    assert "line 3: OK@acme-outreach.com is a duplicate of line 1" in page
-    assert "line 4: missing mailbox_email" in page
+    # Sentences, without the internal code (VALIDATION_ERROR).
+    assert "Line 2: &#x27;not-an-address&#x27; is not a valid email address." in page
+    assert "Line 3: OK@acme-outreach.com is a duplicate of line 1." in page
+    assert "Line 4: missing mailbox_email." in page
+    assert "VALIDATION_ERROR" not in page
     too_many = "\n".join(f"u{n}@acme-outreach.com" for n in range(501))
     page = post(client_for(personas["alice"]), workspace=ws_a.pk, accounts=too_many)
     assert "Maximum 500 mailboxes per bulk add (501 given)" in page.content.decode()
