@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
-from django.db import transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
-from fleet import errors
-from fleet.admin.mailboxes import AccountTOTP
+from fleet import mailboxes
 from fleet.api.auth import get_scoped, require_role, scoped
-from fleet.api.envelope import ApiError, ok
+from fleet.api.envelope import ok
 from fleet.api.pagination import CursorPage
 from fleet.api.schema import envelope
 from fleet.api.serializers import (
@@ -22,8 +18,7 @@ from fleet.api.serializers import (
     MailboxUpdateSerializer,
     mailbox_data,
 )
-from fleet.models import Mailbox, MailboxEvent, Role, Tag
-from fleet.tasks import check_mailboxes, enqueue_on_commit
+from fleet.models import Mailbox, Role
 
 TAG = ["Mailboxes"]
 SECRETS = ["password", "totp_secret", "refresh_token", "access_token"]
@@ -113,14 +108,7 @@ class MailboxDetail(APIView):
         changes = serializer.validated_data
         if {"warmup_daily_volume", "warmup_response_rate"} & set(changes):
             require_role(request, mailbox.workspace_id, Role.MANAGER)  # as in the admin
-        with transaction.atomic():
-            fields = [f for f in ("display_name", *WARMUP_SETTINGS) if f in changes]
-            for field in fields:
-                setattr(mailbox, field, changes[field])
-            if fields:
-                mailbox.save(update_fields=[*fields, "updated_at"])
-            if "tags" in changes:
-                mailbox.tags.set(tags_named(mailbox.workspace_id, changes["tags"]))
+        mailboxes.update(mailbox, actor=request.user, via=mailboxes.API, **changes)
         return ok(mailbox_data(mailbox_by_uid(request, uid)))
 
     @extend_schema(
@@ -133,39 +121,11 @@ class MailboxDetail(APIView):
     def delete(self, request, uid):
         mailbox = mailbox_by_uid(request, uid, Role.MANAGER)
         data = mailbox_data(mailbox)
-        with transaction.atomic():
-            MailboxEvent.objects.create(
-                workspace_id=mailbox.workspace_id,
-                mailbox=mailbox,
-                email=mailbox.email,
-                kind=MailboxEvent.Kind.NOTE,
-                message=f"Deleted through the API (key {request.auth.prefix}…)",
-                actor=request.user,
-            )
-            mailbox.delete()
+        mailboxes.delete(mailbox, actor=request.user, via=mailboxes.API)
         return ok(data)
 
 
 WARMUP_SETTINGS = ("warmup_daily_volume", "warmup_response_rate")
-
-
-def tags_named(workspace_id: int, names: list[str]) -> list[Tag]:
-    """The workspace's tags with these names (case-insensitive), creating the missing ones."""
-    wanted = {name.lower(): name for name in names}
-    if not wanted:
-        return []
-    same_name = Q()
-    for name in wanted:
-        same_name |= Q(name__iexact=name)
-    existing = {
-        tag.name.lower(): tag for tag in Tag.objects.filter(same_name, workspace_id=workspace_id)
-    }
-    created = [
-        Tag.objects.create(workspace_id=workspace_id, name=name)
-        for lower, name in wanted.items()
-        if lower not in existing
-    ]
-    return [*existing.values(), *created]
 
 
 class WarmupSerializer(serializers.Serializer):
@@ -184,22 +144,15 @@ class MailboxWarmup(APIView):
         serializer = WarmupSerializer(data=request.data if self.action != "pause" else {})
         serializer.is_valid(raise_exception=True)
         settings = serializer.validated_data
-        if self.action == "resume" and mailbox.warmup_status != Mailbox.Warmup.PAUSED:
-            raise ApiError(
-                errors.VALIDATION_ERROR,
-                400,
-                f"Warmup is {mailbox.warmup_status}, not paused: use warmup/start.",
+        if self.action == "start":
+            # Starting warmup is how a program confirms a consent-connected mailbox was expected.
+            mailboxes.start_warmup(
+                mailbox, actor=request.user, via=mailboxes.API, approve_if_needed=True, **settings
             )
-        with transaction.atomic():
-            if self.action == "start" and mailbox.needs_approval:
-                # Seed 002: starting warmup is how the caller confirms the mailbox was expected.
-                mailbox.approve(actor=request.user)
-            mailbox.set_warmup(
-                Mailbox.Warmup.PAUSED if self.action == "pause" else Mailbox.Warmup.ACTIVE,
-                daily_volume=settings.get("daily_volume"),
-                response_rate=settings.get("response_rate"),
-                actor=request.user,
-            )
+        elif self.action == "resume":
+            mailboxes.resume_warmup(mailbox, actor=request.user, via=mailboxes.API, **settings)
+        else:
+            mailboxes.pause_warmup(mailbox, actor=request.user, via=mailboxes.API)
         return ok(mailbox_data(mailbox_by_uid(request, uid)))
 
 
@@ -226,12 +179,74 @@ warmup_start = warmup_view(
     "start",
     "Start warmup",
     "Managers. A mailbox connected by consent and waiting for approval is approved by this "
-    "call (seed 002: starting warmup confirms the mailbox was expected). A mailbox still "
-    "`pending` for another reason answers 409 MAILBOX_NOT_APPROVED.",
+    "call (the caller's start confirms the mailbox was expected). A mailbox still "
+    "`pending` for another reason answers 409 MAILBOX_NOT_APPROVED; one in `error`, "
+    "`reauth_required` or `disabled` answers 409 MAILBOX_NOT_ACTIVE (warmup needs a connected "
+    "mailbox).",
 )
-warmup_pause = warmup_view("pause", "Pause warmup", "Managers.")
+warmup_pause = warmup_view(
+    "pause", "Pause warmup", "Managers. Only a running warmup pauses (else 400 WARMUP_NOT_RUNNING)."
+)
 warmup_resume = warmup_view(
-    "resume", "Resume warmup", "Managers. Only a paused warmup resumes (else 400)."
+    "resume",
+    "Resume warmup",
+    "Managers. Only a paused warmup resumes (else 400 WARMUP_NOT_PAUSED), and only on an "
+    "approved, active mailbox (else 409).",
+)
+
+
+class MailboxStateChange(APIView):
+    """POST /mailboxes/{uid}/approve|disable|enable (managers): the admin's actions of the same
+    name, through the same services."""
+
+    operation = staticmethod(mailboxes.approve)
+
+    def post(self, request, uid):
+        mailbox = mailbox_by_uid(request, uid, Role.MANAGER)
+        type(self).operation(mailbox, actor=request.user, via=mailboxes.API)
+        return ok(mailbox_data(mailbox_by_uid(request, uid)))
+
+
+def state_view(name: str, operation, summary: str, description: str):
+    schema = extend_schema(
+        tags=TAG,
+        operation_id=f"mailboxes_{name}",
+        summary=summary,
+        description=description,
+        request=None,
+        responses={200: envelope("MailboxEnvelope", MailboxSerializer())},
+    )
+
+    def post(self, request, uid):
+        return MailboxStateChange.post(self, request, uid)
+
+    view = type(
+        f"Mailbox{name.title()}",
+        (MailboxStateChange,),
+        {"operation": staticmethod(operation), "post": schema(post)},
+    )
+    return view.as_view()
+
+
+approve = state_view(
+    "approve",
+    mailboxes.approve,
+    "Approve a mailbox",
+    "Managers. Confirms that a mailbox connected by an unannounced consent was expected "
+    "(`needs_approval`); a pending one becomes active. Nothing changes for a mailbox that "
+    "needed no approval.",
+)
+disable = state_view(
+    "disable",
+    mailboxes.disable,
+    "Disable a mailbox",
+    "Managers. A disabled mailbox is not tested and does not warm up.",
+)
+enable = state_view(
+    "enable",
+    mailboxes.enable,
+    "Enable a mailbox",
+    "Managers. Back to `pending`, and its connection test is queued at once.",
 )
 
 
@@ -253,11 +268,7 @@ class MailboxConnectionTest(APIView):
     )
     def post(self, request, uid):
         mailbox = mailbox_by_uid(request, uid, Role.OPERATOR)
-        if mailbox.status == Mailbox.Status.DISABLED:
-            raise ApiError(
-                errors.VALIDATION_ERROR, 400, "A disabled mailbox is not tested; enable it first."
-            )
-        enqueue_on_commit(check_mailboxes, [mailbox.pk], request.user.pk)
+        mailboxes.queue_connection_test(mailbox, actor=request.user, via=mailboxes.API)
         return ok({"uid": str(mailbox.uid), "queued": True}, status=202)
 
 
@@ -278,16 +289,5 @@ class MailboxTotp(APIView):
     )
     def post(self, request, uid):
         mailbox = get_scoped(request, Mailbox.objects.all(), Role.OPERATOR, uid=uid)
-        if not mailbox.totp_secret:
-            raise ApiError(errors.NOT_FOUND, 404, "This mailbox has no TOTP secret.")
-        totp = AccountTOTP(str(mailbox.totp_secret))
-        code = totp.now()
-        MailboxEvent.objects.create(
-            workspace_id=mailbox.workspace_id,
-            mailbox=mailbox,
-            email=mailbox.email,
-            kind=MailboxEvent.Kind.TOTP_REVEAL,
-            actor=request.user,
-            message=f"TOTP code shown (API key {request.auth.prefix}…)",
-        )
-        return ok({"code": code, "valid_for": totp.interval - int(time.time()) % totp.interval})
+        shown = mailboxes.reveal_totp(mailbox, actor=request.user, via=mailboxes.API)
+        return ok({"code": shown.code, "valid_for": shown.valid_for})
