@@ -51,36 +51,3 @@ def consent_start(request: HttpRequest, uid) -> HttpResponse:
 def oauth_callback(request: HttpRequest) -> HttpResponse:
     """Where Microsoft sends the browser back after user or admin consent."""
     return result_page(request, consent.complete(request.GET.dict()))
-
-
-# --- 403 outside the API -----------------------------------------------------------------------
-NO_ROLE_MESSAGE = (
-    "Your role does not allow this. Roles go viewer → operator → manager → owner; a workspace "
-    "owner can raise yours."
-)
-
-
-def permission_denied(request: HttpRequest, exception, template_name: str = "403.html"):
-    """handler403: the API's envelope under /api/, else a page in the admin's style that says
-    which role is needed (PermissionDenied's message, see fleet.admin.base.require_role) and
-    leads back."""
-    from django.contrib import admin
-    from django.utils.http import url_has_allowed_host_and_scheme
-
-    from fleet.api.envelope import _is_api
-    from fleet.api.envelope import permission_denied as api_permission_denied
-
-    if _is_api(request):
-        return api_permission_denied(request, exception, template_name)
-    back = request.META.get("HTTP_REFERER", "")
-    if not back or back == request.build_absolute_uri() or not url_has_allowed_host_and_scheme(
-        back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        back = ""
-    context = {
-        **admin.site.each_context(request),
-        "title": "You may not do this",
-        "reason": str(exception or "") or NO_ROLE_MESSAGE,
-        "back_url": back,
-    }
-    return render(request, template_name, context, status=403)

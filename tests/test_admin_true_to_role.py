@@ -125,7 +125,7 @@ def test_403_page_names_the_role_and_leads_back(role_users, client_for):
 def test_403_under_api_stays_an_envelope(client):
     from django.core.exceptions import PermissionDenied
 
-    from fleet.views import permission_denied
+    from fleet.api.envelope import permission_denied
 
     request = __import__("django.test", fromlist=["RequestFactory"]).RequestFactory().get("/api/v1/x")
     response = permission_denied(request, PermissionDenied("no"))
