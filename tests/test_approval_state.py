@@ -3,6 +3,7 @@ manager approves it, even once its connection test passes; the test is recorded 
 
 import pytest
 
+from fleet import mailboxes
 from fleet.mailbox_checks import check_mailboxes
 from fleet.models import Mailbox, MailboxEvent
 from tests.mail_fixtures import mail, point_at, servers  # noqa: F401
@@ -36,7 +37,7 @@ def test_passing_test_of_a_mailbox_awaiting_approval_leaves_it_pending(mail, ws_
     assert (test.error_code, test.to_status) == ("", "pending")  # passed, and recorded
 
     # The manager's approval is what makes it active.
-    waiting.approve(actor=personas["bob"])
+    assert mailboxes.approve(waiting, actor=personas["bob"], via=mailboxes.ADMIN)
     waiting.refresh_from_db()
     assert (waiting.status, waiting.needs_approval) == ("active", False)
     assert check_mailboxes([waiting.pk]) == {"active": 1}
