@@ -1,6 +1,7 @@
 """Fleet settings: one file, every value from the environment (see .env.example)."""
 
 import importlib.util
+import os
 from pathlib import Path
 
 import environ
@@ -10,7 +11,12 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 # A .env file beside manage.py is read when present; real environment variables win.
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# FLEET_READ_DOTENV=false skips it: bin/test sets it (and every process the tests start inherits
+# it), so that the developer's .env — bin/run's demo points Microsoft and MAIL_* at the loopback
+# sandbox — never leaks into the settings under test. An environment variable rather than a second
+# settings module, because the tests' worker processes (manage.py db_worker) read this same module.
+if os.environ.get("FLEET_READ_DOTENV", "true").strip().lower() not in ("false", "0", "no", "off"):
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
 def _env(name: str, cast, default):
@@ -207,7 +213,15 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A refused request (PermissionDenied) is one line, not a traceback: fleet/logs.py.
+    "filters": {"permission_denied_one_line": {"()": "fleet.logs.PermissionDeniedOneLine"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["permission_denied_one_line"],
+        }
+    },
     "root": {"handlers": ["console"], "level": _env("LOG_LEVEL", env.str, "INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

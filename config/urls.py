@@ -13,8 +13,8 @@ urlpatterns = [
     path("oauth/callback/", views.oauth_callback, name="oauth_callback"),
 ]
 
-# JSON errors under /api/, Django's pages elsewhere.
+# JSON errors under /api/, Django's pages elsewhere (403: an admin-styled page naming the role).
 handler400 = "fleet.api.envelope.bad_request"
-handler403 = "fleet.api.envelope.permission_denied"
+handler403 = "fleet.api.envelope.permission_denied"  # an admin-styled page naming the role
 handler404 = "fleet.api.envelope.page_not_found"
 handler500 = "fleet.api.envelope.server_error"

@@ -86,6 +86,14 @@ class Dashboard:
         return max([1, *(max(d.made, d.lost) for d in self.trend)])
 
     @property
+    def trend_made_total(self) -> int:
+        return sum(d.made for d in self.trend)
+
+    @property
+    def trend_lost_total(self) -> int:
+        return sum(d.lost for d in self.trend)
+
+    @property
     def trend_ticks(self) -> list[TrendDay]:
         return [d for i, d in enumerate(self.trend) if (len(self.trend) - 1 - i) % 7 == 0]
 

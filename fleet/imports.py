@@ -53,6 +53,10 @@ INVALID_EMAIL = "Invalid email address"
 INVALID_TOTP = "TOTP secret is not valid base32"
 NAME_TOO_LONG = "Name is longer than 255 characters"
 PASSWORD_TOO_LONG = "Password is longer than 256 characters"
+NO_ROWS = "CSV file has a header but no mailboxes"
+NOTHING_TO_IMPORT = "No row can be imported"
+TAG_MAX_LENGTH = 64
+TAG_TOO_LONG = f"Tag is longer than {TAG_MAX_LENGTH} characters"
 
 class ImportRejected(errors.FleetError):
     """The whole file is refused: nothing is written. `message` is shown as it is."""
@@ -104,9 +108,14 @@ def _decode(data: bytes) -> str:
     raise ImportRejected(NOT_A_TABLE)
 
 
+DELIMITERS = (",", ";", "\t")
+
+
 def _delimiter(text: str) -> str:
+    """The header's most frequent of comma, semicolon and tab (Excel's "Unicode text" and "Text
+    (tab delimited)" exports use tabs), comma on a tie."""
     header = next((line for line in text.splitlines() if line.strip()), "")
-    return ";" if header.count(";") > header.count(",") else ","
+    return max(DELIMITERS, key=lambda d: (header.count(d), d == ","))
 
 
 def _rows_from_xlsx(data: bytes) -> list[list[str]]:
@@ -118,8 +127,8 @@ def _rows_from_xlsx(data: bytes) -> list[list[str]]:
 
 
 def read_rows(data: bytes) -> list[list[str]]:
-    """Bytes of a CSV (UTF-8 with or without BOM, UTF-16, Windows-1252; comma or semicolon) or
-    XLSX file → its rows of cells, from the first non-blank one (the header). Rejects files it
+    """Bytes of a CSV (UTF-8 with or without BOM, UTF-16, Windows-1252; comma, semicolon or tab)
+    or XLSX file → its rows of cells, from the first non-blank one (the header). Rejects files it
     cannot read. Also the bulk add's upload reader (fleet/bulk_add.py)."""
     if not data:
         raise ImportRejected(FILE_EMPTY)
@@ -139,10 +148,12 @@ def read_rows(data: bytes) -> list[list[str]]:
 
 
 def read_table(data: bytes, file_name: str = "") -> tablib.Dataset:
-    """Bytes of a CSV (UTF-8 with or without BOM, UTF-16, Windows-1252; comma or semicolon) or
-    XLSX file → a Dataset with the columns email, password, name, totpsecret (stripped strings,
-    blank rows kept so that row numbers match the file). Rejects files it cannot read or whose
-    header or size breaks the rules."""
+    """Bytes of a CSV (UTF-8 with or without BOM, UTF-16, Windows-1252; comma, semicolon or tab)
+    or XLSX file → a Dataset with the columns email, password, name, totpsecret (blank rows kept
+    so that row numbers match the file). Only column names and addresses are trimmed: a password
+    is kept byte for byte, spaces included. Rejects files it cannot read, whose header or size
+    breaks the rules, or that hold no row that could be imported (header only, or every row bad):
+    the admin and the API refuse them alike, with VALIDATION_ERROR and the same message."""
     rows = read_rows(data)
     header = [cell.strip().lower() for cell in rows[0]]
     if "email" not in header or "password" not in header:
@@ -155,20 +166,45 @@ def read_table(data: bytes, file_name: str = "") -> tablib.Dataset:
     position = {name: header.index(name) for name in COLUMNS if name in header}
     table = tablib.Dataset(headers=list(COLUMNS))
     for row in body:
-        table.append(
-            [
-                row[position[name]].strip()
-                if name in position and position[name] < len(row)
-                else ""
-                for name in COLUMNS
-            ]
-        )
+        cells = {
+            name: row[position[name]] if name in position and position[name] < len(row) else ""
+            for name in COLUMNS
+        }
+        cells["email"] = cells["email"].strip()
+        table.append([cells[name] for name in COLUMNS])
+    refuse_without_importable_rows(table)
     return table
+
+
+def refuse_without_importable_rows(table: tablib.Dataset) -> None:
+    """A file with only a header, or only rows that cannot be imported, is refused whole: an
+    import of nothing would write an empty batch and promise connection tests."""
+    problems = []
+    for number, values in enumerate(table, start=2):  # the header is row 1
+        row = dict(zip(COLUMNS, values, strict=True))
+        if is_blank(row):
+            continue
+        problem = row_error(row)
+        if problem is None:
+            return
+        problems.append(f"row {number}: {problem}")
+    if not problems:
+        raise ImportRejected(NO_ROWS)
+    shown = "; ".join(problems[:10]) + ("; …" if len(problems) > 10 else "")
+    raise ImportRejected(f"{NOTHING_TO_IMPORT} ({shown})")
+
+
+def check_tag(tag: str) -> str:
+    """The tag to apply (trimmed), refusing one longer than a tag may be."""
+    tag = (tag or "").strip()
+    if len(tag) > TAG_MAX_LENGTH:
+        raise ImportRejected(TAG_TOO_LONG)
+    return tag
 
 
 def row_error(row: dict[str, str]) -> str | None:
     """Why a row cannot be imported, or None."""
-    if not row["email"] or not row["password"]:
+    if not row["email"] or not row["password"].strip():
         return MISSING_EMAIL_OR_PASSWORD
     try:
         validate_email(row["email"])
@@ -196,7 +232,7 @@ def normalise_totp(secret: str) -> str | None:
 
 
 def is_blank(row: dict[str, str]) -> bool:
-    return not any(row.values())
+    return not any(value.strip() for value in row.values())
 
 
 # --- The import ---------------------------------------------------------------------------------
@@ -363,6 +399,7 @@ def import_mailboxes(
         and not Workspace.objects.restrict(user, Role.OPERATOR).filter(pk=workspace.pk).exists()
     ):
         raise errors.FleetError(errors.PERMISSION_DENIED)
+    tag = check_tag(tag)
     data, name = read_upload(file)
     dataset = read_table(data, file_name or name)
     resource = MailboxImportResource(workspace=workspace, tag=tag, user=user, via=via)

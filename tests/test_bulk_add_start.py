@@ -108,9 +108,11 @@ def test_bad_lines_are_all_reported_before_anything_runs(ws_a, credential_a, per
         workspace=ws_a.pk,
         accounts="ok@acme-outreach.com\nnot-an-address\nOK@acme-outreach.com,dup\n,no address\n",
     ).content.decode()
-    assert "line 2: &#x27;not-an-address&#x27; is not a valid email address" in page
-    assert "line 3: OK@acme-outreach.com is a duplicate of line 1" in page
-    assert "line 4: missing mailbox_email" in page
+    # Sentences, without the internal code (VALIDATION_ERROR).
+    assert "Line 2: &#x27;not-an-address&#x27; is not a valid email address." in page
+    assert "Line 3: OK@acme-outreach.com is a duplicate of line 1." in page
+    assert "Line 4: missing mailbox_email." in page
+    assert "VALIDATION_ERROR" not in page
     too_many = "\n".join(f"u{n}@acme-outreach.com" for n in range(501))
     page = post(client_for(personas["alice"]), workspace=ws_a.pk, accounts=too_many)
     assert "Maximum 500 mailboxes per bulk add (501 given)" in page.content.decode()
@@ -120,7 +122,8 @@ def test_bad_lines_are_all_reported_before_anything_runs(ws_a, credential_a, per
 def test_no_credential_and_not_exactly_one_valid(ws_a, personas, client_for):
     operator = client_for(personas["alice"])
     page = post(operator, workspace=ws_a.pk, accounts="jim@acme-outreach.com")
-    assert "INVALID_CREDENTIAL_ID" in page.content.decode()
+    # A sentence with what to do (INVALID_CREDENTIAL_ID's hint), not the code.
+    assert "Pick a Graph app-only credential of this workspace" in page.content.decode()
     graph_credential_of(ws_a, name="one")
     graph_credential_of(ws_a, name="two")
     page = post(operator, workspace=ws_a.pk, accounts="jim@acme-outreach.com")
@@ -131,11 +134,11 @@ def test_no_credential_and_not_exactly_one_valid(ws_a, personas, client_for):
 def test_isolation(ws_a, ws_b, credential_a, personas, client_for):
     credential_b = graph_credential_of(ws_b)
     alice = client_for(personas["alice"])
-    # Another workspace's credential: refused with the seed's code, nothing done.
+    # Another workspace's credential: refused (INVALID_CREDENTIAL_ID, said in words), nothing done.
     page = post(
         alice, workspace=ws_a.pk, credential=credential_b.pk, accounts="a@acme-outreach.com"
     )
-    assert "INVALID_CREDENTIAL_ID" in page.content.decode()
+    assert "Pick a Graph app-only credential of this workspace" in page.content.decode()
     assert f"{ws_b} · " not in page.content.decode()  # B's credentials are not offered
     # A workspace where alice is not an operator.
     page = post(

@@ -109,7 +109,9 @@ def test_external_consent_request_completed_by_hand(ws_a, mailboxes, personas, c
             "request_data": "{}",
         },
     )
-    assert bad.status_code == 200 and "VALIDATION_ERROR" in bad.content.decode()
+    # A sentence for people, without the internal code.
+    assert bad.status_code == 200 and 'class="errornote"' in bad.content.decode()
+    assert "VALIDATION_ERROR" not in bad.content.decode()
     assert ConsentRequest.objects.count() == 1
 
     operator.post(
@@ -139,7 +141,7 @@ def test_the_admin_form_checks_a_new_request_without_writing(ws_a, mailboxes, pe
     assert form.prepared.pk is None and form.prepared.mailbox == mailboxes["a"]
     assert not ConsentRequest.objects.exists()
     refused = form_class(data={**data, "consent_url": "http://x.example/"})
-    assert not refused.is_valid() and "VALIDATION_ERROR" in str(refused.errors)
+    assert not refused.is_valid() and "must be an https:// URL" in str(refused.errors)
     assert not ConsentRequest.objects.exists()
 
 

@@ -7,6 +7,7 @@ Every queryset, foreign-key choice, list filter and action goes through
 from __future__ import annotations
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
 
 from fleet.models import Membership, Role, Workspace
@@ -50,6 +51,22 @@ def has_role(request: HttpRequest, role: str, workspace_id: int | None = None) -
     return roles.get(workspace_id) in allowed
 
 
+def require_role(request: HttpRequest, role: str, doing: str, workspace_id: int | None = None):
+    """PermissionDenied naming the role `doing` needs; the 403 page shows the sentence."""
+    if not has_role(request, role, workspace_id):
+        where = "this workspace" if workspace_id is not None else "a workspace"
+        raise PermissionDenied(f"{doing} needs the {role} role in {where}.")
+
+
+def abilities(request: HttpRequest) -> dict[str, bool]:
+    """What the user may do in at least one workspace: templates show a button only then."""
+    return {
+        "operate": has_role(request, Role.OPERATOR),
+        "manage": has_role(request, Role.MANAGER),
+        "own": has_role(request, Role.OWNER),
+    }
+
+
 def workspace_id_of(obj) -> int | None:
     return obj.pk if isinstance(obj, Workspace) else obj.workspace_id
 
@@ -72,6 +89,12 @@ class ScopedAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).restrict(request.user, self.view_role)
+
+    def changelist_view(self, request, extra_context=None):
+        # `fleet_can.operate` etc.: the list's buttons are shown only to those they work for.
+        return super().changelist_view(
+            request, {"fleet_can": abilities(request), **(extra_context or {})}
+        )
 
     # Secrets: an editor gets the write-only widget; a view-only user sees `<name>_is_set`
     # (declared with secret_display) in its place, and a secret without one is left out.

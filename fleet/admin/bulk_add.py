@@ -2,15 +2,15 @@ import csv
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from fleet import errors
-from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
-from fleet.admin.display import badge
+from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, require_role
+from fleet.admin.display import badge, sentence
 from fleet.bulk_add import (
     MAX_ACCOUNTS,
     AccountsInvalid,
@@ -79,16 +79,15 @@ class BulkAddForm(forms.Form):
             data["parsed"] = parse_upload(upload) if upload else parse_lines(text)
         except AccountsInvalid as bad:
             # Every bad line, before anything runs.
-            raise ValidationError([f"{bad.code}: {p}" for p in bad.problems[:50]]) from bad
+            # Sentences for people: the codes are the API's business.
+            raise ValidationError([sentence(p) for p in bad.problems[:50]]) from bad
         except ImportRejected as rejected:  # not a readable CSV/XLSX, too large, empty
-            raise ValidationError(f"{rejected.code}: {rejected.message}") from rejected
+            raise ValidationError(sentence(rejected.message)) from rejected
         if data.get("workspace") is not None:
             try:
                 data["resolved"] = resolve_credential(data["workspace"], data.get("credential"))
             except FleetError as failure:
-                self.add_error(
-                    "credential", f"{failure.code} — {failure.message} {failure.error.hint}"
-                )
+                self.add_error("credential", sentence(failure.message, failure.error.hint))
         return data
 
 
@@ -125,15 +124,14 @@ class BulkAddRunAdmin(ScopedAdmin):
     def start_view(self, request):
         """Add Microsoft mailboxes in bulk (seed 004): check the list and the credential, record
         the run, and go to its results page (the worker does the rest)."""
-        if not has_role(request, Role.OPERATOR):
-            raise PermissionDenied
+        require_role(request, Role.OPERATOR, "Adding mailboxes in bulk")
         form = BulkAddForm(request.user, request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
                 run = start_run(data["workspace"], data["resolved"], data["parsed"], request.user)
             except FleetError as failure:
-                form.add_error(None, f"{failure.code} — {failure.message}")
+                form.add_error(None, sentence(failure.message, failure.error.hint))
             else:
                 self.message_user(
                     request, f"Bulk add of {run.total} mailbox(es) started.", messages.SUCCESS

@@ -5,7 +5,7 @@ from django.urls import path
 from fleet import consent
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
 from fleet.admin.connect import links_csv
-from fleet.admin.display import badge, error_code
+from fleet.admin.display import badge, error_code, error_explained, sentence
 from fleet.admin.filters import ConsentStateFilter
 from fleet.errors import FleetError
 from fleet.models import ConsentRequest, Role
@@ -47,9 +47,7 @@ class ConsentRequestForm(forms.ModelForm):
                 actor=self.user,
             )
         except FleetError as failure:
-            raise forms.ValidationError(
-                f"{failure.code} — {failure.message}. {failure.error.hint}"
-            ) from failure
+            raise forms.ValidationError(sentence(failure.message, failure.error.hint)) from failure
         return data
 
 
@@ -73,8 +71,7 @@ class ConsentRequestAdmin(ScopedAdmin):
     readonly_fields = [
         "uid",
         "status",
-        "error_code",
-        "error_message",
+        "error_detail",
         "expires_at",
         "created_by",
         "created_at",
@@ -142,6 +139,10 @@ class ConsentRequestAdmin(ScopedAdmin):
     @admin.display(description="error", ordering="error_code")
     def error(self, obj):
         return error_code(obj.error_code)
+
+    @admin.display(description="error")
+    def error_detail(self, obj):
+        return error_explained(obj.error_code, obj.error_message)
 
     @admin.action(
         description="Mark external consent completed (done by hand)", permissions=["operate"]

@@ -1,5 +1,4 @@
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -7,9 +6,15 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
 from fleet import consent, errors
-from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, secret_display
+from fleet.admin.base import (
+    ScopedAdmin,
+    ScopedRelatedFilter,
+    require_role,
+    roles_of,
+    secret_display,
+)
 from fleet.admin.connect import links_page
-from fleet.admin.display import badge, error_code
+from fleet.admin.display import badge, error_code, error_explained, short_time, truncated
 from fleet.admin.filters import SecretExpiryFilter
 from fleet.errors import FleetError
 from fleet.models import Credential, Role
@@ -25,14 +30,14 @@ class CredentialAdmin(ScopedAdmin):
     list_display = [
         "name",
         "workspace",
-        "kind",
-        "tenant_id",
-        "client_id",
+        "kind_short",
+        "tenant",
+        "client",
         "secret",
         "secret_expiry",
         "status_badge",
         "last_error_code",
-        "last_verified_at",
+        "last_verified",
     ]
     list_filter = ["kind", "status", SecretExpiryFilter, ("workspace", ScopedRelatedFilter)]
     search_fields = ["name", "client_id", "tenant_id"]
@@ -41,9 +46,7 @@ class CredentialAdmin(ScopedAdmin):
         "status",
         "admin_consented_at",
         "last_verified_at",
-        "last_error",
-        "last_error_message",
-        "next_step",
+        "error_detail",
         "permissions_held",
     ]
     actions = ["request_admin_consent", "verify_now"]
@@ -74,6 +77,26 @@ class CredentialAdmin(ScopedAdmin):
             *super().get_urls(),
         ]
 
+    # GUIDs are cut to their first characters (the whole one in the tooltip): at 1280 px they
+    # pushed the status off-screen.
+    @admin.display(description="tenant", ordering="tenant_id")
+    def tenant(self, obj):
+        return truncated(obj.tenant_id, "fleet-cut fleet-cut-id")
+
+    @admin.display(description="client id", ordering="client_id")
+    def client(self, obj):
+        return truncated(obj.client_id, "fleet-cut fleet-cut-id")
+
+    @admin.display(description="kind", ordering="kind")
+    def kind_short(self, obj):
+        # "Graph app-only (client credentials)" → "Graph app-only", the whole label on hover.
+        label = obj.get_kind_display()
+        return format_html('<span title="{}">{}</span>', label, label.split(" (")[0])
+
+    @admin.display(description="verified", ordering="last_verified_at")
+    def last_verified(self, obj):
+        return short_time(obj.last_verified_at)
+
     @admin.display(description="secret")
     def secret(self, obj):
         return secret_status(obj.client_secret)
@@ -82,7 +105,7 @@ class CredentialAdmin(ScopedAdmin):
     def status_badge(self, obj):
         return badge(obj.status, obj.get_status_display())
 
-    @admin.display(description="secret expires", ordering="secret_expires_at")
+    @admin.display(description="expires", ordering="secret_expires_at")
     def secret_expiry(self, obj):
         if obj.secret_expires_at is None:
             return "—"
@@ -98,26 +121,34 @@ class CredentialAdmin(ScopedAdmin):
 
     @admin.display(description="last error", ordering="last_error")
     def last_error_code(self, obj):
-        if obj.last_error in self.CONSENT_FIXES:
-            return format_html(
-                '{} <a href="{}">request admin consent</a>',
-                error_code(obj.last_error),
-                reverse("admin:fleet_credential_admin_consent", args=[obj.pk]),
-            )
         return error_code(obj.last_error)
 
-    @admin.display(description="next step")
-    def next_step(self, obj):
-        entry = errors.get(obj.last_error) if obj.pk else None
-        if entry is None:
-            return "—"
-        if obj.last_error in self.CONSENT_FIXES:
-            return format_html(
-                '{} <a class="button" href="{}">Request tenant admin consent</a>',
-                entry.hint,
-                reverse("admin:fleet_credential_admin_consent", args=[obj.pk]),
-            )
-        return entry.hint
+    def get_list_display(self, request):
+        # The "request admin consent" link is offered only where the user is a manager.
+        managed = self._managed_workspaces(request)
+
+        @admin.display(description="last error", ordering="last_error")
+        def last_error_code(obj):
+            if obj.last_error in self.CONSENT_FIXES and (managed is None or obj.workspace_id in managed):
+                return format_html(
+                    '{} <a href="{}">request admin consent</a>',
+                    error_code(obj.last_error),
+                    reverse("admin:fleet_credential_admin_consent", args=[obj.pk]),
+                )
+            return error_code(obj.last_error)
+
+        return [last_error_code if f == "last_error_code" else f for f in self.list_display]
+
+    def _managed_workspaces(self, request) -> set[int] | None:
+        """Workspace ids where the user is at least a manager (None: all, a superuser)."""
+        if request.user.is_superuser:
+            return None
+        return {ws for ws, role in roles_of(request).items() if role in Role.at_least(Role.MANAGER)}
+
+    @admin.display(description="last error")
+    def error_detail(self, obj):
+        # Code, message, what to do; the admin-consent button is in the page's tools.
+        return error_explained(obj.last_error, obj.last_error_message, obj.last_verified_at)
 
     @admin.display(description="application permissions")
     def permissions_held(self, obj):
@@ -175,8 +206,9 @@ class CredentialAdmin(ScopedAdmin):
         credential = self.get_object(request, object_id)
         if credential is None:
             return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        if not self.has_manage_permission(request, credential):
-            raise PermissionDenied
+        require_role(
+            request, Role.MANAGER, "Requesting tenant admin consent", credential.workspace_id
+        )
         if request.method == "POST":
             try:
                 created = consent.admin_request_for(credential)

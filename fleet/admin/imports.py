@@ -21,7 +21,7 @@ from import_export.admin import ImportExportMixin
 from import_export.formats import base_formats
 from import_export.forms import ConfirmImportForm, ImportForm
 
-from fleet import imports
+from fleet import errors, imports
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
 from fleet.models import ImportBatch, Mailbox, Role, Workspace
 
@@ -31,7 +31,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 class MailboxImportForm(ImportForm):
     workspace = forms.ModelChoiceField(queryset=Workspace.objects.none())
     tag = forms.CharField(
-        max_length=64, required=False, help_text="Optional: applied to every imported mailbox."
+        required=False, help_text="Optional: applied to every imported mailbox."
     )
     field_order = ["workspace", "tag", "import_file", "resource", "format"]
 
@@ -39,10 +39,18 @@ class MailboxImportForm(ImportForm):
         super().__init__(formats, resources, **kwargs)
         self.fields["workspace"].queryset = Workspace.objects.restrict(user, Role.OPERATOR)
         self.fields["import_file"].error_messages["required"] = imports.FILE_REQUIRED
+        # An empty upload reads as the API's answer for one (one message for both paths).
+        self.fields["import_file"].error_messages["empty"] = imports.FILE_EMPTY
         self.fields["import_file"].help_text = (
             "CSV (comma or semicolon; UTF-8, UTF-16 or Windows-1252) or XLSX with the columns "
             f"email, password and optionally name, totpsecret; at most {imports.MAX_ROWS} rows."
         )
+
+    def clean_tag(self):
+        try:
+            return imports.check_tag(self.cleaned_data["tag"])
+        except imports.ImportRejected as exc:
+            raise forms.ValidationError(exc.message) from None
 
     def clean_import_file(self):
         upload = self.cleaned_data["import_file"]
@@ -71,6 +79,7 @@ class MailboxExportResource(resources.ModelResource):
 
     workspace = fields.Field(attribute="workspace__name", column_name="workspace")
     tags = fields.Field(column_name="tags")
+    error_hint = fields.Field(column_name="error_hint")
 
     class Meta:
         model = Mailbox
@@ -84,6 +93,7 @@ class MailboxExportResource(resources.ModelResource):
             "status",
             "error_code",
             "error_message",
+            "error_hint",
             "smtp_host",
             "smtp_port",
             "smtp_security",
@@ -97,6 +107,10 @@ class MailboxExportResource(resources.ModelResource):
         )
         export_order = fields
         name = "Mailboxes (no secrets)"
+
+    def dehydrate_error_hint(self, mailbox):
+        entry = errors.get(mailbox.error_code)
+        return entry.hint if entry else ""
 
     def dehydrate_tags(self, mailbox):
         return ", ".join(sorted(t.name for t in mailbox.tags.all()))
@@ -176,11 +190,20 @@ class MailboxImportExportMixin(ImportExportMixin):
                 messages.ERROR,
             )
             return HttpResponseRedirect(reverse("admin:fleet_mailbox_import"))
+        if summary.imported:
+            text = (
+                f"Imported {summary.imported}, skipped {summary.skipped} duplicate(s), "
+                f"{summary.failed} failed. Connection tests are running."
+            )
+        else:  # nothing new: no test runs, so none is promised
+            text = (
+                f"Nothing was imported: {summary.skipped} duplicate(s) skipped, "
+                f"{summary.failed} failed."
+            )
         self.message_user(
             request,
-            f"Imported {summary.imported}, skipped {summary.skipped} duplicate(s), "
-            f"{summary.failed} failed. Connection tests are running.",
-            messages.WARNING if summary.failed else messages.SUCCESS,
+            text,
+            messages.WARNING if summary.failed or not summary.imported else messages.SUCCESS,
         )
         return HttpResponseRedirect(
             reverse("admin:fleet_importbatch_change", args=[summary.batch.pk])
@@ -211,6 +234,7 @@ class ImportBatchAdmin(ScopedAdmin):
         "tag",
         ("total_rows", "imported", "skipped", "failed"),
         "progress_bar",
+        "failed_tests",
         "error_list",
     ]
     readonly_fields = [
@@ -224,8 +248,10 @@ class ImportBatchAdmin(ScopedAdmin):
         "skipped",
         "failed",
         "progress_bar",
+        "failed_tests",
         "error_list",
     ]
+    FAILED_TESTS_SHOWN = 100
 
     def has_add_permission(self, request):
         return False  # made by imports only
@@ -260,7 +286,30 @@ class ImportBatchAdmin(ScopedAdmin):
             },
         )
 
-    @admin.display(description="errors (first 50)")
+    @admin.display(description="failed connection tests")
+    def failed_tests(self, obj):
+        """Which imported mailboxes failed their test, why, and what to do (the code's hint)."""
+        failed = list(
+            obj.mailboxes.exclude(status__in=[Mailbox.Status.PENDING, Mailbox.Status.ACTIVE])
+            .exclude(error_code="")
+            .order_by("email")
+            .only("pk", "email", "status", "error_code", "error_message")[: self.FAILED_TESTS_SHOWN]
+        )
+        if not failed:
+            return "—"
+        rows = [
+            {
+                "mailbox": m,
+                "url": reverse("admin:fleet_mailbox_change", args=[m.pk]),
+                "entry": errors.get(m.error_code),
+            }
+            for m in failed
+        ]
+        return render_to_string(
+            "fleet/import_failed_tests.html", {"rows": rows, "shown": self.FAILED_TESTS_SHOWN}
+        )
+
+    @admin.display(description="rows refused (first 50)")
     def error_list(self, obj):
         if not obj.errors:
             return "—"

@@ -1,6 +1,5 @@
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -9,9 +8,21 @@ from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
 from fleet import consent, mailboxes
-from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role, secret_display
+from fleet.admin.base import (
+    ScopedAdmin,
+    ScopedRelatedFilter,
+    require_role,
+    secret_display,
+)
 from fleet.admin.connect import links_page
-from fleet.admin.display import badge, error_code
+from fleet.admin.display import (
+    badge,
+    error_code,
+    error_explained,
+    sentence,
+    short_time,
+    truncated,
+)
 from fleet.admin.filters import ConnectionChangeFilter, DayFilter
 from fleet.admin.imports import MailboxImportExportMixin, totp_button
 from fleet.errors import FleetError
@@ -57,14 +68,15 @@ class NewMailboxForm(forms.Form):
 class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
     # Our buttons (connect a new mailbox, …); import-export puts Import/Export in front of them.
     change_list_template = "admin/fleet/mailbox/change_list.html"
+    # Readable at 1280 px: long addresses are cut with the whole one in a tooltip, dates short.
     list_display = [
-        "email",
+        "address",
         "workspace",
         "status_badge",
         "error",
         "auth_method",
         "warmup",
-        "last_checked_at",
+        "last_checked",
     ]
     list_filter = [
         "status",
@@ -102,6 +114,7 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
         "credential",
         "totp_code",
         "history",
+        "error_detail",
     ]
     fieldsets = [
         (
@@ -115,8 +128,7 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
                     "uid",
                     "status",
                     "needs_approval",
-                    "error_code",
-                    "error_message",
+                    "error_detail",
                     "credential",
                     "last_checked_at",
                 ]
@@ -241,8 +253,7 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
         """Connect a new Outlook mailbox: a consent link for a workspace; the mailbox is created
         `pending` once its owner consents, and a manager approves it."""
         workspaces = Workspace.objects.restrict(request.user, Role.OPERATOR)
-        if not has_role(request, Role.OPERATOR):
-            raise PermissionDenied
+        require_role(request, Role.OPERATOR, "Connecting a new Outlook mailbox")
         form = NewMailboxForm(request.POST or None)
         form.fields["workspace"].queryset = workspaces
         if workspaces.count() == 1 and not request.POST:
@@ -262,7 +273,7 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
                     base_url=request.build_absolute_uri("/"),
                 )
             except FleetError as failure:
-                form.add_error(None, f"{failure.code} — {failure.message}. {failure.error.hint}")
+                form.add_error(None, sentence(failure.message, failure.error.hint))
         return TemplateResponse(request, "admin/fleet/connect_new.html", context)
 
     @admin.action(description="Approve (the mailbox was expected)", permissions=["manage"])
@@ -376,6 +387,14 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
             fields += ["workspace"]
         return fields
 
+    @admin.display(description="email", ordering="email")
+    def address(self, obj):
+        return truncated(obj.email)
+
+    @admin.display(description="last checked", ordering="last_checked_at")
+    def last_checked(self, obj):
+        return short_time(obj.last_checked_at)
+
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
         shown = badge(obj.status, obj.get_status_display())
@@ -386,6 +405,10 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
     @admin.display(description="error", ordering="error_code")
     def error(self, obj):
         return error_code(obj.error_code)
+
+    @admin.display(description="error")
+    def error_detail(self, obj):
+        return error_explained(obj.error_code, obj.error_message, obj.last_checked_at)
 
     @admin.display(description="warmup", ordering="warmup_status")
     def warmup(self, obj):

@@ -200,10 +200,37 @@ def bad_request(request, exception, template_name="400.html"):
     return defaults.bad_request(request, exception, template_name)
 
 
+NO_ROLE_MESSAGE = (
+    "Your role does not allow this. Roles go viewer → operator → manager → owner; a workspace "
+    "owner can raise yours."
+)
+
+
 def permission_denied(request, exception, template_name="403.html"):
+    """The envelope under /api/; elsewhere a page in the admin's style that says which role is
+    needed (PermissionDenied's message, see fleet.admin.base.require_role) and leads back."""
     if _is_api(request):
         return json_error(errors.PERMISSION_DENIED, 403)
-    return defaults.permission_denied(request, exception, template_name)
+    from django.contrib import admin
+    from django.shortcuts import render
+    from django.utils.http import url_has_allowed_host_and_scheme
+
+    back = request.META.get("HTTP_REFERER", "")
+    if (
+        not back
+        or back == request.build_absolute_uri()
+        or not url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+    ):
+        back = ""
+    context = {
+        **admin.site.each_context(request),
+        "title": "You may not do this",
+        "reason": str(exception or "") or NO_ROLE_MESSAGE,
+        "back_url": back,
+    }
+    return render(request, template_name, context, status=403)
 
 
 def page_not_found(request, exception, template_name="404.html"):
