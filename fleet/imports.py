@@ -34,7 +34,7 @@ from import_export import fields, resources, widgets
 from import_export.formats import base_formats
 from import_export.tmp_storages import TempFolderStorage
 
-from fleet import errors
+from fleet import access, errors
 from fleet.models import ImportBatch, Mailbox, Role, Tag, Workspace
 from fleet.secrets import fernet
 from fleet.tasks import check_mailboxes, enqueue_on_commit
@@ -371,10 +371,7 @@ def import_mailboxes(
 ) -> ImportResult:
     """Import a CSV/XLSX file of app-password mailboxes into `workspace` (the user must be an
     operator there). Raises ImportRejected (nothing written) or returns what was written."""
-    if (
-        user is not None
-        and not Workspace.objects.restrict(user, Role.OPERATOR).filter(pk=workspace.pk).exists()
-    ):
+    if user is not None and not access.has_role(user, Role.OPERATOR, workspace.pk):
         raise errors.FleetError(errors.PERMISSION_DENIED)
     data, name = read_upload(file)
     dataset = read_table(data, file_name or name)

@@ -8,11 +8,10 @@ from django.db import transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.views import APIView
 
 from fleet import errors
 from fleet.admin.mailboxes import AccountTOTP
-from fleet.api.auth import get_scoped, require_role, scoped
+from fleet.api.base import FleetView
 from fleet.api.envelope import ApiError, ok
 from fleet.api.pagination import CursorPage
 from fleet.api.schema import envelope
@@ -20,7 +19,6 @@ from fleet.api.serializers import (
     MailboxFilterSerializer,
     MailboxSerializer,
     MailboxUpdateSerializer,
-    mailbox_data,
 )
 from fleet.models import Mailbox, MailboxEvent, Role, Tag
 from fleet.tasks import check_mailboxes, enqueue_on_commit
@@ -44,8 +42,12 @@ def mailbox_rows(queryset):
     )
 
 
-def mailbox_by_uid(request, uid, role: str = Role.VIEWER) -> Mailbox:
-    return get_scoped(request, mailbox_rows(Mailbox.objects.all()), role, uid=uid)
+class MailboxView(FleetView):
+    """One mailbox, named by the URL's uid."""
+
+    queryset = mailbox_rows(Mailbox.objects.all())
+    lookup_field = "uid"
+    serializer_class = MailboxSerializer
 
 
 LIST_PARAMETERS = [
@@ -59,7 +61,10 @@ LIST_PARAMETERS = [
 ]
 
 
-class MailboxList(APIView):
+class MailboxList(FleetView):
+    queryset = Mailbox.objects.all()
+    serializer_class = MailboxSerializer
+
     @extend_schema(
         tags=TAG,
         operation_id="mailboxes_list",
@@ -73,7 +78,7 @@ class MailboxList(APIView):
         filters = MailboxFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         wanted = filters.validated_data
-        mailboxes = scoped(request, Mailbox.objects.all())
+        mailboxes = self.queryset
         if "workspace_id" in wanted:
             mailboxes = mailboxes.filter(workspace_id=wanted["workspace_id"])
         for field in ("status", "error_code", "warmup_status"):
@@ -83,10 +88,12 @@ class MailboxList(APIView):
             mailboxes = mailboxes.filter(tags__name__iexact=wanted["tag"])
         paginator = CursorPage()
         page = paginator.paginate_queryset(mailbox_rows(mailboxes), request, view=self)
-        return paginator.get_paginated_response([mailbox_data(m) for m in page])
+        return paginator.get_paginated_response(self.serialize(page, many=True))
 
 
-class MailboxDetail(APIView):
+class MailboxDetail(MailboxView):
+    roles = {"GET": Role.VIEWER, "PATCH": Role.OPERATOR, "DELETE": Role.MANAGER}
+
     @extend_schema(
         tags=TAG,
         operation_id="mailboxes_get",
@@ -96,7 +103,7 @@ class MailboxDetail(APIView):
         responses={200: envelope("MailboxEnvelope", MailboxSerializer())},
     )
     def get(self, request, uid):
-        return ok(mailbox_data(mailbox_by_uid(request, uid)))
+        return self.respond(self.get_object())
 
     @extend_schema(
         tags=TAG,
@@ -107,12 +114,12 @@ class MailboxDetail(APIView):
         responses={200: envelope("MailboxEnvelope", MailboxSerializer())},
     )
     def patch(self, request, uid):
-        mailbox = mailbox_by_uid(request, uid, Role.OPERATOR)
+        mailbox = self.get_object()
         serializer = MailboxUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         changes = serializer.validated_data
         if {"warmup_daily_volume", "warmup_response_rate"} & set(changes):
-            require_role(request, mailbox.workspace_id, Role.MANAGER)  # as in the admin
+            self.check_role(mailbox.workspace_id, Role.MANAGER)  # as in the admin
         with transaction.atomic():
             fields = [f for f in ("display_name", *WARMUP_SETTINGS) if f in changes]
             for field in fields:
@@ -121,7 +128,7 @@ class MailboxDetail(APIView):
                 mailbox.save(update_fields=[*fields, "updated_at"])
             if "tags" in changes:
                 mailbox.tags.set(tags_named(mailbox.workspace_id, changes["tags"]))
-        return ok(mailbox_data(mailbox_by_uid(request, uid)))
+        return self.respond(self.queryset.get(pk=mailbox.pk))
 
     @extend_schema(
         tags=TAG,
@@ -131,8 +138,8 @@ class MailboxDetail(APIView):
         responses={200: envelope("MailboxDeletedEnvelope", MailboxSerializer())},
     )
     def delete(self, request, uid):
-        mailbox = mailbox_by_uid(request, uid, Role.MANAGER)
-        data = mailbox_data(mailbox)
+        mailbox = self.get_object()
+        data = self.serialize(mailbox)
         with transaction.atomic():
             MailboxEvent.objects.create(
                 workspace_id=mailbox.workspace_id,
@@ -173,14 +180,15 @@ class WarmupSerializer(serializers.Serializer):
     response_rate = serializers.IntegerField(min_value=0, max_value=100, required=False)
 
 
-class MailboxWarmup(APIView):
+class MailboxWarmup(MailboxView):
     """POST /mailboxes/{uid}/warmup/start|pause|resume (managers), through Mailbox.set_warmup,
     as the admin's warmup actions."""
 
+    roles = {"POST": Role.MANAGER}
     action = ""
 
-    def post(self, request, uid):
-        mailbox = mailbox_by_uid(request, uid, Role.MANAGER)
+    def warmup(self, request):
+        mailbox = self.get_object()
         serializer = WarmupSerializer(data=request.data if self.action != "pause" else {})
         serializer.is_valid(raise_exception=True)
         settings = serializer.validated_data
@@ -200,11 +208,11 @@ class MailboxWarmup(APIView):
                 response_rate=settings.get("response_rate"),
                 actor=request.user,
             )
-        return ok(mailbox_data(mailbox_by_uid(request, uid)))
+        return self.respond(self.queryset.get(pk=mailbox.pk))
 
 
-def warmup_view(action: str, summary: str, description: str):
-    schema = extend_schema(
+def warmup_schema(action: str, summary: str, description: str):
+    return extend_schema(
         tags=TAG,
         operation_id=f"mailboxes_warmup_{action}",
         summary=summary,
@@ -213,26 +221,35 @@ def warmup_view(action: str, summary: str, description: str):
         responses={200: envelope("MailboxEnvelope", MailboxSerializer())},
     )
 
-    def post(self, request, uid):
-        return MailboxWarmup.post(self, request, uid)
 
-    view = type(
-        f"MailboxWarmup{action.title()}", (MailboxWarmup,), {"action": action, "post": schema(post)}
+class WarmupStart(MailboxWarmup):
+    action = "start"
+
+    @warmup_schema(
+        "start",
+        "Start warmup",
+        "Managers. A mailbox connected by consent and waiting for approval is approved by this "
+        "call (seed 002: starting warmup confirms the mailbox was expected). A mailbox still "
+        "`pending` for another reason answers 409 MAILBOX_NOT_APPROVED.",
     )
-    return view.as_view()
+    def post(self, request, uid):
+        return self.warmup(request)
 
 
-warmup_start = warmup_view(
-    "start",
-    "Start warmup",
-    "Managers. A mailbox connected by consent and waiting for approval is approved by this "
-    "call (seed 002: starting warmup confirms the mailbox was expected). A mailbox still "
-    "`pending` for another reason answers 409 MAILBOX_NOT_APPROVED.",
-)
-warmup_pause = warmup_view("pause", "Pause warmup", "Managers.")
-warmup_resume = warmup_view(
-    "resume", "Resume warmup", "Managers. Only a paused warmup resumes (else 400)."
-)
+class WarmupPause(MailboxWarmup):
+    action = "pause"
+
+    @warmup_schema("pause", "Pause warmup", "Managers.")
+    def post(self, request, uid):
+        return self.warmup(request)
+
+
+class WarmupResume(MailboxWarmup):
+    action = "resume"
+
+    @warmup_schema("resume", "Resume warmup", "Managers. Only a paused warmup resumes (else 400).")
+    def post(self, request, uid):
+        return self.warmup(request)
 
 
 class ConnectionTestSerializer(serializers.Serializer):
@@ -240,7 +257,9 @@ class ConnectionTestSerializer(serializers.Serializer):
     queued = serializers.BooleanField()
 
 
-class MailboxConnectionTest(APIView):
+class MailboxConnectionTest(MailboxView):
+    roles = {"POST": Role.OPERATOR}
+
     @extend_schema(
         tags=TAG,
         operation_id="mailboxes_test_connection",
@@ -252,13 +271,17 @@ class MailboxConnectionTest(APIView):
         responses={202: envelope("ConnectionTestEnvelope", ConnectionTestSerializer())},
     )
     def post(self, request, uid):
-        mailbox = mailbox_by_uid(request, uid, Role.OPERATOR)
+        mailbox = self.get_object()
         if mailbox.status == Mailbox.Status.DISABLED:
             raise ApiError(
                 errors.VALIDATION_ERROR, 400, "A disabled mailbox is not tested; enable it first."
             )
         enqueue_on_commit(check_mailboxes, [mailbox.pk], request.user.pk)
-        return ok({"uid": str(mailbox.uid), "queued": True}, status=202)
+        return self.respond(
+            {"uid": mailbox.uid, "queued": True},
+            status=202,
+            serializer_class=ConnectionTestSerializer,
+        )
 
 
 class TotpCodeSerializer(serializers.Serializer):
@@ -266,7 +289,10 @@ class TotpCodeSerializer(serializers.Serializer):
     valid_for = serializers.IntegerField(help_text="Seconds until the code changes.")
 
 
-class MailboxTotp(APIView):
+class MailboxTotp(MailboxView):
+    roles = {"POST": Role.OPERATOR}
+    queryset = Mailbox.objects.all()  # the secret is needed here
+
     @extend_schema(
         tags=TAG,
         operation_id="mailboxes_totp_code",
@@ -277,7 +303,7 @@ class MailboxTotp(APIView):
         responses={200: envelope("TotpCodeEnvelope", TotpCodeSerializer())},
     )
     def post(self, request, uid):
-        mailbox = get_scoped(request, Mailbox.objects.all(), Role.OPERATOR, uid=uid)
+        mailbox = self.get_object()
         if not mailbox.totp_secret:
             raise ApiError(errors.NOT_FOUND, 404, "This mailbox has no TOTP secret.")
         totp = AccountTOTP(str(mailbox.totp_secret))
@@ -290,4 +316,7 @@ class MailboxTotp(APIView):
             actor=request.user,
             message=f"TOTP code shown (API key {request.auth.prefix}…)",
         )
-        return ok({"code": code, "valid_for": totp.interval - int(time.time()) % totp.interval})
+        valid_for = totp.interval - int(time.time()) % totp.interval
+        return self.respond(
+            {"code": code, "valid_for": valid_for}, serializer_class=TotpCodeSerializer
+        )
