@@ -961,21 +961,6 @@ class BulkAddResult(models.Model):
     def __str__(self) -> str:
         return self.email
 
-    def as_seed(self) -> dict:
-        """The per-mailbox result of seed 004."""
-        return {
-            "success": self.success,
-            "id": self.mailbox_id if self.success else None,
-            "email": self.email,
-            "name": self.name or None,
-            "deliverability": (
-                {"spf_correct": bool(self.spf_correct), "dkim_correct": bool(self.dkim_correct)}
-                if self.success
-                else None
-            ),
-            "error": self.error_code or None,
-        }
-
 
 class ImportBatch(models.Model):
     """One CSV/XLSX import of mailboxes: who brought what into which workspace, what came of each
