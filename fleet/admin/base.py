@@ -16,6 +16,11 @@ from fleet.secrets import EncryptedTextField, secret_status
 SECRET_SHOWN_AS = "_is_set"
 
 
+def roles_of(request: HttpRequest) -> dict[int, str]:
+    """The signed-in user's role per workspace id (fleet.access, read once per request)."""
+    return access.roles_of(request.user)
+
+
 def has_role(request: HttpRequest, role: str, workspace_id: int | None = None) -> bool:
     """Whether the signed-in staff user holds at least `role` in that workspace (in any, when
     None): fleet.access's rule, for the admin's `request`."""
