@@ -111,7 +111,18 @@ class FleetView(APIView):
             )
         raise ApiError(errors.WORKSPACE_REQUIRED, 400)
 
-    # --- Answers ---------------------------------------------------------------------------------
+    # --- Requests and answers ---------------------------------------------------------------------------------
+
+    def validated(self, serializer_class, data=None, **kwargs) -> dict:
+        """The request's body (or `data`, e.g. the query parameters) as `serializer_class`
+        accepts it; 400 VALIDATION_ERROR naming the fields otherwise."""
+        serializer = serializer_class(
+            data=self.request.data if data is None else data,
+            context=self.get_serializer_context(),
+            **kwargs,
+        )
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
 
     def get_serializer_context(self) -> dict:
         return {"request": self.request, "view": self}

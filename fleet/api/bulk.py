@@ -299,9 +299,7 @@ class BulkAddMicrosoft(FleetView):
         workspace = self.target_workspace()
         if not request.data:  # no body, `{}`, `[]` or `null`: seed 004's "empty JSON" 400
             raise ApiError(errors.API_MALFORMED_REQUEST, 400)
-        body = BulkAddSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
+        data = self.validated(BulkAddSerializer)
         credential = bulk_add.resolve_credential(workspace, data.get("credential_id"))
         run = bulk_add.start_run(workspace, credential, data["accounts"], request.user)
         run = wait_for(run, settings.API_BULK_WAIT_SECONDS)

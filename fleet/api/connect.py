@@ -171,9 +171,7 @@ class ConnectMicrosoft(ConnectView):
     )
     def post(self, request):
         workspace = self.target_workspace()
-        serializer = ConnectMicrosoftSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(ConnectMicrosoftSerializer)
         if Mailbox.objects.filter(workspace=workspace, email__iexact=data["email"]).exists():
             raise ApiError(
                 errors.VALIDATION_ERROR,
@@ -269,9 +267,7 @@ class ConsentRequestInitiate(ConsentRequestView):
         responses={200: seed_003("ConsentRequestInitiatedEnvelope", ConsentRequestSerializer())},
     )
     def post(self, request):
-        serializer = InitiateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(InitiateSerializer)
         if data.get("mailbox_uid"):
             # A uid names its workspace: found among all the key reaches (404 otherwise).
             mailbox = self.get_object(Mailbox.objects.all(), uid=data["mailbox_uid"])
@@ -329,9 +325,7 @@ class ConsentRequestList(ConsentRequestView):
         },
     )
     def get(self, request):
-        filters = ConsentRequestFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        wanted = filters.validated_data
+        wanted = self.validated(ConsentRequestFilterSerializer, request.query_params)
         requests = self.queryset
         for field in ("workspace_id", "status", "kind"):
             if field in wanted:

@@ -43,9 +43,8 @@ class CredentialList(CredentialView):
         responses={200: envelope("CredentialListEnvelope", CredentialSerializer(many=True))},
     )
     def get(self, request):
-        filters = CredentialFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        credentials = self.queryset.filter(**filters.validated_data)
+        filters = self.validated(CredentialFilterSerializer, request.query_params)
+        credentials = self.queryset.filter(**filters)
         return self.respond(credentials.order_by("workspace_id", "name", "pk"), many=True)
 
     @extend_schema(
@@ -59,9 +58,8 @@ class CredentialList(CredentialView):
     )
     def post(self, request):
         workspace = self.target_workspace()
-        serializer = CredentialCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        values = {k: v for k, v in serializer.validated_data.items() if v is not None}
+        data = self.validated(CredentialCreateSerializer)
+        values = {k: v for k, v in data.items() if v is not None}
         credential = Credential(workspace=workspace, **values)
         credential.full_clean()  # the model's own rules, the same as in the admin
         credential.save()

@@ -75,9 +75,7 @@ class MailboxList(FleetView):
         },
     )
     def get(self, request):
-        filters = MailboxFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        wanted = filters.validated_data
+        wanted = self.validated(MailboxFilterSerializer, request.query_params)
         mailboxes = self.queryset
         if "workspace_id" in wanted:
             mailboxes = mailboxes.filter(workspace_id=wanted["workspace_id"])
@@ -115,9 +113,7 @@ class MailboxDetail(MailboxView):
     )
     def patch(self, request, uid):
         mailbox = self.get_object()
-        serializer = MailboxUpdateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        changes = serializer.validated_data
+        changes = self.validated(MailboxUpdateSerializer)
         if {"warmup_daily_volume", "warmup_response_rate"} & set(changes):
             self.check_role(mailbox.workspace_id, Role.MANAGER)  # as in the admin
         with transaction.atomic():
@@ -189,9 +185,7 @@ class MailboxWarmup(MailboxView):
 
     def warmup(self, request):
         mailbox = self.get_object()
-        serializer = WarmupSerializer(data=request.data if self.action != "pause" else {})
-        serializer.is_valid(raise_exception=True)
-        settings = serializer.validated_data
+        settings = self.validated(WarmupSerializer, request.data if self.action != "pause" else {})
         if self.action == "resume" and mailbox.warmup_status != Mailbox.Warmup.PAUSED:
             raise ApiError(
                 errors.VALIDATION_ERROR,

@@ -70,10 +70,9 @@ class WorkspaceList(WorkspaceView):
                 f"{errors.PERMISSION_DENIED.message}: workspaces are created by platform "
                 "operators (superusers).",
             )
-        serializer = WorkspaceWriteSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = self.validated(WorkspaceWriteSerializer)
         with transaction.atomic():
-            workspace = Workspace.objects.create(**serializer.validated_data)
+            workspace = Workspace.objects.create(**data)
             Membership.objects.create(user=request.user, workspace=workspace, role=Role.OWNER)
         access.forget_roles(request.user)
         return self.respond(workspace, status=201)
@@ -106,11 +105,10 @@ class WorkspaceDetail(WorkspaceView):
     )
     def patch(self, request, pk: int):
         workspace = self.get_object()
-        serializer = WorkspaceWriteSerializer(workspace, data=request.data, partial=True)
-        serializer.is_valid(raise_exception=True)
-        for field, value in serializer.validated_data.items():
+        changes = self.validated(WorkspaceWriteSerializer, instance=workspace, partial=True)
+        for field, value in changes.items():
             setattr(workspace, field, value)
-        workspace.save(update_fields=[*serializer.validated_data] or None)
+        workspace.save(update_fields=[*changes] or None)
         return self.respond(workspace)
 
     @extend_schema(
@@ -144,10 +142,8 @@ class WorkspaceWebhook(WorkspaceView):
     )
     def post(self, request, pk: int):
         workspace = self.get_object()
-        serializer = WebhookWriteSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        url = serializer.validated_data["url"]
-        secret = serializer.validated_data.get("secret")
+        data = self.validated(WebhookWriteSerializer)
+        url, secret = data["url"], data.get("secret")
         if url and not (secret or workspace.webhook_secret):
             raise ApiError(
                 errors.VALIDATION_ERROR,
