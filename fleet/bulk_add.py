@@ -26,7 +26,7 @@ from django.db.models import F
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from fleet import access, errors
+from fleet import access, errors, mailboxes
 from fleet.deliverability import DomainCheck, check_domains
 from fleet.errors import ErrorCode, FleetError
 from fleet.microsoft.graph import (
@@ -433,8 +433,8 @@ def save_mailboxes(
     new = []
     for o in successes:
         check = domains.get(o.email.rsplit("@", 1)[1])
-        mailbox = existing.get(o.email) or Mailbox(
-            workspace=workspace, email=o.email, provider=Mailbox.Provider.MICROSOFT365
+        mailbox = existing.get(o.email) or mailboxes.new(
+            workspace, o.email, Mailbox.AuthMethod.GRAPH_APP_ONLY
         )
         mailbox.display_name = o.name or o.graph_name or mailbox.display_name
         mailbox.auth_method = Mailbox.AuthMethod.GRAPH_APP_ONLY
@@ -474,6 +474,7 @@ def save_mailboxes(
         Mailbox.Status.ACTIVE,
         message="Found in Microsoft Graph (bulk add)",
         actor=run.created_by,
+        via="task",
     )
     return saved
 

@@ -26,17 +26,14 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from fleet import errors, webhooks
+from fleet import errors, mailboxes, webhooks
 from fleet.errors import FleetError
-from fleet.imports import server_settings
 from fleet.microsoft import identity
 from fleet.models import ConsentRequest, Credential, Mailbox, Workspace
 
-OUTLOOK_COM_DOMAINS = ("outlook.com", "hotmail.com", "live.com", "msn.com")
-
 
 @dataclass
-class Outcome:
+class ConsentResult:
     """What the person who consented is told on the result page."""
 
     consent_request: ConsentRequest | None = None
@@ -188,12 +185,12 @@ def begin(consent_request: ConsentRequest, *, prompt: str | None = None) -> str:
     return url
 
 
-def complete(params: dict) -> Outcome:
+def complete(params: dict) -> ConsentResult:
     """The OAuth callback (user and admin consent). Never raises: the outcome says what
     happened, for the result page."""
     state = params.get("state") or ""
     if not state:
-        return Outcome(error=FleetError(errors.STATE_INVALID, "The answer carries no state"))
+        return ConsentResult(error=FleetError(errors.STATE_INVALID, "The answer carries no state"))
     with transaction.atomic():
         cr = (
             ConsentRequest.objects.select_for_update(of=("self",))
@@ -202,16 +199,16 @@ def complete(params: dict) -> Outcome:
             .first()
         )
         if cr is None:  # forged, or already used (single use: the state is cleared below)
-            return Outcome(error=FleetError(errors.STATE_INVALID))
+            return ConsentResult(error=FleetError(errors.STATE_INVALID))
         flow = json.loads(str(cr.auth_flow) or "{}")
         expired = cr.state_expires_at is None or cr.state_expires_at <= timezone.now()
         cr.oauth_state, cr.auth_flow, cr.state_expires_at = None, "", None
         cr.save(update_fields=["oauth_state", "auth_flow", "state_expires_at", "updated_at"])
         if expired:
             # The request stays open: opening its link again starts a fresh sign-in.
-            return Outcome(cr, error=FleetError(errors.STATE_EXPIRED))
+            return ConsentResult(cr, error=FleetError(errors.STATE_EXPIRED))
         if not cr.is_open:
-            return Outcome(cr, error=FleetError(errors.CONSENT_REQUEST_CLOSED))
+            return ConsentResult(cr, error=FleetError(errors.CONSENT_REQUEST_CLOSED))
         cr.set_status(ConsentRequest.Status.PROCESSING)
     try:
         if flow.get("admin"):
@@ -219,13 +216,13 @@ def complete(params: dict) -> Outcome:
         return _complete_user(cr, flow, params)
     except FleetError as failure:
         cr.set_status(ConsentRequest.Status.FAILED, failure.error, failure.message)
-        outcome = Outcome(cr, mailbox=cr.mailbox, error=failure)
+        outcome = ConsentResult(cr, mailbox=cr.mailbox, error=failure)
         if failure.error is errors.ADMIN_APPROVAL_REQUIRED and cr.credential_id:
             outcome.admin_consent_link = consent_link(admin_request_for(cr.credential))
         return outcome
 
 
-def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> Outcome:
+def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> ConsentResult:
     signed = identity.finish_user_flow(cr.credential, flow, dict(params))
     mailbox = cr.mailbox
     # The address this consent is for: a known mailbox's, or the one the API caller announced
@@ -244,19 +241,14 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> Outcome:
             ).first()
         created = mailbox is None
         if created:
-            outlook_com = (
-                signed.tenant_id == identity.CONSUMER_TENANT_ID
-                or signed.username.lower().endswith(OUTLOOK_COM_DOMAINS)
-            )
-            mailbox = Mailbox(
-                workspace=cr.workspace,
-                email=signed.username,
+            mailbox = mailboxes.new(
+                cr.workspace,
+                signed.username,
+                Mailbox.AuthMethod.OAUTH,
+                tenant_id=signed.tenant_id,
                 status=Mailbox.Status.PENDING,
                 needs_approval=True,
-                **server_settings(signed.username),
             )
-            if outlook_com:
-                mailbox.provider = Mailbox.Provider.OUTLOOK_COM
         mailbox.auth_method = Mailbox.AuthMethod.OAUTH
         if created:
             # Seed 002: the name and warmup settings the caller gave when asking for the link.
@@ -290,10 +282,10 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> Outcome:
         cr.save(update_fields=["mailbox", "updated_at"])
         cr.set_status(ConsentRequest.Status.COMPLETED)
         after_consent(mailbox)
-    return Outcome(cr, mailbox=mailbox)
+    return ConsentResult(cr, mailbox=mailbox)
 
 
-def _complete_admin(cr: ConsentRequest, params: dict) -> Outcome:
+def _complete_admin(cr: ConsentRequest, params: dict) -> ConsentResult:
     if params.get("error"):
         raise identity.error_for(params)
     if params.get("admin_consent", "").lower() != "true":
@@ -317,7 +309,7 @@ def _complete_admin(cr: ConsentRequest, params: dict) -> Outcome:
         cr.set_status(ConsentRequest.Status.COMPLETED)
         if credential.kind == Credential.Kind.GRAPH_APP_ONLY:
             enqueue_on_commit(verify_credential, credential.pk)
-    return Outcome(cr)
+    return ConsentResult(cr)
 
 
 def admin_request_for(credential: Credential) -> ConsentRequest:
@@ -339,9 +331,7 @@ def admin_request_for(credential: Credential) -> ConsentRequest:
 
 def after_consent(mailbox: Mailbox) -> None:
     """Test the new grant over SMTP and IMAP with XOAUTH2 once the consent is committed."""
-    from fleet.tasks import check_mailbox, enqueue_on_commit
-
-    enqueue_on_commit(check_mailbox, mailbox.pk)
+    mailboxes.queue_connection_tests([mailbox], actor=None, via=mailboxes.TASK)
 
 
 # --- by hand and by time ----------------------------------------------------------------------

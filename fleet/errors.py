@@ -236,6 +236,33 @@ MAILBOX_NOT_APPROVED = define(
     "A manager checks that the mailbox was expected, then uses the Approve action (or deletes "
     "it); warmup can start after that.",
 )
+MAILBOX_NOT_ACTIVE = define(
+    "MAILBOX_NOT_ACTIVE",
+    "Warmup needs a connected (active) mailbox",
+    "The message says which status blocks it. Fix the mailbox's error (its hint says how: a new "
+    "app password, Reconnect for reauth, Enable for a disabled one), test the connection until "
+    "it is active, then start warmup.",
+)
+MAILBOX_DISABLED = define(
+    "MAILBOX_DISABLED",
+    "This mailbox is disabled",
+    "A manager enables it (Enable); it is tested again at once.",
+)
+WARMUP_NOT_RUNNING = define(
+    "WARMUP_NOT_RUNNING",
+    "Warmup is not running, so it cannot be paused",
+    "Nothing to do: start warmup first if the mailbox should warm up.",
+)
+WARMUP_NOT_PAUSED = define(
+    "WARMUP_NOT_PAUSED",
+    "Warmup is not paused, so it cannot be resumed",
+    "Use Start warmup for a mailbox whose warmup has not started; a running warmup needs nothing.",
+)
+NO_TOTP_SECRET = define(
+    "NO_TOTP_SECRET",
+    "This mailbox has no TOTP secret",
+    "Set the TOTP secret on the mailbox (or import it with a totpsecret column) to show codes.",
+)
 
 # --- Deliverability ---------------------------------------------------------------------------
 DNS_LOOKUP_FAILED = define(

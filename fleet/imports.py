@@ -34,10 +34,9 @@ from import_export import fields, resources, widgets
 from import_export.formats import base_formats
 from import_export.tmp_storages import TempFolderStorage
 
-from fleet import access, errors
-from fleet.models import ImportBatch, Mailbox, Role, Tag, Workspace
+from fleet import access, errors, mailboxes, providers
+from fleet.models import ImportBatch, Mailbox, Role, Workspace
 from fleet.secrets import fernet
-from fleet.tasks import check_mailboxes, enqueue_on_commit
 
 MAX_ROWS = 500
 COLUMNS = ("email", "password", "name", "totpsecret")
@@ -55,33 +54,11 @@ INVALID_TOTP = "TOTP secret is not valid base32"
 NAME_TOO_LONG = "Name is longer than 255 characters"
 PASSWORD_TOO_LONG = "Password is longer than 256 characters"
 
-# Consumer Outlook.com domains sign in on imap-mail.outlook.com and are provider outlook_com.
-# https://support.microsoft.com/office/pop-imap-and-smtp-settings-for-outlook-com-d088b986-291d-42b8-9564-9c414e2aa040
-CONSUMER_DOMAIN = re.compile(r"^(hotmail|live|outlook|msn|passport|windowslive)\.[a-z.]+$")
-
-
 class ImportRejected(errors.FleetError):
     """The whole file is refused: nothing is written. `message` is shown as it is."""
 
     def __init__(self, message: str):
         super().__init__(errors.VALIDATION_ERROR, message)
-
-
-def server_settings(email: str) -> dict[str, object]:
-    """SMTP/IMAP hosts and provider for an address, by its domain."""
-    domain = email.rsplit("@", 1)[-1].lower()
-    consumer = bool(CONSUMER_DOMAIN.match(domain)) and domain != "outlook.office365.com"
-    return {
-        "provider": Mailbox.Provider.OUTLOOK_COM if consumer else Mailbox.Provider.MICROSOFT365,
-        # Microsoft's hosts unless MAIL_* settings say otherwise (the demo points them at the
-        # sandbox's mail servers).
-        "smtp_host": settings.MAIL_SMTP_HOST,
-        "smtp_port": settings.MAIL_SMTP_PORT,
-        "smtp_security": Mailbox.Security.STARTTLS,
-        "imap_host": settings.MAIL_IMAP_CONSUMER_HOST if consumer else settings.MAIL_IMAP_HOST,
-        "imap_port": settings.MAIL_IMAP_PORT,
-        "imap_security": Mailbox.Security.SSL,
-    }
 
 
 # --- Reading the file ----------------------------------------------------------------------------
@@ -272,11 +249,19 @@ class MailboxImportResource(resources.ModelResource):
         use_transactions = True
         name = "Outlook mailboxes with app passwords (email, password, name, totpsecret)"
 
-    def __init__(self, workspace: Workspace | None = None, tag: str = "", user=None, **kwargs):
+    def __init__(
+        self,
+        workspace: Workspace | None = None,
+        tag: str = "",
+        user=None,
+        via: str = mailboxes.ADMIN,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.workspace = workspace
         self.tag_name = (tag or "").strip()
         self.user = user
+        self.via = via
         self.result = ImportResult()
         self.verdicts: dict[int, str] = {}  # data row number → "new" | "skip" | "fail"
         self.created: list[Mailbox] = []
@@ -324,7 +309,7 @@ class MailboxImportResource(resources.ModelResource):
         instance.auth_method = Mailbox.AuthMethod.APP_PASSWORD
         instance.status = Mailbox.Status.PENDING
         instance.totp_secret = normalise_totp(instance.totp_secret or "") or ""
-        for name, value in server_settings(instance.email).items():
+        for name, value in providers.server_settings(instance.email).items():
             setattr(instance, name, value)
 
     def bulk_create(self, using_transactions, dry_run, raise_errors, batch_size=None, result=None):
@@ -338,8 +323,7 @@ class MailboxImportResource(resources.ModelResource):
             return
         tag = None
         if self.tag_name:
-            tag = Tag.objects.filter(workspace=self.workspace, name__iexact=self.tag_name).first()
-            tag = tag or Tag.objects.create(workspace=self.workspace, name=self.tag_name)
+            (tag,) = mailboxes.tags_named(self.workspace.pk, [self.tag_name])
             Mailbox.tags.through.objects.bulk_create(
                 [Mailbox.tags.through(mailbox_id=m.pk, tag_id=tag.pk) for m in self.created]
             )
@@ -361,13 +345,16 @@ class MailboxImportResource(resources.ModelResource):
             ]
         )
         self.result.batch = batch
-        ids = [m.pk for m in self.created]
-        if ids:
-            enqueue_on_commit(check_mailboxes, ids, batch.created_by_id)
+        mailboxes.queue_connection_tests(self.created, actor=batch.created_by, via=self.via)
 
 
 def import_mailboxes(
-    workspace: Workspace, file, tag: str = "", user=None, file_name: str = ""
+    workspace: Workspace,
+    file,
+    tag: str = "",
+    user=None,
+    file_name: str = "",
+    via: str = mailboxes.API,
 ) -> ImportResult:
     """Import a CSV/XLSX file of app-password mailboxes into `workspace` (the user must be an
     operator there). Raises ImportRejected (nothing written) or returns what was written."""
@@ -375,7 +362,7 @@ def import_mailboxes(
         raise errors.FleetError(errors.PERMISSION_DENIED)
     data, name = read_upload(file)
     dataset = read_table(data, file_name or name)
-    resource = MailboxImportResource(workspace=workspace, tag=tag, user=user)
+    resource = MailboxImportResource(workspace=workspace, tag=tag, user=user, via=via)
     result = resource.import_data(
         dataset, dry_run=False, raise_errors=False, file_name=file_name or name
     )

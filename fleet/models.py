@@ -411,17 +411,17 @@ class Mailbox(models.Model):
             ),
         }
 
-    @transaction.atomic
     def set_status(
         self,
         status: str,
         error: errors.ErrorCode | None = None,
         message: str = "",
         actor=None,
+        via: str = "",
     ) -> MailboxEvent:
         """Move to `status` (with an error code when it is an error), record the change and tell
         the workspace's webhook."""
-        return type(self).set_status_many([self], status, error, message, actor)[0]
+        return type(self).set_status_many([self], status, error, message, actor, via)[0]
 
     @classmethod
     @transaction.atomic
@@ -432,9 +432,11 @@ class Mailbox(models.Model):
         error: errors.ErrorCode | None = None,
         message: str = "",
         actor=None,
+        via: str = "",
     ) -> list[MailboxEvent]:
         """`set_status` for many mailboxes at once (a bulk add's chunk): the same events and
-        webhooks, in one INSERT and one UPDATE instead of two statements per mailbox."""
+        webhooks, in one INSERT and one UPDATE instead of two statements per mailbox. The one
+        place a mailbox's status is written."""
         if not mailboxes:
             return []
         message = message or (error.message if error else "")
@@ -449,6 +451,7 @@ class Mailbox(models.Model):
                 error_code=error.code if error else "",
                 message=message,
                 actor=actor,
+                via=via,
             )
             for m in mailboxes
         )
@@ -474,63 +477,18 @@ class Mailbox(models.Model):
                 )
         return events
 
-    def note(self, message: str, actor=None) -> MailboxEvent:
+    def note(
+        self, message: str, actor=None, via: str = "", kind: str = "note"
+    ) -> MailboxEvent:
+        """A line in the mailbox's history that is not a status change."""
         return MailboxEvent.objects.create(
             workspace_id=self.workspace_id,
             mailbox=self,
             email=self.email,
-            kind=MailboxEvent.Kind.NOTE,
+            kind=kind,
             message=message,
             actor=actor,
-        )
-
-    @transaction.atomic
-    def approve(self, actor=None) -> None:
-        """A manager confirms that a mailbox connected by an unannounced consent was expected."""
-        self.needs_approval = False
-        self.save(update_fields=["needs_approval", "updated_at"])
-        if self.status == self.Status.PENDING:
-            self.set_status(self.Status.ACTIVE, message="Approved by a manager", actor=actor)
-        else:
-            self.note("Approved by a manager", actor=actor)
-
-    @transaction.atomic
-    def set_warmup(
-        self,
-        warmup_status: str,
-        *,
-        daily_volume: int | None = None,
-        response_rate: int | None = None,
-        actor=None,
-    ) -> None:
-        """Start, pause or resume warmup (volume 0-2000 a day, response rate 0-100 %). A mailbox
-        waiting for approval, or still pending, cannot start."""
-        if warmup_status == self.Warmup.ACTIVE and (
-            self.needs_approval or self.status == self.Status.PENDING
-        ):
-            raise errors.FleetError(errors.MAILBOX_NOT_APPROVED, f"{self.email} is not approved")
-        if daily_volume is not None and not 0 <= daily_volume <= 2000:
-            raise errors.FleetError(errors.VALIDATION_ERROR, "Daily volume must be 0 to 2000")
-        if response_rate is not None and not 0 <= response_rate <= 100:
-            raise errors.FleetError(errors.VALIDATION_ERROR, "Response rate must be 0 to 100")
-        previous = self.warmup_status
-        self.warmup_status = warmup_status
-        if daily_volume is not None:
-            self.warmup_daily_volume = daily_volume
-        if response_rate is not None:
-            self.warmup_response_rate = response_rate
-        self.save(
-            update_fields=[
-                "warmup_status",
-                "warmup_daily_volume",
-                "warmup_response_rate",
-                "updated_at",
-            ]
-        )
-        self.note(
-            f"Warmup {previous} → {warmup_status} ({self.warmup_daily_volume}/day, "
-            f"{self.warmup_response_rate}% responses)",
-            actor=actor,
+            via=via,
         )
 
 
@@ -713,6 +671,8 @@ class MailboxEvent(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Where it was started: "admin", "api" or "task" (blank: before this was recorded).
+    via = models.CharField(max_length=8, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
 
     objects = ScopedQuerySet.as_manager()

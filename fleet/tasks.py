@@ -37,14 +37,6 @@ def check_mailboxes(mailbox_ids: list[int], actor_id: int | None = None) -> dict
     return dict(mailbox_checks.check_mailboxes(mailbox_ids, actor=actor))
 
 
-@task()
-def check_mailbox(mailbox_id: int) -> dict[str, int]:
-    """Connection test of one mailbox."""
-    from fleet import mailbox_checks
-
-    return dict(mailbox_checks.check_mailboxes([mailbox_id]))
-
-
 # --- Microsoft OAuth upkeep -----------------------------------------------------------------
 @task()
 def refresh_expiring_tokens() -> dict[str, int]:

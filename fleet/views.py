@@ -14,7 +14,7 @@ from fleet.errors import FleetError
 from fleet.models import ConsentRequest
 
 
-def result_page(request: HttpRequest, outcome: consent.Outcome, status: int | None = None):
+def result_page(request: HttpRequest, outcome: consent.ConsentResult, status: int | None = None):
     error = outcome.error
     context = {
         "outcome": outcome,
@@ -38,11 +38,11 @@ def consent_start(request: HttpRequest, uid) -> HttpResponse:
         ConsentRequest.objects.select_related("credential", "mailbox").filter(uid=uid).first()
     )
     if consent_request is None:
-        return result_page(request, consent.Outcome(error=FleetError(errors.NOT_FOUND)), 404)
+        return result_page(request, consent.ConsentResult(error=FleetError(errors.NOT_FOUND)), 404)
     try:
         url = consent.begin(consent_request, prompt=request.GET.get("prompt") or None)
     except FleetError as failure:
-        return result_page(request, consent.Outcome(consent_request, error=failure))
+        return result_page(request, consent.ConsentResult(consent_request, error=failure))
     return HttpResponseRedirect(url)
 
 

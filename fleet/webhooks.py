@@ -36,6 +36,8 @@ RETRY_DELAYS = [60, 300, 900, 3600, 3 * 3600, 6 * 3600, 12 * 3600]
 EVENTS = {
     "mailbox.pending": "A mailbox was connected and waits for a manager's approval",
     "mailbox.status_changed": "A mailbox's connection status changed",
+    "mailbox.warmup_changed": "A mailbox's warmup was started, paused or resumed",
+    "mailbox.deleted": "A mailbox was deleted",
     "consent_request.status_changed": "A consent request moved to another status",
     "webhook.test": "A test event sent from the admin",
 }

@@ -190,8 +190,10 @@ def test_mailbox_update_and_delete(api, api_keys, mailboxes, personas):
     gone = api("delete", f"/api/v1/mailboxes/{ann.uid}", api_keys["a_manager"])
     assert gone.status_code == 200 and gone.json()["data"]["email"] == "ann@alpha.example"
     assert not Mailbox.objects.filter(pk=ann.pk).exists()
-    note = MailboxEvent.objects.get(email="ann@alpha.example", kind="note")
-    assert "Deleted through the API" in note.message and note.actor == personas["bob"]
+    note = MailboxEvent.objects.filter(email="ann@alpha.example", kind="note").first()  # newest
+    assert note.message == "Mailbox deleted" and note.via == "api" and note.actor == personas["bob"]
+    changed = MailboxEvent.objects.filter(email="ann@alpha.example", message__startswith="Changed")
+    assert changed.count() == 2  # the two accepted updates, each recorded
 
 
 def test_warmup_rules(api, api_keys, mailboxes):

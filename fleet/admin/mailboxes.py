@@ -1,7 +1,3 @@
-import base64
-import time
-
-import pyotp
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -12,7 +8,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from fleet import consent
+from fleet import consent, mailboxes
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
 from fleet.admin.connect import links_page
 from fleet.admin.display import badge, error_code
@@ -20,18 +16,8 @@ from fleet.admin.filters import ConnectionChangeFilter, DayFilter
 from fleet.admin.imports import MailboxImportExportMixin, totp_button
 from fleet.errors import FleetError
 from fleet.models import Mailbox, MailboxEvent, Role, Workspace
-from fleet.tasks import check_mailboxes, enqueue_on_commit
 
 HISTORY_ROWS = 50
-
-
-class AccountTOTP(pyotp.TOTP):
-    """pyotp refuses secrets under 112 bits (NIST SP 800-63B), but Microsoft accounts and most
-    services hand out 80-bit (16-character) secrets that authenticator apps accept: so do we."""
-
-    def byte_secret(self) -> bytes:
-        secret = self.secret + "=" * (-len(self.secret) % 8)
-        return base64.b32decode(secret, casefold=True)
 
 
 class ErrorCodeFilter(admin.SimpleListFilter):
@@ -180,8 +166,6 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
         "disable",
         "enable",
     ]
-    # Mailbox batches per connection-test task: a large selection spreads over the workers.
-    CHECK_CHUNK = 500
 
     def lookup_allowed(self, lookup, value, request=None):
         # "see these mailboxes" on an import batch's page; the queryset stays scoped.
@@ -273,21 +257,20 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
 
     @admin.action(description="Approve (the mailbox was expected)", permissions=["manage"])
     def approve(self, request, queryset):
-        approved = 0
-        for mailbox in self.scoped(request, queryset, Role.MANAGER).filter(needs_approval=True):
-            mailbox.approve(actor=request.user)
-            approved += 1
+        approved = sum(
+            mailboxes.approve(mailbox, actor=request.user, via=mailboxes.ADMIN)
+            for mailbox in self.scoped(request, queryset, Role.MANAGER).filter(needs_approval=True)
+        )
         self.message_user(request, f"{approved} mailbox(es) approved; warmup can start.")
 
     # --- warmup -------------------------------------------------------------------------------
-    def _warmup(self, request, queryset, action, title, status):
-        mailboxes = list(self.scoped(request, queryset, Role.MANAGER))
-        if status == Mailbox.Warmup.PAUSED:
-            form = None
-        else:
+    def _warmup(self, request, queryset, action, title, operation):
+        mailboxes_ = list(self.scoped(request, queryset, Role.MANAGER))
+        settings = {}
+        if action != "pause_warmup":
             form = WarmupForm(request.POST if "apply" in request.POST else None)
             if not form.is_bound:
-                first = mailboxes[0] if mailboxes else None
+                first = mailboxes_[0] if mailboxes_ else None
                 form.initial = {
                     "daily_volume": first.warmup_daily_volume if first else 20,
                     "response_rate": first.warmup_response_rate if first else 30,
@@ -297,7 +280,7 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
                     "title": title,
                     "opts": self.model._meta,
                     "form": form,
-                    "mailboxes": mailboxes,
+                    "mailboxes": mailboxes_,
                     "action": action,
                 }
                 return TemplateResponse(request, "admin/fleet/warmup_form.html", context)
@@ -305,43 +288,35 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
                 for field, problems in form.errors.items():
                     self.message_user(request, f"{field}: {' '.join(problems)}", messages.ERROR)
                 return None
+            settings = form.cleaned_data
         changed, refused = 0, []
-        for mailbox in mailboxes:
+        for mailbox in mailboxes_:
             try:
-                mailbox.set_warmup(
-                    status,
-                    daily_volume=form.cleaned_data["daily_volume"] if form else None,
-                    response_rate=form.cleaned_data["response_rate"] if form else None,
-                    actor=request.user,
-                )
+                operation(mailbox, actor=request.user, via=mailboxes.ADMIN, **settings)
                 changed += 1
             except FleetError as failure:
-                refused.append(f"{mailbox.email} ({failure.code})")
+                refused.append(f"{failure.message} (code {failure.code})")
         self.message_user(request, f"{title}: {changed} mailbox(es).")
         if refused:
-            self.message_user(
-                request,
-                f"Not changed, waiting for approval: {', '.join(refused)}",
-                messages.WARNING,
-            )
+            self.message_user(request, "Not changed: " + "; ".join(refused), messages.WARNING)
         return None
 
     @admin.action(description="Start warmup", permissions=["manage"])
     def start_warmup(self, request, queryset):
         return self._warmup(
-            request, queryset, "start_warmup", "Start warmup", Mailbox.Warmup.ACTIVE
+            request, queryset, "start_warmup", "Start warmup", mailboxes.start_warmup
         )
 
     @admin.action(description="Pause warmup", permissions=["manage"])
     def pause_warmup(self, request, queryset):
         return self._warmup(
-            request, queryset, "pause_warmup", "Pause warmup", Mailbox.Warmup.PAUSED
+            request, queryset, "pause_warmup", "Pause warmup", mailboxes.pause_warmup
         )
 
     @admin.action(description="Resume warmup", permissions=["manage"])
     def resume_warmup(self, request, queryset):
         return self._warmup(
-            request, queryset, "resume_warmup", "Resume warmup", Mailbox.Warmup.ACTIVE
+            request, queryset, "resume_warmup", "Resume warmup", mailboxes.resume_warmup
         )
 
     def totp_view(self, request, object_id):
@@ -349,26 +324,17 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
         mailbox = self.get_object(request, object_id)
         if mailbox is None or not self.has_operate_permission(request, mailbox):
             raise Http404("No mailbox with this id.")
-        if not mailbox.totp_secret:
-            raise Http404("This mailbox has no TOTP secret.")
-        totp = AccountTOTP(str(mailbox.totp_secret))
-        code = totp.now()
-        valid_for = totp.interval - int(time.time()) % totp.interval
-        MailboxEvent.objects.create(
-            workspace_id=mailbox.workspace_id,
-            mailbox=mailbox,
-            email=mailbox.email,
-            kind=MailboxEvent.Kind.TOTP_REVEAL,
-            actor=request.user,
-            message="TOTP code shown",
-        )
+        try:
+            shown = mailboxes.reveal_totp(mailbox, actor=request.user, via=mailboxes.ADMIN)
+        except FleetError as failure:
+            raise Http404(failure.message) from None
         context = {
             **self.admin_site.each_context(request),
             "title": f"TOTP code for {mailbox.email}",
             "opts": self.opts,
             "mailbox": mailbox,
-            "code": code,
-            "valid_for": valid_for,
+            "code": shown.code,
+            "valid_for": shown.valid_for,
         }
         return TemplateResponse(request, "admin/fleet/mailbox/totp.html", context)
 
@@ -380,18 +346,14 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
 
     @admin.action(description="Test connection (SMTP and IMAP)", permissions=["operate"])
     def test_connection(self, request, queryset):
-        ids = list(
-            self.scoped(request, queryset, Role.OPERATOR)
-            .exclude(status=Mailbox.Status.DISABLED)
-            .values_list("pk", flat=True)
+        queued = mailboxes.queue_connection_tests(
+            self.scoped(request, queryset, Role.OPERATOR).select_related(None).only("pk", "status"),
+            actor=request.user,
+            via=mailboxes.ADMIN,
         )
-        for start in range(0, len(ids), self.CHECK_CHUNK):
-            enqueue_on_commit(
-                check_mailboxes, ids[start : start + self.CHECK_CHUNK], request.user.pk
-            )
         self.message_user(
             request,
-            f"Connection tests queued for {len(ids)} mailbox(es); their status updates as they finish.",
+            f"Connection tests queued for {queued} mailbox(es); their status updates as they finish.",
         )
 
     def get_readonly_fields(self, request, obj=None):
@@ -428,25 +390,36 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
 
     @admin.action(description="Disable selected mailboxes", permissions=["manage"])
     def disable(self, request, queryset):
-        changed = 0
-        for mailbox in self.scoped(request, queryset, Role.MANAGER).exclude(
-            status=Mailbox.Status.DISABLED
-        ):
-            mailbox.set_status(Mailbox.Status.DISABLED, actor=request.user)
-            changed += 1
+        changed = sum(
+            mailboxes.disable(mailbox, actor=request.user, via=mailboxes.ADMIN)
+            for mailbox in self.scoped(request, queryset, Role.MANAGER).select_related("workspace")
+        )
         self.message_user(request, f"{changed} mailbox(es) disabled.")
 
     @admin.action(
-        description="Re-enable selected mailboxes (back to pending)", permissions=["manage"]
+        description="Re-enable selected mailboxes (tested again at once)", permissions=["manage"]
     )
     def enable(self, request, queryset):
-        changed = 0
-        for mailbox in self.scoped(request, queryset, Role.MANAGER).filter(
-            status=Mailbox.Status.DISABLED
-        ):
-            mailbox.set_status(Mailbox.Status.PENDING, actor=request.user)
-            changed += 1
-        self.message_user(request, f"{changed} mailbox(es) re-enabled; they are pending again.")
+        changed = sum(
+            mailboxes.enable(mailbox, actor=request.user, via=mailboxes.ADMIN)
+            for mailbox in self.scoped(request, queryset, Role.MANAGER).select_related("workspace")
+        )
+        self.message_user(request, f"{changed} mailbox(es) re-enabled; their connection is tested.")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change:
+            mailboxes.record_changes(obj, form.changed_data, actor=request.user, via="admin")
+        else:
+            mailboxes.record_created(obj, actor=request.user, via=mailboxes.ADMIN)
+
+    # Deleting, one or many, goes through the service: history and webhook as from the API.
+    def delete_model(self, request, obj):
+        mailboxes.delete(obj, actor=request.user, via=mailboxes.ADMIN)
+
+    def delete_queryset(self, request, queryset):
+        for mailbox in self.scoped(request, queryset, Role.MANAGER).select_related("workspace"):
+            mailboxes.delete(mailbox, actor=request.user, via=mailboxes.ADMIN)
 
 
 @admin.register(MailboxEvent)

@@ -91,6 +91,8 @@ STATUS_FOR_CODE = {
     errors.PERMISSION_DENIED.code: 403,
     errors.INVALID_CREDENTIAL_ID.code: 422,  # seed 004
     errors.MAILBOX_NOT_APPROVED.code: 409,
+    errors.MAILBOX_NOT_ACTIVE.code: 409,
+    errors.NO_TOTP_SECRET.code: 404,
     errors.CONSENT_REQUEST_CLOSED.code: 409,
 }
 

@@ -72,5 +72,7 @@ class ImportOutlook(FleetView):
         tag = request.data.get("tag", "")
         if not isinstance(tag, str) or len(tag) > 64:
             tag = ""
-        result = imports.import_mailboxes(workspace, upload, tag=tag.strip(), user=request.user)
+        result = imports.import_mailboxes(
+            workspace, upload, tag=tag.strip(), user=request.user, via="api"
+        )
         return self.respond(result)

@@ -1,18 +1,15 @@
-"""Mailboxes: list with filters and cursor pagination, details, settings, delete."""
+"""Mailboxes: list with filters and cursor pagination, details, settings, delete, warmup,
+connection tests and TOTP codes: each a short caller of fleet.mailboxes, the admin's service."""
 
 from __future__ import annotations
 
-import time
-
-from django.db import transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 
-from fleet import errors
-from fleet.admin.mailboxes import AccountTOTP
+from fleet import mailboxes
 from fleet.api.base import FleetView
-from fleet.api.envelope import ApiError, ok
+from fleet.api.envelope import ok
 from fleet.api.pagination import CursorPage
 from fleet.api.schema import envelope
 from fleet.api.serializers import (
@@ -20,8 +17,7 @@ from fleet.api.serializers import (
     MailboxSerializer,
     MailboxUpdateSerializer,
 )
-from fleet.models import Mailbox, MailboxEvent, Role, Tag
-from fleet.tasks import check_mailboxes, enqueue_on_commit
+from fleet.models import Mailbox, Role
 
 TAG = ["Mailboxes"]
 SECRETS = ["password", "totp_secret", "refresh_token", "access_token"]
@@ -116,14 +112,7 @@ class MailboxDetail(MailboxView):
         changes = self.validated(MailboxUpdateSerializer)
         if {"warmup_daily_volume", "warmup_response_rate"} & set(changes):
             self.check_role(mailbox.workspace_id, Role.MANAGER)  # as in the admin
-        with transaction.atomic():
-            fields = [f for f in ("display_name", *WARMUP_SETTINGS) if f in changes]
-            for field in fields:
-                setattr(mailbox, field, changes[field])
-            if fields:
-                mailbox.save(update_fields=[*fields, "updated_at"])
-            if "tags" in changes:
-                mailbox.tags.set(tags_named(mailbox.workspace_id, changes["tags"]))
+        mailboxes.update(mailbox, actor=request.user, via=mailboxes.API, **changes)
         return self.respond(self.queryset.get(pk=mailbox.pk))
 
     @extend_schema(
@@ -136,39 +125,8 @@ class MailboxDetail(MailboxView):
     def delete(self, request, uid):
         mailbox = self.get_object()
         data = self.serialize(mailbox)
-        with transaction.atomic():
-            MailboxEvent.objects.create(
-                workspace_id=mailbox.workspace_id,
-                mailbox=mailbox,
-                email=mailbox.email,
-                kind=MailboxEvent.Kind.NOTE,
-                message=f"Deleted through the API (key {request.auth.prefix}…)",
-                actor=request.user,
-            )
-            mailbox.delete()
+        mailboxes.delete(mailbox, actor=request.user, via=mailboxes.API)
         return ok(data)
-
-
-WARMUP_SETTINGS = ("warmup_daily_volume", "warmup_response_rate")
-
-
-def tags_named(workspace_id: int, names: list[str]) -> list[Tag]:
-    """The workspace's tags with these names (case-insensitive), creating the missing ones."""
-    wanted = {name.lower(): name for name in names}
-    if not wanted:
-        return []
-    same_name = Q()
-    for name in wanted:
-        same_name |= Q(name__iexact=name)
-    existing = {
-        tag.name.lower(): tag for tag in Tag.objects.filter(same_name, workspace_id=workspace_id)
-    }
-    created = [
-        Tag.objects.create(workspace_id=workspace_id, name=name)
-        for lower, name in wanted.items()
-        if lower not in existing
-    ]
-    return [*existing.values(), *created]
 
 
 class WarmupSerializer(serializers.Serializer):
@@ -177,31 +135,14 @@ class WarmupSerializer(serializers.Serializer):
 
 
 class MailboxWarmup(MailboxView):
-    """POST /mailboxes/{uid}/warmup/start|pause|resume (managers), through Mailbox.set_warmup,
-    as the admin's warmup actions."""
+    """POST /mailboxes/{uid}/warmup/start|pause|resume (managers), as the admin's warmup
+    actions: one rule in fleet.mailboxes for both."""
 
     roles = {"POST": Role.MANAGER}
-    action = ""
 
-    def warmup(self, request):
+    def warmup(self, operation, **options):
         mailbox = self.get_object()
-        settings = self.validated(WarmupSerializer, request.data if self.action != "pause" else {})
-        if self.action == "resume" and mailbox.warmup_status != Mailbox.Warmup.PAUSED:
-            raise ApiError(
-                errors.VALIDATION_ERROR,
-                400,
-                f"Warmup is {mailbox.warmup_status}, not paused: use warmup/start.",
-            )
-        with transaction.atomic():
-            if self.action == "start" and mailbox.needs_approval:
-                # Seed 002: starting warmup is how the caller confirms the mailbox was expected.
-                mailbox.approve(actor=request.user)
-            mailbox.set_warmup(
-                Mailbox.Warmup.PAUSED if self.action == "pause" else Mailbox.Warmup.ACTIVE,
-                daily_volume=settings.get("daily_volume"),
-                response_rate=settings.get("response_rate"),
-                actor=request.user,
-            )
+        operation(mailbox, actor=self.request.user, via=mailboxes.API, **options)
         return self.respond(self.queryset.get(pk=mailbox.pk))
 
 
@@ -217,33 +158,95 @@ def warmup_schema(action: str, summary: str, description: str):
 
 
 class WarmupStart(MailboxWarmup):
-    action = "start"
-
     @warmup_schema(
         "start",
         "Start warmup",
         "Managers. A mailbox connected by consent and waiting for approval is approved by this "
-        "call (seed 002: starting warmup confirms the mailbox was expected). A mailbox still "
-        "`pending` for another reason answers 409 MAILBOX_NOT_APPROVED.",
+        "call (the caller's start confirms the mailbox was expected). A mailbox still "
+        "`pending` for another reason answers 409 MAILBOX_NOT_APPROVED; one in `error`, "
+        "`reauth_required` or `disabled` answers 409 MAILBOX_NOT_ACTIVE (warmup needs a connected "
+        "mailbox).",
     )
     def post(self, request, uid):
-        return self.warmup(request)
+        # Starting warmup is how a program confirms a consent-connected mailbox was expected.
+        settings = self.validated(WarmupSerializer)
+        return self.warmup(mailboxes.start_warmup, approve_if_needed=True, **settings)
 
 
 class WarmupPause(MailboxWarmup):
-    action = "pause"
-
-    @warmup_schema("pause", "Pause warmup", "Managers.")
+    @warmup_schema(
+        "pause",
+        "Pause warmup",
+        "Managers. Only a running warmup pauses (else 400 WARMUP_NOT_RUNNING).",
+    )
     def post(self, request, uid):
-        return self.warmup(request)
+        return self.warmup(mailboxes.pause_warmup)
 
 
 class WarmupResume(MailboxWarmup):
-    action = "resume"
-
-    @warmup_schema("resume", "Resume warmup", "Managers. Only a paused warmup resumes (else 400).")
+    @warmup_schema(
+        "resume",
+        "Resume warmup",
+        "Managers. Only a paused warmup resumes (else 400 WARMUP_NOT_PAUSED), and only on an "
+        "approved, active mailbox (else 409).",
+    )
     def post(self, request, uid):
-        return self.warmup(request)
+        return self.warmup(mailboxes.resume_warmup, **self.validated(WarmupSerializer))
+
+
+class MailboxStateChange(MailboxView):
+    """POST /mailboxes/{uid}/approve|disable|enable (managers): the admin's actions of the same
+    name, through the same services."""
+
+    roles = {"POST": Role.MANAGER}
+
+    def change(self, operation):
+        mailbox = self.get_object()
+        operation(mailbox, actor=self.request.user, via=mailboxes.API)
+        return self.respond(self.queryset.get(pk=mailbox.pk))
+
+
+def state_schema(name: str, summary: str, description: str):
+    return extend_schema(
+        tags=TAG,
+        operation_id=f"mailboxes_{name}",
+        summary=summary,
+        description=description,
+        request=None,
+        responses={200: envelope("MailboxEnvelope", MailboxSerializer())},
+    )
+
+
+class MailboxApprove(MailboxStateChange):
+    @state_schema(
+        "approve",
+        "Approve a mailbox",
+        "Managers. Confirms that a mailbox connected by an unannounced consent was expected "
+        "(`needs_approval`); a pending one becomes active. Nothing changes for a mailbox that "
+        "needed no approval.",
+    )
+    def post(self, request, uid):
+        return self.change(mailboxes.approve)
+
+
+class MailboxDisable(MailboxStateChange):
+    @state_schema(
+        "disable",
+        "Disable a mailbox",
+        "Managers. A disabled mailbox is not tested and does not warm up.",
+    )
+    def post(self, request, uid):
+        return self.change(mailboxes.disable)
+
+
+class MailboxEnable(MailboxStateChange):
+    @state_schema(
+        "enable",
+        "Enable a mailbox",
+        "Managers. Back to `pending`, and its connection test is queued at once.",
+    )
+    def post(self, request, uid):
+        return self.change(mailboxes.enable)
 
 
 class ConnectionTestSerializer(serializers.Serializer):
@@ -266,11 +269,7 @@ class MailboxConnectionTest(MailboxView):
     )
     def post(self, request, uid):
         mailbox = self.get_object()
-        if mailbox.status == Mailbox.Status.DISABLED:
-            raise ApiError(
-                errors.VALIDATION_ERROR, 400, "A disabled mailbox is not tested; enable it first."
-            )
-        enqueue_on_commit(check_mailboxes, [mailbox.pk], request.user.pk)
+        mailboxes.queue_connection_test(mailbox, actor=request.user, via=mailboxes.API)
         return self.respond(
             {"uid": mailbox.uid, "queued": True},
             status=202,
@@ -297,20 +296,5 @@ class MailboxTotp(MailboxView):
         responses={200: envelope("TotpCodeEnvelope", TotpCodeSerializer())},
     )
     def post(self, request, uid):
-        mailbox = self.get_object()
-        if not mailbox.totp_secret:
-            raise ApiError(errors.NOT_FOUND, 404, "This mailbox has no TOTP secret.")
-        totp = AccountTOTP(str(mailbox.totp_secret))
-        code = totp.now()
-        MailboxEvent.objects.create(
-            workspace_id=mailbox.workspace_id,
-            mailbox=mailbox,
-            email=mailbox.email,
-            kind=MailboxEvent.Kind.TOTP_REVEAL,
-            actor=request.user,
-            message=f"TOTP code shown (API key {request.auth.prefix}…)",
-        )
-        valid_for = totp.interval - int(time.time()) % totp.interval
-        return self.respond(
-            {"code": code, "valid_for": valid_for}, serializer_class=TotpCodeSerializer
-        )
+        code = mailboxes.reveal_totp(self.get_object(), actor=request.user, via=mailboxes.API)
+        return self.respond(code, serializer_class=TotpCodeSerializer)

@@ -61,6 +61,7 @@ ERROR_STATUSES = {
     "401": "No key, or an invalid or revoked key (API_KEY_MISSING/INVALID/REVOKED)",
     "403": "The key's role or scope does not allow this",
     "404": "No such object within the key's reach (NOT_FOUND)",
+    "409": "The object's state does not allow this (e.g. MAILBOX_NOT_APPROVED, MAILBOX_NOT_ACTIVE)",
     "413": "Body larger than API_MAX_REQUEST_BYTES (API_REQUEST_TOO_LARGE)",
     "415": "Content-Type not accepted here (API_UNSUPPORTED_MEDIA_TYPE)",
     "429": "Rate limit of the key reached; see Retry-After (API_RATE_LIMITED)",

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from fleet import errors
 from fleet.checks import is_loopback
-from fleet.imports import server_settings
 from fleet.models import Credential, Mailbox, Membership, Role, Tag, Workspace
+from fleet.providers import server_settings
 from fleet.tasks import enqueue_on_commit, verify_credential
 
 DEMO_PASSWORD = "fleet-demo"
