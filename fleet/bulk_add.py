@@ -26,7 +26,7 @@ from django.db.models import F
 from django.db.models.functions import Lower
 from django.utils import timezone
 
-from fleet import errors, mailboxes
+from fleet import access, errors, mailboxes
 from fleet.credentials import record_outcome
 from fleet.deliverability import DomainCheck, check_domains
 from fleet.errors import ErrorCode, FleetError
@@ -190,10 +190,7 @@ def start_run(
     """Record the run and one pending result per account; the task starts once this commits.
     `user` (None for the platform itself) must be an operator of the workspace, and the
     credential a Graph app-only one of that same workspace."""
-    if (
-        user is not None
-        and not Workspace.objects.restrict(user, Role.OPERATOR).filter(pk=workspace.pk).exists()
-    ):
+    if user is not None and not access.has_role(user, Role.OPERATOR, workspace.pk):
         raise FleetError(errors.PERMISSION_DENIED, f"You are not an operator of {workspace}.")
     if credential.workspace_id != workspace.pk or credential.kind != Credential.Kind.GRAPH_APP_ONLY:
         raise FleetError(

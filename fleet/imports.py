@@ -34,7 +34,7 @@ from import_export import fields, resources, widgets
 from import_export.formats import base_formats
 from import_export.tmp_storages import TempFolderStorage
 
-from fleet import errors, mailboxes, providers
+from fleet import access, errors, mailboxes, providers
 from fleet.models import ImportBatch, Mailbox, Role, Workspace
 from fleet.secrets import fernet
 
@@ -394,10 +394,7 @@ def import_mailboxes(
 ) -> ImportResult:
     """Import a CSV/XLSX file of app-password mailboxes into `workspace` (the user must be an
     operator there). Raises ImportRejected (nothing written) or returns what was written."""
-    if (
-        user is not None
-        and not Workspace.objects.restrict(user, Role.OPERATOR).filter(pk=workspace.pk).exists()
-    ):
+    if user is not None and not access.has_role(user, Role.OPERATOR, workspace.pk):
         raise errors.FleetError(errors.PERMISSION_DENIED)
     tag = check_tag(tag)
     data, name = read_upload(file)

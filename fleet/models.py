@@ -27,11 +27,33 @@ class Role(models.TextChoices):
     MANAGER = "manager", "Manager"
     OWNER = "owner", "Owner"
 
+    # The ordering primitives; who holds which role is decided in fleet/access.py.
+    @classmethod
+    def rank(cls, role: str | None) -> int:
+        """0 for no role, then 1 (viewer) … 4 (owner): roles are ordered viewer < … < owner."""
+        return cls.values.index(role) + 1 if role else 0
+
     @classmethod
     def at_least(cls, role: str) -> list[str]:
-        """The roles that include `role`'s rights (roles are ordered viewer < … < owner)."""
-        order = list(cls.values)
-        return order[order.index(role) :]
+        """The roles that include `role`'s rights."""
+        return cls.values[cls.rank(role) - 1 :]
+
+    @classmethod
+    def up_to(cls, role: str | None) -> list[str]:
+        """The roles no higher than `role` (none for no role): what its holder may hand on."""
+        return cls.values[: cls.rank(role)]
+
+    @classmethod
+    def includes(cls, held: str | None, needed: str) -> bool:
+        """Whether holding `held` (None: no role) gives `needed`'s rights."""
+        return held is not None and cls.rank(held) >= cls.rank(needed)
+
+    @classmethod
+    def lower_of(cls, a: str | None, b: str | None) -> str | None:
+        """The lesser of two roles; None when either is None."""
+        if a is None or b is None:
+            return None
+        return a if cls.rank(a) <= cls.rank(b) else b
 
 
 class ScopedQuerySet(models.QuerySet):
@@ -89,12 +111,6 @@ class Workspace(models.Model):
     @property
     def webhooks_on(self) -> bool:
         return bool(self.webhook_url and self.webhook_enabled)
-
-    def role_of(self, user) -> str | None:
-        """The user's role here (owner for superusers), or None for outsiders."""
-        if user.is_superuser:
-            return Role.OWNER
-        return self.memberships.filter(user_id=user.pk).values_list("role", flat=True).first()
 
 
 class Membership(models.Model):
@@ -829,25 +845,15 @@ class ApiKey(models.Model):
             self.revoked_at = timezone.now()
             self.save(update_fields=["revoked_at"])
 
-    def role_in(self, workspace_id: int) -> str | None:
-        """What this key may do in that workspace: None outside its reach."""
-        if self.workspace_id is not None and workspace_id != self.workspace_id:
+    def cap(self, workspace_id: int, user_role: str | None) -> str | None:
+        """What this key may do in that workspace, given its user's role there
+        (fleet.access.key_role looks that up): None outside the key's reach; a workspace key
+        never more than its own role."""
+        if self.workspace_id is None:
+            return user_role
+        if workspace_id != self.workspace_id:
             return None
-        if self.user.is_superuser:
-            role = Role.OWNER
-        else:
-            role = (
-                Membership.objects.filter(user_id=self.user_id, workspace_id=workspace_id)
-                .values_list("role", flat=True)
-                .first()
-            )
-        if role is None or self.workspace_id is None:
-            return role
-        order = list(Role.values)
-        return order[min(order.index(role), order.index(self.role))]
-
-    def allows(self, workspace_id: int, role: str) -> bool:
-        return self.role_in(workspace_id) in Role.at_least(role)
+        return Role.lower_of(user_role, self.role)
 
 
 class BulkAddRun(models.Model):
@@ -931,26 +937,6 @@ class BulkAddResult(models.Model):
 
     def __str__(self) -> str:
         return self.email
-
-    def as_seed(self) -> dict:
-        """The per-mailbox result of seed 004."""
-        return {
-            "success": self.success,
-            "id": self.mailbox_id if self.success else None,
-            "email": self.email,
-            "name": self.name or None,
-            "deliverability": (
-                {
-                    "spf_correct": bool(self.spf_correct),
-                    "dkim_correct": bool(self.dkim_correct),
-                    "dmarc_correct": bool(self.dmarc_correct),
-                    "mx_correct": bool(self.mx_correct),
-                }
-                if self.success
-                else None
-            ),
-            "error": self.error_code or None,
-        }
 
 
 class ImportBatch(models.Model):

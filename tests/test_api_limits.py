@@ -176,10 +176,10 @@ def test_unexpected_error_is_a_500_envelope_without_traceback(
     api, api_keys, mailboxes, monkeypatch, caplog
 ):
     # The one place a fault is injected on purpose: a programming error inside a view.
-    def broken(mailbox):
+    def broken(serializer, mailbox):
         raise RuntimeError("boom at line 42")
 
-    monkeypatch.setattr(mailbox_views, "mailbox_data", broken)
+    monkeypatch.setattr(mailbox_views.MailboxSerializer, "to_representation", broken)
     with caplog.at_level(logging.ERROR, logger="fleet.api"):
         response = api("get", f"/api/v1/mailboxes/{mailboxes['a'].uid}", api_keys["a_viewer"])
     assert response.status_code == 500

@@ -8,12 +8,20 @@ import pytest
 import requests
 
 from fleet import bulk_add
+from fleet.api.bulk import BulkAddResultSerializer
 from fleet.bulk_add import Account, execute, start_run
 from fleet.errors import FleetError
 from fleet.microsoft import graph
 from fleet.microsoft.graph import GraphClient, GraphRequest
 from fleet.models import BulkAddRun, Credential, Mailbox, MailboxEvent
 from sandbox.dns import SandboxDNS, Zone
+
+
+def seed(result) -> dict:
+    """A result as seed 004 shows it (the API's representation, without Fleet's two fields)."""
+    data = BulkAddResultSerializer(result).data
+    return {k: v for k, v in data.items() if k not in ("mailbox_uid", "error_detail")}
+
 
 ACME = "3f2b8c1e-5a9d-4e7b-9c3a-acme0000a001"
 CLIENT_ID = "55555555-2222-4333-8444-555555555555"
@@ -119,7 +127,7 @@ def test_every_result_code(graph_credential, sandbox, personas):
         "primary address: olivia@acme-outreach.com"
     )
     # Deliverability, once per domain, from the DNS server.
-    assert results["ava@acme-outreach.com"].as_seed()["deliverability"] == {
+    assert seed(results["ava@acme-outreach.com"])["deliverability"] == {
         "spf_correct": True,
         "dkim_correct": True,
         "dmarc_correct": True,
@@ -140,7 +148,7 @@ def test_every_result_code(graph_credential, sandbox, personas):
         None,
         "SPF/DKIM/DMARC/MX unknown: DNS_LOOKUP_FAILED",
     )
-    assert results["paul@acme-outreach.com"].as_seed() == {
+    assert seed(results["paul@acme-outreach.com"]) == {
         "success": False,
         "id": None,
         "email": "paul@acme-outreach.com",
@@ -160,7 +168,7 @@ def test_every_result_code(graph_credential, sandbox, personas):
     )
     assert ava.display_name == "Ava S." and ava.spf_correct and ava.dkim_correct
     assert Mailbox.objects.get(email="olivia@acme-outreach.com").display_name == "Olivia Grant"
-    assert results["ava@acme-outreach.com"].as_seed()["id"] == ava.pk
+    assert seed(results["ava@acme-outreach.com"])["id"] == ava.pk
     assert set(Mailbox.objects.values_list("email", flat=True)) == {
         "ava@acme-outreach.com",
         "olivia@acme-outreach.com",

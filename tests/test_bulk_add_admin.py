@@ -4,7 +4,14 @@ import io
 import pytest
 from django.urls import reverse
 
+from fleet.api.bulk import BulkAddResultSerializer
 from fleet.models import BulkAddResult, BulkAddRun, Mailbox
+
+
+def seed(result) -> dict:
+    """A result as seed 004 shows it (the API's representation, without Fleet's two fields)."""
+    data = BulkAddResultSerializer(result).data
+    return {k: v for k, v in data.items() if k not in ("mailbox_uid", "error_detail")}
 
 
 @pytest.fixture
@@ -73,7 +80,7 @@ def test_results_export_as_csv_without_formulas(run, personas, client_for):
 
 def test_seed_shape(run):
     ok, alias, _ = run.results.order_by("position")
-    assert ok.as_seed() == {
+    assert seed(ok) == {
         "success": True,
         "id": ok.mailbox_id,
         "email": "jim@alpha.example",
@@ -86,8 +93,8 @@ def test_seed_shape(run):
         },
         "error": None,
     }
-    assert alias.as_seed()["deliverability"] is None and alias.as_seed()["id"] is None
-    assert alias.as_seed()["error"] == "WRONG_ALIAS"
+    assert seed(alias)["deliverability"] is None and seed(alias)["id"] is None
+    assert seed(alias)["error"] == "WRONG_ALIAS"
 
 
 def test_runs_of_other_workspaces_are_404(run, ws_b, personas, client_for):

@@ -8,6 +8,7 @@ from django import forms
 from django.contrib import admin
 from django.template.response import TemplateResponse
 
+from fleet import access
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
 from fleet.models import ApiKey, Role, Workspace
 
@@ -41,8 +42,9 @@ class ApiKeyForm(forms.ModelForm):
             elif not role:
                 self.add_error("role", "Choose the most this key may do.")
             else:
-                mine = workspace.role_of(self.request.user)
-                if mine is None or role not in Role.values[: Role.values.index(mine) + 1]:
+                allowed = access.roles_up_to(self.request.user, workspace.pk)
+                if role not in allowed:
+                    mine = allowed[-1] if allowed else "none"
                     self.add_error("role", f"At most your own role in this workspace ({mine}).")
         return data
 

@@ -10,7 +10,8 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
 
-from fleet.models import Membership, Role, Workspace
+from fleet import access
+from fleet.models import Role, Workspace
 from fleet.secrets import EncryptedTextField, secret_status
 
 SECRET_SHOWN_AS = "_is_set"
@@ -29,26 +30,14 @@ def secret_display(field: str):
 
 
 def roles_of(request: HttpRequest) -> dict[int, str]:
-    """The user's role per workspace id, read once per request."""
-    if not hasattr(request, "_fleet_roles"):
-        request._fleet_roles = dict(
-            Membership.objects.filter(user_id=request.user.pk).values_list("workspace_id", "role")
-        )
-    return request._fleet_roles
+    """The signed-in user's role per workspace id (fleet.access, read once per request)."""
+    return access.roles_of(request.user)
 
 
 def has_role(request: HttpRequest, role: str, workspace_id: int | None = None) -> bool:
-    """Whether the user holds at least `role` in that workspace (in any, when None)."""
-    user = request.user
-    if not (user.is_active and user.is_staff):
-        return False
-    if user.is_superuser:
-        return True
-    allowed = Role.at_least(role)
-    roles = roles_of(request)
-    if workspace_id is None:
-        return any(r in allowed for r in roles.values())
-    return roles.get(workspace_id) in allowed
+    """Whether the signed-in staff user holds at least `role` in that workspace (in any, when
+    None): fleet.access's rule, for the admin's `request`."""
+    return request.user.is_staff and access.has_role(request.user, role, workspace_id)
 
 
 def require_role(request: HttpRequest, role: str, doing: str, workspace_id: int | None = None):

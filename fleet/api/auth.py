@@ -1,9 +1,7 @@
 """API keys on requests: who is calling, what they reach, how often they may call.
 
-Scoping reuses the one tenant rule, `Model.objects.restrict(user, role)`, with the key's user;
-a workspace key further narrows it to its own workspace and caps the role (see ApiKey.role_in).
-Objects outside a key's reach answer 404, as in the admin, so ids cannot be probed; naming
-another workspace with a workspace key, or a platform-only action with one, answers 403.
+What a key reaches and may do is fleet.access's rule (key_scope, key_role), applied once per
+request by the API's base view (fleet/api/base.py).
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import QuerySet
 from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
@@ -20,7 +17,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from fleet import errors
 from fleet.api.envelope import ApiError
-from fleet.models import ApiKey, Role, Workspace
+from fleet.models import ApiKey
 
 # `last_used_at` is written at most this often per key: one UPDATE per request would make every
 # read a write.
@@ -103,82 +100,3 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
             return None
         # The hash, not the row id: a deleted key's id can come back, its budget must not.
         return f"fleet:throttle:key:{request.auth.hashed_key[:32]}"
-
-
-# --- Scoping helpers used by every view ---------------------------------------------------------
-
-
-def key_of(request) -> ApiKey:
-    return request.auth
-
-
-def scoped(request, queryset: QuerySet, role: str = Role.VIEWER) -> QuerySet:
-    """The rows the request's key reaches with at least `role`."""
-    key = key_of(request)
-    queryset = queryset.restrict(request.user, role)
-    if key.workspace_id is not None:
-        if key.role not in Role.at_least(role):
-            return queryset.none()
-        queryset = queryset.filter(**{queryset.model.workspace_lookup: key.workspace_id})
-    return queryset
-
-
-def require_role(request, workspace_id: int, role: str) -> None:
-    """403 unless the key may act with `role` in that workspace."""
-    if not key_of(request).allows(workspace_id, role):
-        raise ApiError(
-            errors.PERMISSION_DENIED,
-            403,
-            f"{errors.PERMISSION_DENIED.message}: this needs the {role} role.",
-        )
-
-
-def get_scoped(request, queryset: QuerySet, role: str = Role.VIEWER, **lookup):
-    """One object by `lookup`: 404 when the key cannot see it, 403 when it can see it but its
-    role there is lower than `role`."""
-    obj = scoped(request, queryset, Role.VIEWER).filter(**lookup).first()
-    if obj is None:
-        raise ApiError(errors.NOT_FOUND, 404)
-    workspace_id = obj.pk if isinstance(obj, Workspace) else obj.workspace_id
-    if role != Role.VIEWER:
-        require_role(request, workspace_id, role)
-    return obj
-
-
-def target_workspace(request, role: str) -> Workspace:
-    """The workspace a create/connect/import call acts in: the workspace key's own, or for a
-    platform key the `workspace_id` query parameter, which may be left out when the key's user
-    has exactly one workspace where they hold `role`."""
-    key = key_of(request)
-    raw = request.query_params.get("workspace_id")
-    wanted = None
-    if raw not in (None, ""):
-        try:
-            wanted = int(raw)
-            if not 0 < wanted < 2**63:
-                raise ValueError
-        except ValueError:
-            raise ApiError(
-                errors.VALIDATION_ERROR,
-                400,
-                "workspace_id: A valid workspace id is required.",
-                fields={"workspace_id": ["A valid workspace id is required."]},
-            ) from None
-    if key.workspace_id is not None:
-        if wanted is not None and wanted != key.workspace_id:
-            raise ApiError(errors.OUTSIDE_KEY_WORKSPACE, 403)
-        require_role(request, key.workspace_id, role)
-        return key.workspace
-    if wanted is not None:
-        workspace = get_scoped(request, Workspace.objects.all(), role, pk=wanted)
-        return workspace
-    candidates = list(Workspace.objects.restrict(request.user, role)[:2])
-    if len(candidates) == 1:
-        return candidates[0]
-    if not candidates:
-        raise ApiError(
-            errors.PERMISSION_DENIED,
-            403,
-            f"{errors.PERMISSION_DENIED.message}: no workspace where this key has the {role} role.",
-        )
-    raise ApiError(errors.WORKSPACE_REQUIRED, 400)

@@ -15,6 +15,7 @@ import time
 
 from django.conf import settings
 from django.db.models import F
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
@@ -23,13 +24,12 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 from rest_framework.parsers import JSONParser
-from rest_framework.views import APIView
 
 from fleet import bulk_add, errors
-from fleet.api.auth import get_scoped, target_workspace
+from fleet.api.base import FleetView
 from fleet.api.envelope import ApiError, ok
 from fleet.api.schema import WORKSPACE_ID_PARAM, ErrorSerializer, envelope
-from fleet.api.serializers import MAX_ID, ErrorRefSerializer, error_ref
+from fleet.api.serializers import MAX_ID, BlankAsNullChoiceField, ErrorRefSerializer
 from fleet.models import BulkAddResult, BulkAddRun, Role
 
 TAG = ["Mailboxes"]
@@ -132,15 +132,21 @@ class BulkAddResultSerializer(serializers.Serializer):
 
     success = serializers.BooleanField(help_text="Whether the mailbox was connected")
     id = serializers.IntegerField(
-        allow_null=True, help_text="Connected mailbox ID, or null when the mailbox failed"
+        source="mailbox_id",
+        allow_null=True,
+        help_text="Connected mailbox ID, or null when the mailbox failed",
     )
     email = serializers.CharField(help_text="Mailbox email address")
     name = serializers.CharField(allow_null=True, help_text="Mailbox display name")
     deliverability = DeliverabilitySerializer(
-        allow_null=True, help_text="SPF/DKIM of the mailbox's domain, or null when it failed"
+        source="*",
+        allow_null=True,
+        help_text="SPF/DKIM of the mailbox's domain, or null when it failed",
     )
     error = serializers.CharField(
-        allow_null=True, help_text="Per-mailbox error code (Fleet's error catalogue)"
+        source="error_code",
+        allow_null=True,
+        help_text="Per-mailbox error code (Fleet's error catalogue)",
     )
     mailbox_uid = serializers.UUIDField(
         allow_null=True, help_text="Fleet: the mailbox's uid for `/mailboxes/{uid}`, or null."
@@ -149,6 +155,18 @@ class BulkAddResultSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Fleet: what Microsoft said, e.g. the primary address for WRONG_ALIAS.",
     )
+
+    def to_representation(self, result: BulkAddResult) -> dict:
+        """Seed 004's rules: blanks are null; a mailbox that failed has no id, deliverability
+        or uid; an unknown SPF/DKIM answer counts as not correct."""
+        data = super().to_representation(result)
+        for blank_is_null in ("name", "error", "error_detail"):
+            data[blank_is_null] = data[blank_is_null] or None
+        if result.success:
+            data["deliverability"] = {k: bool(v) for k, v in data["deliverability"].items()}
+        else:
+            data.update(id=None, deliverability=None, mailbox_uid=None)
+        return data
 
 
 class BulkAddRunSerializer(serializers.Serializer):
@@ -160,19 +178,26 @@ class BulkAddRunSerializer(serializers.Serializer):
         help_text="queued → running → finished; `failed` when the run could not go on (e.g. no "
         "token: its code is in `error` and on every mailbox not yet done).",
     )
-    outcome = serializers.ChoiceField(
+    outcome = BlankAsNullChoiceField(
         choices=BulkAddRun.Outcome.choices, allow_null=True, help_text="Null until the run ends."
     )
-    done = serializers.BooleanField(help_text="True once the run has ended.")
+    done = serializers.SerializerMethodField(help_text="True once the run has ended.")
     total = serializers.IntegerField()
     processed = serializers.IntegerField()
     connected = serializers.IntegerField()
     failed = serializers.IntegerField()
     error = ErrorRefSerializer(allow_null=True)
-    poll_url = serializers.URLField(help_text="GET it for progress and the results.")
+    poll_url = serializers.SerializerMethodField(help_text="GET it for progress and the results.")
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+
+    def get_done(self, run: BulkAddRun) -> bool:
+        return run.status in ENDED
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_poll_url(self, run: BulkAddRun) -> str:
+        return poll_url(self.context["request"], run)
 
 
 BULK_ENVELOPE = envelope(
@@ -194,53 +219,21 @@ class InvalidCredentialSerializer(serializers.Serializer):
     )
 
 
-def run_data(request, run: BulkAddRun) -> dict:
-    dt = serializers.DateTimeField()
-
-    def when(value):
-        return dt.to_representation(value) if value else None
-
-    return {
-        "uid": str(run.uid),
-        "workspace_id": run.workspace_id,
-        "credential_id": run.credential_id,
-        "status": run.status,
-        "outcome": run.outcome or None,
-        "done": run.status in ENDED,
-        "total": run.total,
-        "processed": run.processed,
-        "connected": run.connected,
-        "failed": run.failed,
-        "error": error_ref(run.error_code, run.error_message),
-        "poll_url": poll_url(request, run),
-        "created_at": when(run.created_at),
-        "started_at": when(run.started_at),
-        "finished_at": when(run.finished_at),
-    }
-
-
 def poll_url(request, run: BulkAddRun) -> str:
     return request.build_absolute_uri(f"/api/v1/mailboxes/microsoft/bulk/{run.uid}")
 
 
-def results_data(run: BulkAddRun) -> list[dict]:
-    """The finished accounts in seed 004's shape, in one query (the mailbox's uid joined in)."""
+def answer(view: FleetView, run: BulkAddRun, status: int):
+    """The finished accounts in seed 004's shape (in one query, the mailbox's uid joined in),
+    and the run."""
     results = (
         run.results.filter(done=True).annotate(mailbox_uid=F("mailbox__uid")).order_by("position")
     )
-    return [result_data(r) for r in results]
-
-
-def result_data(result: BulkAddResult) -> dict:
-    return {
-        **result.as_seed(),
-        "mailbox_uid": str(result.mailbox_uid) if result.success and result.mailbox_uid else None,
-        "error_detail": result.error_detail or None,
-    }
-
-
-def answer(request, run: BulkAddRun, status: int):
-    return ok(results_data(run), status=status, run=run_data(request, run))
+    return ok(
+        view.serialize(results, many=True, serializer_class=BulkAddResultSerializer),
+        status=status,
+        run=view.serialize(run, serializer_class=BulkAddRunSerializer),
+    )
 
 
 def wait_for(run: BulkAddRun, seconds: float) -> BulkAddRun:
@@ -270,7 +263,8 @@ LOCATION_HEADER = OpenApiParameter(
 )
 
 
-class BulkAddMicrosoft(APIView):
+class BulkAddMicrosoft(FleetView):
+    roles = {"POST": Role.OPERATOR}
     parser_classes = [JSONParser]
 
     @extend_schema(
@@ -308,22 +302,24 @@ class BulkAddMicrosoft(APIView):
         },
     )
     def post(self, request):
-        workspace = target_workspace(request, Role.OPERATOR)
+        workspace = self.target_workspace()
         if not request.data:  # no body, `{}`, `[]` or `null`: seed 004's "empty JSON" 400
             raise ApiError(errors.API_MALFORMED_REQUEST, 400)
-        body = BulkAddSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        data = body.validated_data
+        data = self.validated(BulkAddSerializer)
         credential = bulk_add.resolve_credential(workspace, data.get("credential_id"))
         run = bulk_add.start_run(workspace, credential, data["accounts"], request.user)
         run = wait_for(run, settings.API_BULK_WAIT_SECONDS)
         status = ended_status(run) if run.status in ENDED else 202
-        response = answer(request, run, status)
+        response = answer(self, run, status)
         response["Location"] = poll_url(request, run)
         return response
 
 
-class BulkAddRunDetail(APIView):
+class BulkAddRunDetail(FleetView):
+    queryset = BulkAddRun.objects.all()
+    lookup_field = "uid"
+    lookup_url_kwarg = "run_uid"
+
     @extend_schema(
         tags=TAG,
         operation_id="mailboxes_microsoft_bulk_get",
@@ -335,5 +331,4 @@ class BulkAddRunDetail(APIView):
         responses={200: BULK_ENVELOPE},
     )
     def get(self, request, run_uid):
-        run = get_scoped(request, BulkAddRun.objects.all(), Role.VIEWER, uid=run_uid)
-        return answer(request, run, 200)
+        return answer(self, self.get_object(), 200)

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 
 from django.db import transaction
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
-from rest_framework.views import APIView
 
 from fleet import consent, errors
-from fleet.api.auth import get_scoped, scoped, target_workspace
+from fleet.api.base import FleetView
 from fleet.api.envelope import ApiError, ok
 from fleet.api.pagination import CursorPage
 from fleet.api.schema import WORKSPACE_ID_PARAM, ErrorEnvelopeSerializer, envelope
-from fleet.api.serializers import MAX_ID, ErrorRefSerializer, error_ref
+from fleet.api.serializers import MAX_ID, ErrorRefSerializer
 from fleet.models import ConsentRequest, Mailbox, Role
 
 # Seed 000's text, word for word.
@@ -25,40 +25,49 @@ INSTRUCTIONS = (
 )
 
 
-def start_new_mailbox_consent(request, workspace, request_data: dict | None = None) -> dict:
-    """A consent request for a mailbox that does not exist yet, and its Microsoft sign-in URL.
-    Once the owner consents, the mailbox is created `pending` and waits for approval (or for a
-    warmup start through the API, which is that approval)."""
-    with transaction.atomic():
-        consent_request = consent.initiate(
-            workspace,
-            new_mailbox=True,
-            request_data=request_data,
-            actor=request.user,
-            base_url=request.build_absolute_uri("/"),
-        )
-        auth_url = consent.begin(consent_request)
-    return {
-        "authUrl": auth_url,
-        "instructions": INSTRUCTIONS,
-        "consent_request_uid": str(consent_request.uid),
-        "consent_url": consent_request.consent_url,
-        "expires_at": serializers.DateTimeField().to_representation(consent_request.expires_at),
-    }
-
-
 class ConnectOutlookSerializer(serializers.Serializer):
-    authUrl = serializers.URLField(help_text="Microsoft's sign-in page; valid for 15 minutes.")
-    instructions = serializers.CharField()
-    consent_request_uid = serializers.UUIDField()
+    # A consent request for a new mailbox, with its sign-in URL (`auth_url` in the context).
+
+    authUrl = serializers.SerializerMethodField(
+        help_text="Microsoft's sign-in page; valid for 15 minutes."
+    )
+    instructions = serializers.SerializerMethodField()
+    consent_request_uid = serializers.UUIDField(source="uid")
     consent_url = serializers.URLField(
         help_text="Fleet's link for the same consent: starts a fresh sign-in each time it is "
         "opened, until the consent request expires."
     )
     expires_at = serializers.DateTimeField()
 
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_authUrl(self, consent_request: ConsentRequest) -> str:  # seed 000 spells it so
+        return self.context["auth_url"]
 
-class ConnectOutlook(APIView):
+    def get_instructions(self, consent_request: ConsentRequest) -> str:
+        return INSTRUCTIONS
+
+
+class ConnectView(FleetView):
+    roles = {"POST": Role.OPERATOR}
+
+    def start_new_mailbox_consent(self, workspace, request_data: dict | None = None):
+        """A consent request for a mailbox that does not exist yet, and its Microsoft sign-in
+        URL. Once the owner consents, the mailbox is created `pending` and waits for approval
+        (or for a warmup start through the API, which is that approval)."""
+        with transaction.atomic():
+            consent_request = consent.initiate(
+                workspace,
+                new_mailbox=True,
+                request_data=request_data,
+                actor=self.request.user,
+                base_url=self.request.build_absolute_uri("/"),
+            )
+            auth_url = consent.begin(consent_request)
+        context = {**self.get_serializer_context(), "auth_url": auth_url}
+        return ok(ConnectOutlookSerializer(consent_request, context=context).data)
+
+
+class ConnectOutlook(ConnectView):
     @extend_schema(
         tags=["Mailboxes"],
         operation_id="mailboxes_connect_outlook",
@@ -75,8 +84,7 @@ class ConnectOutlook(APIView):
         },
     )
     def post(self, request):
-        workspace = target_workspace(request, Role.OPERATOR)
-        return ok(start_new_mailbox_consent(request, workspace))
+        return self.start_new_mailbox_consent(self.target_workspace())
 
 
 class MetaField(serializers.JSONField):
@@ -133,7 +141,7 @@ class ConnectMicrosoftSerializer(serializers.Serializer):
         return attrs
 
 
-class ConnectMicrosoft(APIView):
+class ConnectMicrosoft(ConnectView):
     @extend_schema(
         tags=["Mailboxes"],
         operation_id="mailboxes_connect_microsoft",
@@ -162,10 +170,8 @@ class ConnectMicrosoft(APIView):
         },
     )
     def post(self, request):
-        workspace = target_workspace(request, Role.OPERATOR)
-        serializer = ConnectMicrosoftSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        workspace = self.target_workspace()
+        data = self.validated(ConnectMicrosoftSerializer)
         if Mailbox.objects.filter(workspace=workspace, email__iexact=data["email"]).exists():
             raise ApiError(
                 errors.VALIDATION_ERROR,
@@ -184,7 +190,7 @@ class ConnectMicrosoft(APIView):
             "meta": data["meta"],
             "request_id": getattr(request._request, "request_id", ""),
         }
-        return ok(start_new_mailbox_consent(request, workspace, request_data))
+        return self.start_new_mailbox_consent(workspace, request_data)
 
 
 # --- Consent requests (seed 003) ----------------------------------------------------------------
@@ -217,8 +223,8 @@ class ConsentRequestSerializer(serializers.Serializer):
     workspace_id = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=ConsentRequest.Kind.choices)
     status = serializers.ChoiceField(choices=ConsentRequest.Status.choices)
-    mailbox_uid = serializers.UUIDField(allow_null=True)
-    mailbox_email = serializers.CharField(allow_null=True)
+    mailbox_uid = serializers.UUIDField(source="mailbox.uid", allow_null=True)
+    mailbox_email = serializers.CharField(source="mailbox.email", allow_null=True)
     username = serializers.CharField(allow_blank=True)
     domain = serializers.CharField(allow_blank=True)
     consent_url = serializers.CharField(allow_blank=True)
@@ -228,31 +234,6 @@ class ConsentRequestSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     completed_at = serializers.DateTimeField(allow_null=True)
-
-
-def consent_request_data(cr: ConsentRequest) -> dict:
-    dt = serializers.DateTimeField()
-
-    def when(value):
-        return dt.to_representation(value) if value else None
-
-    return {
-        "uid": str(cr.uid),
-        "workspace_id": cr.workspace_id,
-        "kind": cr.kind,
-        "status": cr.status,
-        "mailbox_uid": str(cr.mailbox.uid) if cr.mailbox_id else None,
-        "mailbox_email": cr.mailbox.email if cr.mailbox_id else None,
-        "username": cr.username,
-        "domain": cr.domain,
-        "consent_url": cr.consent_url,
-        "request_data": cr.request_data,
-        "error": error_ref(cr.error_code, cr.error_message),
-        "expires_at": when(cr.expires_at),
-        "created_at": when(cr.created_at),
-        "updated_at": when(cr.updated_at),
-        "completed_at": when(cr.completed_at),
-    }
 
 
 def seed_003(name: str, data, **extra):
@@ -266,7 +247,15 @@ def seed_003(name: str, data, **extra):
     )
 
 
-class ConsentRequestInitiate(APIView):
+class ConsentRequestView(FleetView):
+    queryset = ConsentRequest.objects.select_related("mailbox")
+    lookup_field = "uid"
+    serializer_class = ConsentRequestSerializer
+
+
+class ConsentRequestInitiate(ConsentRequestView):
+    roles = {"POST": Role.OPERATOR}
+
     @extend_schema(
         tags=["Consent requests"],
         operation_id="consent_requests_initiate",
@@ -278,17 +267,13 @@ class ConsentRequestInitiate(APIView):
         responses={200: seed_003("ConsentRequestInitiatedEnvelope", ConsentRequestSerializer())},
     )
     def post(self, request):
-        serializer = InitiateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = self.validated(InitiateSerializer)
         if data.get("mailbox_uid"):
             # A uid names its workspace: found among all the key reaches (404 otherwise).
-            mailbox = get_scoped(
-                request, Mailbox.objects.all(), Role.OPERATOR, uid=data["mailbox_uid"]
-            )
+            mailbox = self.get_object(Mailbox.objects.all(), uid=data["mailbox_uid"])
             workspace = mailbox.workspace
         else:
-            workspace = target_workspace(request, Role.OPERATOR)
+            workspace = self.target_workspace()
         kind = data.get("kind") or (
             ConsentRequest.Kind.EXTERNAL if data.get("consent_url") else ConsentRequest.Kind.USER
         )
@@ -303,7 +288,7 @@ class ConsentRequestInitiate(APIView):
             actor=request.user,
             base_url=request.build_absolute_uri("/"),
         )
-        return ok(consent_request_data(created), error=False, message=INITIATED)
+        return ok(self.serialize(created), error=False, message=INITIATED)
 
 
 class ConsentRequestFilterSerializer(serializers.Serializer):
@@ -319,7 +304,7 @@ class NewestFirst(CursorPage):
     ordering = "-id"
 
 
-class ConsentRequestList(APIView):
+class ConsentRequestList(ConsentRequestView):
     @extend_schema(
         tags=["Consent requests"],
         operation_id="consent_requests_list",
@@ -340,10 +325,8 @@ class ConsentRequestList(APIView):
         },
     )
     def get(self, request):
-        filters = ConsentRequestFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        wanted = filters.validated_data
-        requests = scoped(request, ConsentRequest.objects.all()).select_related("mailbox")
+        wanted = self.validated(ConsentRequestFilterSerializer, request.query_params)
+        requests = self.queryset
         for field in ("workspace_id", "status", "kind"):
             if field in wanted:
                 requests = requests.filter(**{field: wanted[field]})
@@ -351,12 +334,12 @@ class ConsentRequestList(APIView):
             requests = requests.filter(mailbox__uid=wanted["mailbox_uid"])
         paginator = NewestFirst()
         page = paginator.paginate_queryset(requests, request, view=self)
-        response = paginator.get_paginated_response([consent_request_data(cr) for cr in page])
+        response = paginator.get_paginated_response(self.serialize(page, many=True))
         response.data.update(error=False, message="Consent requests")
         return response
 
 
-class ConsentRequestDetail(APIView):
+class ConsentRequestDetail(ConsentRequestView):
     @extend_schema(
         tags=["Consent requests"],
         operation_id="consent_requests_get",
@@ -364,7 +347,4 @@ class ConsentRequestDetail(APIView):
         responses={200: seed_003("ConsentRequestEnvelope", ConsentRequestSerializer())},
     )
     def get(self, request, uid):
-        cr = get_scoped(
-            request, ConsentRequest.objects.select_related("mailbox"), Role.VIEWER, uid=uid
-        )
-        return ok(consent_request_data(cr), error=False, message="Consent request status")
+        return ok(self.serialize(self.get_object()), error=False, message="Consent request status")

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.views import APIView
 
 from fleet import errors
-from fleet.api.auth import get_scoped, scoped, target_workspace
-from fleet.api.envelope import ApiError, ok
+from fleet.api.base import FleetView
+from fleet.api.envelope import ApiError
 from fleet.api.schema import WORKSPACE_ID_PARAM, envelope
-from fleet.api.serializers import (
-    MAX_ID,
-    CredentialCreateSerializer,
-    CredentialSerializer,
-    credential_data,
-)
+from fleet.api.serializers import MAX_ID, CredentialCreateSerializer, CredentialSerializer
 from fleet.models import Credential, Role
 from fleet.tasks import enqueue_on_commit, verify_credential
 
@@ -28,7 +22,14 @@ class CredentialFilterSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Credential.Status.choices, required=False)
 
 
-class CredentialList(APIView):
+class CredentialView(FleetView):
+    queryset = Credential.objects.all()
+    serializer_class = CredentialSerializer
+
+
+class CredentialList(CredentialView):
+    roles = {"GET": Role.VIEWER, "POST": Role.MANAGER}
+
     @extend_schema(
         tags=TAG,
         operation_id="credentials_list",
@@ -42,10 +43,9 @@ class CredentialList(APIView):
         responses={200: envelope("CredentialListEnvelope", CredentialSerializer(many=True))},
     )
     def get(self, request):
-        filters = CredentialFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        credentials = scoped(request, Credential.objects.all()).filter(**filters.validated_data)
-        return ok([credential_data(c) for c in credentials.order_by("workspace_id", "name", "pk")])
+        filters = self.validated(CredentialFilterSerializer, request.query_params)
+        credentials = self.queryset.filter(**filters)
+        return self.respond(credentials.order_by("workspace_id", "name", "pk"), many=True)
 
     @extend_schema(
         tags=TAG,
@@ -57,17 +57,16 @@ class CredentialList(APIView):
         responses={201: envelope("CredentialEnvelope", CredentialSerializer())},
     )
     def post(self, request):
-        workspace = target_workspace(request, Role.MANAGER)
-        serializer = CredentialCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        values = {k: v for k, v in serializer.validated_data.items() if v is not None}
+        workspace = self.target_workspace()
+        data = self.validated(CredentialCreateSerializer)
+        values = {k: v for k, v in data.items() if v is not None}
         credential = Credential(workspace=workspace, **values)
         credential.full_clean()  # the model's own rules, the same as in the admin
         credential.save()
-        return ok(credential_data(credential), status=201)
+        return self.respond(credential, status=201)
 
 
-class CredentialDetail(APIView):
+class CredentialDetail(CredentialView):
     @extend_schema(
         tags=TAG,
         operation_id="credentials_get",
@@ -76,10 +75,12 @@ class CredentialDetail(APIView):
         responses={200: envelope("CredentialEnvelope", CredentialSerializer())},
     )
     def get(self, request, pk: int):
-        return ok(credential_data(credential_by_id(request, pk, Role.VIEWER)))
+        return self.respond(self.get_object())
 
 
-class CredentialVerify(APIView):
+class CredentialVerify(CredentialView):
+    roles = {"POST": Role.MANAGER}
+
     @extend_schema(
         tags=TAG,
         operation_id="credentials_verify",
@@ -92,7 +93,7 @@ class CredentialVerify(APIView):
         responses={202: envelope("CredentialEnvelope", CredentialSerializer())},
     )
     def post(self, request, pk: int):
-        credential = credential_by_id(request, pk, Role.MANAGER)
+        credential = self.get_object()
         if credential.kind != Credential.Kind.GRAPH_APP_ONLY:
             raise ApiError(
                 errors.VALIDATION_ERROR,
@@ -101,10 +102,4 @@ class CredentialVerify(APIView):
                 "by a consent (POST /mailboxes/connect/outlook).",
             )
         enqueue_on_commit(verify_credential, credential.pk)
-        return ok(credential_data(credential), status=202)
-
-
-def credential_by_id(request, pk: int, role: str) -> Credential:
-    if pk > MAX_ID:
-        raise ApiError(errors.NOT_FOUND, 404)
-    return get_scoped(request, Credential.objects.all(), role, pk=pk)
+        return self.respond(credential, status=202)

@@ -3,16 +3,14 @@ the admin's import."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.views import APIView
 
 from fleet import imports, mailboxes
-from fleet.api.auth import target_workspace
-from fleet.api.envelope import ok
+from fleet.api.base import FleetView
 from fleet.api.schema import WORKSPACE_ID_PARAM, envelope
-from fleet.models import Role
+from fleet.models import ImportBatch, Role
 
 
 class ImportRequestSerializer(serializers.Serializer):
@@ -36,11 +34,17 @@ class ImportResultSerializer(serializers.Serializer):
     imported = serializers.IntegerField(help_text="Mailboxes successfully imported")
     skipped = serializers.IntegerField(help_text="Duplicate emails skipped")
     failed = serializers.IntegerField(help_text="Mailboxes that failed")
-    errors = ImportErrorSerializer(many=True, help_text="First 50 error details")
+    errors = serializers.SerializerMethodField(help_text="First 50 error details")
+
+    @extend_schema_field(ImportErrorSerializer(many=True))
+    def get_errors(self, result: imports.ImportResult) -> list:
+        return ImportErrorSerializer(result.errors[: ImportBatch.MAX_ERRORS], many=True).data
 
 
-class ImportOutlook(APIView):
+class ImportOutlook(FleetView):
+    roles = {"POST": Role.OPERATOR}
     parser_classes = [MultiPartParser, FormParser]
+    serializer_class = ImportResultSerializer
 
     @extend_schema(
         tags=["Mailboxes"],
@@ -60,7 +64,7 @@ class ImportOutlook(APIView):
         responses={200: envelope("ImportResultEnvelope", ImportResultSerializer())},
     )
     def post(self, request):
-        workspace = target_workspace(request, Role.OPERATOR)
+        workspace = self.target_workspace()
         upload = request.FILES.get("file")
         if upload is None and isinstance(request.data.get("file"), str):
             # `curl --form file=…` / requests' `data=` send the CSV as a text field (seed 001).
@@ -71,4 +75,4 @@ class ImportOutlook(APIView):
         result = imports.import_mailboxes(
             workspace, upload, tag=tag, user=request.user, via=mailboxes.API
         )
-        return ok(result.as_dict())
+        return self.respond(result)

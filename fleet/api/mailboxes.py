@@ -1,14 +1,14 @@
-"""Mailboxes: list with filters and cursor pagination, details, settings, delete."""
+"""Mailboxes: list with filters and cursor pagination, details, settings, delete, warmup,
+connection tests and TOTP codes: each a short caller of fleet.mailboxes, the admin's service."""
 
 from __future__ import annotations
 
 from django.db.models import BooleanField, ExpressionWrapper, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
-from rest_framework.views import APIView
 
 from fleet import mailboxes
-from fleet.api.auth import get_scoped, require_role, scoped
+from fleet.api.base import FleetView
 from fleet.api.envelope import ok
 from fleet.api.pagination import CursorPage
 from fleet.api.schema import envelope
@@ -16,7 +16,6 @@ from fleet.api.serializers import (
     MailboxFilterSerializer,
     MailboxSerializer,
     MailboxUpdateSerializer,
-    mailbox_data,
 )
 from fleet.models import Mailbox, Role
 
@@ -39,8 +38,12 @@ def mailbox_rows(queryset):
     )
 
 
-def mailbox_by_uid(request, uid, role: str = Role.VIEWER) -> Mailbox:
-    return get_scoped(request, mailbox_rows(Mailbox.objects.all()), role, uid=uid)
+class MailboxView(FleetView):
+    """One mailbox, named by the URL's uid."""
+
+    queryset = mailbox_rows(Mailbox.objects.all())
+    lookup_field = "uid"
+    serializer_class = MailboxSerializer
 
 
 LIST_PARAMETERS = [
@@ -54,7 +57,10 @@ LIST_PARAMETERS = [
 ]
 
 
-class MailboxList(APIView):
+class MailboxList(FleetView):
+    queryset = Mailbox.objects.all()
+    serializer_class = MailboxSerializer
+
     @extend_schema(
         tags=TAG,
         operation_id="mailboxes_list",
@@ -65,10 +71,8 @@ class MailboxList(APIView):
         },
     )
     def get(self, request):
-        filters = MailboxFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        wanted = filters.validated_data
-        mailboxes = scoped(request, Mailbox.objects.all())
+        wanted = self.validated(MailboxFilterSerializer, request.query_params)
+        mailboxes = self.queryset
         if "workspace_id" in wanted:
             mailboxes = mailboxes.filter(workspace_id=wanted["workspace_id"])
         for field in ("status", "error_code", "warmup_status"):
@@ -78,10 +82,12 @@ class MailboxList(APIView):
             mailboxes = mailboxes.filter(tags__name__iexact=wanted["tag"])
         paginator = CursorPage()
         page = paginator.paginate_queryset(mailbox_rows(mailboxes), request, view=self)
-        return paginator.get_paginated_response([mailbox_data(m) for m in page])
+        return paginator.get_paginated_response(self.serialize(page, many=True))
 
 
-class MailboxDetail(APIView):
+class MailboxDetail(MailboxView):
+    roles = {"GET": Role.VIEWER, "PATCH": Role.OPERATOR, "DELETE": Role.MANAGER}
+
     @extend_schema(
         tags=TAG,
         operation_id="mailboxes_get",
@@ -91,7 +97,7 @@ class MailboxDetail(APIView):
         responses={200: envelope("MailboxEnvelope", MailboxSerializer())},
     )
     def get(self, request, uid):
-        return ok(mailbox_data(mailbox_by_uid(request, uid)))
+        return self.respond(self.get_object())
 
     @extend_schema(
         tags=TAG,
@@ -102,14 +108,12 @@ class MailboxDetail(APIView):
         responses={200: envelope("MailboxEnvelope", MailboxSerializer())},
     )
     def patch(self, request, uid):
-        mailbox = mailbox_by_uid(request, uid, Role.OPERATOR)
-        serializer = MailboxUpdateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        changes = serializer.validated_data
+        mailbox = self.get_object()
+        changes = self.validated(MailboxUpdateSerializer)
         if {"warmup_daily_volume", "warmup_response_rate"} & set(changes):
-            require_role(request, mailbox.workspace_id, Role.MANAGER)  # as in the admin
+            self.check_role(mailbox.workspace_id, Role.MANAGER)  # as in the admin
         mailboxes.update(mailbox, actor=request.user, via=mailboxes.API, **changes)
-        return ok(mailbox_data(mailbox_by_uid(request, uid)))
+        return self.respond(self.queryset.get(pk=mailbox.pk))
 
     @extend_schema(
         tags=TAG,
@@ -119,13 +123,10 @@ class MailboxDetail(APIView):
         responses={200: envelope("MailboxDeletedEnvelope", MailboxSerializer())},
     )
     def delete(self, request, uid):
-        mailbox = mailbox_by_uid(request, uid, Role.MANAGER)
-        data = mailbox_data(mailbox)
+        mailbox = self.get_object()
+        data = self.serialize(mailbox)
         mailboxes.delete(mailbox, actor=request.user, via=mailboxes.API)
         return ok(data)
-
-
-WARMUP_SETTINGS = ("warmup_daily_volume", "warmup_response_rate")
 
 
 class WarmupSerializer(serializers.Serializer):
@@ -133,31 +134,20 @@ class WarmupSerializer(serializers.Serializer):
     response_rate = serializers.IntegerField(min_value=0, max_value=100, required=False)
 
 
-class MailboxWarmup(APIView):
-    """POST /mailboxes/{uid}/warmup/start|pause|resume (managers), through Mailbox.set_warmup,
-    as the admin's warmup actions."""
+class MailboxWarmup(MailboxView):
+    """POST /mailboxes/{uid}/warmup/start|pause|resume (managers), as the admin's warmup
+    actions: one rule in fleet.mailboxes for both."""
 
-    action = ""
+    roles = {"POST": Role.MANAGER}
 
-    def post(self, request, uid):
-        mailbox = mailbox_by_uid(request, uid, Role.MANAGER)
-        serializer = WarmupSerializer(data=request.data if self.action != "pause" else {})
-        serializer.is_valid(raise_exception=True)
-        settings = serializer.validated_data
-        if self.action == "start":
-            # Starting warmup is how a program confirms a consent-connected mailbox was expected.
-            mailboxes.start_warmup(
-                mailbox, actor=request.user, via=mailboxes.API, approve_if_needed=True, **settings
-            )
-        elif self.action == "resume":
-            mailboxes.resume_warmup(mailbox, actor=request.user, via=mailboxes.API, **settings)
-        else:
-            mailboxes.pause_warmup(mailbox, actor=request.user, via=mailboxes.API)
-        return ok(mailbox_data(mailbox_by_uid(request, uid)))
+    def warmup(self, operation, **options):
+        mailbox = self.get_object()
+        operation(mailbox, actor=self.request.user, via=mailboxes.API, **options)
+        return self.respond(self.queryset.get(pk=mailbox.pk))
 
 
-def warmup_view(action: str, summary: str, description: str):
-    schema = extend_schema(
+def warmup_schema(action: str, summary: str, description: str):
+    return extend_schema(
         tags=TAG,
         operation_id=f"mailboxes_warmup_{action}",
         summary=summary,
@@ -166,49 +156,58 @@ def warmup_view(action: str, summary: str, description: str):
         responses={200: envelope("MailboxEnvelope", MailboxSerializer())},
     )
 
-    def post(self, request, uid):
-        return MailboxWarmup.post(self, request, uid)
 
-    view = type(
-        f"MailboxWarmup{action.title()}", (MailboxWarmup,), {"action": action, "post": schema(post)}
+class WarmupStart(MailboxWarmup):
+    @warmup_schema(
+        "start",
+        "Start warmup",
+        "Managers. A mailbox connected by consent and waiting for approval is approved by this "
+        "call (the caller's start confirms the mailbox was expected). A mailbox still "
+        "`pending` for another reason answers 409 MAILBOX_NOT_APPROVED; one in `error`, "
+        "`reauth_required` or `disabled` answers 409 MAILBOX_NOT_ACTIVE (warmup needs a connected "
+        "mailbox).",
     )
-    return view.as_view()
+    def post(self, request, uid):
+        # Starting warmup is how a program confirms a consent-connected mailbox was expected.
+        settings = self.validated(WarmupSerializer)
+        return self.warmup(mailboxes.start_warmup, approve_if_needed=True, **settings)
 
 
-warmup_start = warmup_view(
-    "start",
-    "Start warmup",
-    "Managers. A mailbox connected by consent and waiting for approval is approved by this "
-    "call (the caller's start confirms the mailbox was expected). A mailbox still "
-    "`pending` for another reason answers 409 MAILBOX_NOT_APPROVED; one in `error`, "
-    "`reauth_required` or `disabled` answers 409 MAILBOX_NOT_ACTIVE (warmup needs a connected "
-    "mailbox).",
-)
-warmup_pause = warmup_view(
-    "pause", "Pause warmup", "Managers. Only a running warmup pauses (else 400 WARMUP_NOT_RUNNING)."
-)
-warmup_resume = warmup_view(
-    "resume",
-    "Resume warmup",
-    "Managers. Only a paused warmup resumes (else 400 WARMUP_NOT_PAUSED), and only on an "
-    "approved, active mailbox (else 409).",
-)
+class WarmupPause(MailboxWarmup):
+    @warmup_schema(
+        "pause",
+        "Pause warmup",
+        "Managers. Only a running warmup pauses (else 400 WARMUP_NOT_RUNNING).",
+    )
+    def post(self, request, uid):
+        return self.warmup(mailboxes.pause_warmup)
 
 
-class MailboxStateChange(APIView):
+class WarmupResume(MailboxWarmup):
+    @warmup_schema(
+        "resume",
+        "Resume warmup",
+        "Managers. Only a paused warmup resumes (else 400 WARMUP_NOT_PAUSED), and only on an "
+        "approved, active mailbox (else 409).",
+    )
+    def post(self, request, uid):
+        return self.warmup(mailboxes.resume_warmup, **self.validated(WarmupSerializer))
+
+
+class MailboxStateChange(MailboxView):
     """POST /mailboxes/{uid}/approve|disable|enable (managers): the admin's actions of the same
     name, through the same services."""
 
-    operation = staticmethod(mailboxes.approve)
+    roles = {"POST": Role.MANAGER}
 
-    def post(self, request, uid):
-        mailbox = mailbox_by_uid(request, uid, Role.MANAGER)
-        type(self).operation(mailbox, actor=request.user, via=mailboxes.API)
-        return ok(mailbox_data(mailbox_by_uid(request, uid)))
+    def change(self, operation):
+        mailbox = self.get_object()
+        operation(mailbox, actor=self.request.user, via=mailboxes.API)
+        return self.respond(self.queryset.get(pk=mailbox.pk))
 
 
-def state_view(name: str, operation, summary: str, description: str):
-    schema = extend_schema(
+def state_schema(name: str, summary: str, description: str):
+    return extend_schema(
         tags=TAG,
         operation_id=f"mailboxes_{name}",
         summary=summary,
@@ -217,37 +216,37 @@ def state_view(name: str, operation, summary: str, description: str):
         responses={200: envelope("MailboxEnvelope", MailboxSerializer())},
     )
 
-    def post(self, request, uid):
-        return MailboxStateChange.post(self, request, uid)
 
-    view = type(
-        f"Mailbox{name.title()}",
-        (MailboxStateChange,),
-        {"operation": staticmethod(operation), "post": schema(post)},
+class MailboxApprove(MailboxStateChange):
+    @state_schema(
+        "approve",
+        "Approve a mailbox",
+        "Managers. Confirms that a mailbox connected by an unannounced consent was expected "
+        "(`needs_approval`); a pending one becomes active. Nothing changes for a mailbox that "
+        "needed no approval.",
     )
-    return view.as_view()
+    def post(self, request, uid):
+        return self.change(mailboxes.approve)
 
 
-approve = state_view(
-    "approve",
-    mailboxes.approve,
-    "Approve a mailbox",
-    "Managers. Confirms that a mailbox connected by an unannounced consent was expected "
-    "(`needs_approval`); a pending one becomes active. Nothing changes for a mailbox that "
-    "needed no approval.",
-)
-disable = state_view(
-    "disable",
-    mailboxes.disable,
-    "Disable a mailbox",
-    "Managers. A disabled mailbox is not tested and does not warm up.",
-)
-enable = state_view(
-    "enable",
-    mailboxes.enable,
-    "Enable a mailbox",
-    "Managers. Back to `pending`, and its connection test is queued at once.",
-)
+class MailboxDisable(MailboxStateChange):
+    @state_schema(
+        "disable",
+        "Disable a mailbox",
+        "Managers. A disabled mailbox is not tested and does not warm up.",
+    )
+    def post(self, request, uid):
+        return self.change(mailboxes.disable)
+
+
+class MailboxEnable(MailboxStateChange):
+    @state_schema(
+        "enable",
+        "Enable a mailbox",
+        "Managers. Back to `pending`, and its connection test is queued at once.",
+    )
+    def post(self, request, uid):
+        return self.change(mailboxes.enable)
 
 
 class ConnectionTestSerializer(serializers.Serializer):
@@ -255,7 +254,9 @@ class ConnectionTestSerializer(serializers.Serializer):
     queued = serializers.BooleanField()
 
 
-class MailboxConnectionTest(APIView):
+class MailboxConnectionTest(MailboxView):
+    roles = {"POST": Role.OPERATOR}
+
     @extend_schema(
         tags=TAG,
         operation_id="mailboxes_test_connection",
@@ -267,9 +268,13 @@ class MailboxConnectionTest(APIView):
         responses={202: envelope("ConnectionTestEnvelope", ConnectionTestSerializer())},
     )
     def post(self, request, uid):
-        mailbox = mailbox_by_uid(request, uid, Role.OPERATOR)
+        mailbox = self.get_object()
         mailboxes.queue_connection_test(mailbox, actor=request.user, via=mailboxes.API)
-        return ok({"uid": str(mailbox.uid), "queued": True}, status=202)
+        return self.respond(
+            {"uid": mailbox.uid, "queued": True},
+            status=202,
+            serializer_class=ConnectionTestSerializer,
+        )
 
 
 class TotpCodeSerializer(serializers.Serializer):
@@ -277,7 +282,10 @@ class TotpCodeSerializer(serializers.Serializer):
     valid_for = serializers.IntegerField(help_text="Seconds until the code changes.")
 
 
-class MailboxTotp(APIView):
+class MailboxTotp(MailboxView):
+    roles = {"POST": Role.OPERATOR}
+    queryset = Mailbox.objects.all()  # the secret is needed here
+
     @extend_schema(
         tags=TAG,
         operation_id="mailboxes_totp_code",
@@ -288,6 +296,5 @@ class MailboxTotp(APIView):
         responses={200: envelope("TotpCodeEnvelope", TotpCodeSerializer())},
     )
     def post(self, request, uid):
-        mailbox = get_scoped(request, Mailbox.objects.all(), Role.OPERATOR, uid=uid)
-        shown = mailboxes.reveal_totp(mailbox, actor=request.user, via=mailboxes.API)
-        return ok({"code": shown.code, "valid_for": shown.valid_for})
+        code = mailboxes.reveal_totp(self.get_object(), actor=request.user, via=mailboxes.API)
+        return self.respond(code, serializer_class=TotpCodeSerializer)

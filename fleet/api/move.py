@@ -11,10 +11,9 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.parsers import JSONParser
-from rest_framework.views import APIView
 
 from fleet import move
-from fleet.api.auth import get_scoped, target_workspace
+from fleet.api.base import FleetView
 from fleet.api.envelope import ApiError, ok
 from fleet.api.schema import WORKSPACE_ID_PARAM, envelope
 from fleet.api.serializers import ErrorRefSerializer, error_ref
@@ -129,7 +128,7 @@ def run_data(request, run: MoveRun) -> dict:
 MOVE_ENVELOPE = envelope("MoveRunEnvelope", MoveRunSerializer())
 
 
-class MovePlanView(APIView):
+class MovePlanView(FleetView):
     @extend_schema(
         tags=TAG,
         operation_id="mailboxes_move_plan",
@@ -141,11 +140,12 @@ class MovePlanView(APIView):
         responses={200: envelope("MovePlanEnvelope", MovePlanSerializer())},
     )
     def get(self, request):
-        return ok(plan_data(target_workspace(request, Role.VIEWER)))
+        return ok(plan_data(self.target_workspace()))
 
 
-class MoveToOAuth(APIView):
+class MoveToOAuth(FleetView):
     parser_classes = [JSONParser]
+    roles = {"POST": Role.OPERATOR}
 
     @extend_schema(
         tags=TAG,
@@ -161,7 +161,7 @@ class MoveToOAuth(APIView):
         responses={202: MOVE_ENVELOPE},
     )
     def post(self, request):
-        workspace = target_workspace(request, Role.OPERATOR)
+        workspace = self.target_workspace()
         body = MoveRequestSerializer(data=request.data if request.data is not None else {})
         body.is_valid(raise_exception=True)
         ids = None
@@ -180,7 +180,10 @@ class MoveToOAuth(APIView):
         return response
 
 
-class MoveRunDetail(APIView):
+class MoveRunDetail(FleetView):
+    queryset = MoveRun.objects.all()
+    lookup_field = "uid"
+    lookup_url_kwarg = "run_uid"
     @extend_schema(
         tags=TAG,
         operation_id="mailboxes_move_to_oauth_get",
@@ -188,5 +191,5 @@ class MoveRunDetail(APIView):
         responses={200: MOVE_ENVELOPE},
     )
     def get(self, request, run_uid):
-        run = get_scoped(request, MoveRun.objects.all(), Role.VIEWER, uid=run_uid)
+        run = self.get_object()
         return ok(run_data(request, run))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.utils.text import slugify
 from rest_framework import serializers
 
-from fleet import errors
+from fleet import access, errors
 from fleet.models import Credential, Mailbox, Role, Workspace
 from fleet.secrets import is_unreadable
 
@@ -17,9 +17,18 @@ MAX_ID = 2**63 - 1
 class ErrorRefSerializer(serializers.Serializer):
     """A catalogue error as attached to an object (mailbox, credential)."""
 
+    # Read from the object's `code_attr` and `message_attr`; null when it has no error.
+
     code = serializers.CharField()
     message = serializers.CharField()
     hint = serializers.CharField()
+
+    def __init__(self, *args, code_attr: str = "error_code", message_attr="error_message", **kw):
+        self.code_attr, self.message_attr = code_attr, message_attr
+        super().__init__(*args, **kw)
+
+    def get_attribute(self, instance):
+        return error_ref(getattr(instance, self.code_attr), getattr(instance, self.message_attr))
 
 
 def error_ref(code: str, message: str = "") -> dict | None:
@@ -29,45 +38,62 @@ def error_ref(code: str, message: str = "") -> dict | None:
     return {"code": entry.code, "message": message or entry.message, "hint": entry.hint}
 
 
+def is_set(obj, field: str) -> bool:
+    """Whether a secret is stored, from the `<field>_is_set` annotation when the query has it
+    (so that the secret is never loaded), else from the value."""
+    annotated = getattr(obj, f"{field}_is_set", None)
+    if annotated is not None:
+        return bool(annotated)
+    value = getattr(obj, field)
+    return bool(value) or is_unreadable(value)
+
+
+class SecretSetField(serializers.BooleanField):
+    """Whether the object's `secret` is set; never the secret."""
+
+    def __init__(self, secret: str, **kwargs):
+        self.secret = secret
+        super().__init__(read_only=True, **kwargs)
+
+    def get_attribute(self, instance) -> bool:
+        return is_set(instance, self.secret)
+
+
+class BlankAsNullChoiceField(serializers.ChoiceField):
+    """A choice that is null (not "") while unset."""
+
+    def to_representation(self, value):
+        return super().to_representation(value) or None
+
+
 # --- Workspaces ----------------------------------------------------------------------------------
 
 
 class WebhookSerializer(serializers.Serializer):
-    url = serializers.CharField(allow_blank=True)
-    secret_set = serializers.BooleanField()
-    enabled = serializers.BooleanField(help_text="False once the receiver answered 410 Gone.")
-    disabled_reason = serializers.CharField(allow_blank=True)
+    url = serializers.CharField(source="webhook_url", allow_blank=True)
+    secret_set = SecretSetField("webhook_secret")
+    enabled = serializers.BooleanField(
+        source="webhooks_on", help_text="False once the receiver answered 410 Gone."
+    )
+    disabled_reason = serializers.CharField(source="webhook_disabled_reason", allow_blank=True)
 
 
-def webhook_data(workspace: Workspace) -> dict:
-    return {
-        "url": workspace.webhook_url,
-        "secret_set": is_set(workspace, "webhook_secret"),
-        "enabled": workspace.webhooks_on,
-        "disabled_reason": workspace.webhook_disabled_reason,
-    }
+class KeyRoleField(serializers.ChoiceField):
+    """The calling key's role in the workspace shown."""
+
+    def get_attribute(self, workspace: Workspace) -> str | None:
+        return access.key_role(self.context["request"].auth, workspace.pk)
 
 
 class WorkspaceSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
     slug = serializers.CharField()
-    role = serializers.ChoiceField(
+    role = KeyRoleField(
         choices=Role.choices, allow_null=True, help_text="What the calling key may do here."
     )
-    webhook = WebhookSerializer()
+    webhook = WebhookSerializer(source="*")
     created_at = serializers.DateTimeField()
-
-
-def workspace_data(workspace: Workspace, key) -> dict:
-    return {
-        "id": workspace.pk,
-        "name": workspace.name,
-        "slug": workspace.slug,
-        "role": key.role_in(workspace.pk),
-        "webhook": webhook_data(workspace),
-        "created_at": serializers.DateTimeField().to_representation(workspace.created_at),
-    }
 
 
 class WorkspaceWriteSerializer(serializers.Serializer):
@@ -109,86 +135,51 @@ class WebhookWriteSerializer(serializers.Serializer):
 # --- Mailboxes -----------------------------------------------------------------------------------
 
 
-class MailboxSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    uid = serializers.UUIDField()
+class MailboxSerializer(serializers.ModelSerializer):
     workspace_id = serializers.IntegerField()
-    email = serializers.EmailField()
     domain = serializers.CharField()
-    display_name = serializers.CharField(allow_blank=True)
-    provider = serializers.ChoiceField(choices=Mailbox.Provider.choices)
-    auth_method = serializers.ChoiceField(choices=Mailbox.AuthMethod.choices)
-    status = serializers.ChoiceField(choices=Mailbox.Status.choices)
     error = ErrorRefSerializer(allow_null=True)
-    smtp_host = serializers.CharField()
-    smtp_port = serializers.IntegerField()
-    smtp_security = serializers.ChoiceField(choices=Mailbox.Security.choices)
-    imap_host = serializers.CharField()
-    imap_port = serializers.IntegerField()
-    imap_security = serializers.ChoiceField(choices=Mailbox.Security.choices)
-    password_set = serializers.BooleanField()
-    totp_secret_set = serializers.BooleanField()
-    oauth_connected = serializers.BooleanField(help_text="Whether a refresh token is stored.")
-    token_expires_at = serializers.DateTimeField(allow_null=True)
-    tags = serializers.ListField(child=serializers.CharField())
-    warmup_status = serializers.ChoiceField(choices=Mailbox.Warmup.choices)
-    warmup_daily_volume = serializers.IntegerField()
-    warmup_response_rate = serializers.IntegerField()
-    spf_correct = serializers.BooleanField(allow_null=True)
-    dkim_correct = serializers.BooleanField(allow_null=True)
-    last_checked_at = serializers.DateTimeField(allow_null=True)
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
+    password_set = SecretSetField("password")
+    totp_secret_set = SecretSetField("totp_secret")
+    oauth_connected = SecretSetField(
+        "refresh_token", help_text="Whether a refresh token is stored."
+    )
+    tags = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
 
-
-def is_set(obj, field: str) -> bool:
-    """Whether a secret is stored, from the `<field>_is_set` annotation when the query has it
-    (so that the secret is never loaded), else from the value."""
-    annotated = getattr(obj, f"{field}_is_set", None)
-    if annotated is not None:
-        return bool(annotated)
-    value = getattr(obj, field)
-    return bool(value) or is_unreadable(value)
-
-
-def mailbox_data(mailbox: Mailbox) -> dict:
-    """One mailbox; call with `tags` prefetched when serializing many."""
-    dt = serializers.DateTimeField()
-
-    def when(value):
-        return dt.to_representation(value) if value else None
-
-    return {
-        "id": mailbox.pk,
-        "uid": str(mailbox.uid),
-        "workspace_id": mailbox.workspace_id,
-        "email": mailbox.email,
-        "domain": mailbox.domain,
-        "display_name": mailbox.display_name,
-        "provider": mailbox.provider,
-        "auth_method": mailbox.auth_method,
-        "status": mailbox.status,
-        "error": error_ref(mailbox.error_code, mailbox.error_message),
-        "smtp_host": mailbox.smtp_host,
-        "smtp_port": mailbox.smtp_port,
-        "smtp_security": mailbox.smtp_security,
-        "imap_host": mailbox.imap_host,
-        "imap_port": mailbox.imap_port,
-        "imap_security": mailbox.imap_security,
-        "password_set": is_set(mailbox, "password"),
-        "totp_secret_set": is_set(mailbox, "totp_secret"),
-        "oauth_connected": is_set(mailbox, "refresh_token"),
-        "token_expires_at": when(mailbox.token_expires_at),
-        "tags": [tag.name for tag in mailbox.tags.all()],
-        "warmup_status": mailbox.warmup_status,
-        "warmup_daily_volume": mailbox.warmup_daily_volume,
-        "warmup_response_rate": mailbox.warmup_response_rate,
-        "spf_correct": mailbox.spf_correct,
-        "dkim_correct": mailbox.dkim_correct,
-        "last_checked_at": when(mailbox.last_checked_at),
-        "created_at": when(mailbox.created_at),
-        "updated_at": when(mailbox.updated_at),
-    }
+    class Meta:
+        model = Mailbox
+        fields = [
+            "id",
+            "uid",
+            "workspace_id",
+            "email",
+            "domain",
+            "display_name",
+            "provider",
+            "auth_method",
+            "status",
+            "error",
+            "smtp_host",
+            "smtp_port",
+            "smtp_security",
+            "imap_host",
+            "imap_port",
+            "imap_security",
+            "password_set",
+            "totp_secret_set",
+            "oauth_connected",
+            "token_expires_at",
+            "tags",
+            "warmup_status",
+            "warmup_daily_volume",
+            "warmup_response_rate",
+            "spf_correct",
+            "dkim_correct",
+            "last_checked_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
 
 
 class MailboxFilterSerializer(serializers.Serializer):
@@ -221,45 +212,32 @@ class MailboxUpdateSerializer(serializers.Serializer):
 # --- Credentials ---------------------------------------------------------------------------------
 
 
-class CredentialSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
+class CredentialSerializer(serializers.ModelSerializer):
     workspace_id = serializers.IntegerField()
-    name = serializers.CharField()
-    kind = serializers.ChoiceField(choices=Credential.Kind.choices)
-    tenant_id = serializers.CharField()
-    client_id = serializers.CharField()
-    client_secret_set = serializers.BooleanField()
-    secret_expires_at = serializers.DateField(allow_null=True)
+    client_secret_set = SecretSetField("client_secret")
     redirect_uri = serializers.CharField(allow_blank=True)
-    status = serializers.ChoiceField(choices=Credential.Status.choices)
-    last_verified_at = serializers.DateTimeField(allow_null=True)
-    last_error = ErrorRefSerializer(allow_null=True)
-    created_at = serializers.DateTimeField()
+    last_error = ErrorRefSerializer(
+        allow_null=True, code_attr="last_error", message_attr="last_error_message"
+    )
 
-
-def credential_data(credential: Credential) -> dict:
-    dt = serializers.DateTimeField()
-    return {
-        "id": credential.pk,
-        "workspace_id": credential.workspace_id,
-        "name": credential.name,
-        "kind": credential.kind,
-        "tenant_id": credential.tenant_id,
-        "client_id": credential.client_id,
-        "client_secret_set": is_set(credential, "client_secret"),
-        "secret_expires_at": (
-            credential.secret_expires_at.isoformat() if credential.secret_expires_at else None
-        ),
-        "redirect_uri": credential.redirect_uri,
-        "status": credential.status,
-        "last_verified_at": (
-            dt.to_representation(credential.last_verified_at)
-            if credential.last_verified_at
-            else None
-        ),
-        "last_error": error_ref(credential.last_error, credential.last_error_message),
-        "created_at": dt.to_representation(credential.created_at),
-    }
+    class Meta:
+        model = Credential
+        fields = [
+            "id",
+            "workspace_id",
+            "name",
+            "kind",
+            "tenant_id",
+            "client_id",
+            "client_secret_set",
+            "secret_expires_at",
+            "redirect_uri",
+            "status",
+            "last_verified_at",
+            "last_error",
+            "created_at",
+        ]
+        read_only_fields = fields
 
 
 class CredentialCreateSerializer(serializers.Serializer):

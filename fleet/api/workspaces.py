@@ -5,38 +5,38 @@ from __future__ import annotations
 
 from django.db import transaction
 from drf_spectacular.utils import extend_schema
-from rest_framework.views import APIView
 
-from fleet import errors
-from fleet.api.auth import PlatformKeyOnly, get_scoped, scoped
+from fleet import access, errors
+from fleet.api.auth import PlatformKeyOnly
+from fleet.api.base import FleetView
 from fleet.api.envelope import ApiError, ok
 from fleet.api.schema import envelope
 from fleet.api.serializers import (
-    MAX_ID,
     WebhookSerializer,
     WebhookWriteSerializer,
     WorkspaceSerializer,
     WorkspaceWriteSerializer,
-    webhook_data,
-    workspace_data,
 )
 from fleet.models import Membership, Role, Workspace
 
 TAG = ["Workspaces"]
 
 
-def workspace_in_reach(request, pk: int, role: str) -> Workspace:
-    """A workspace key naming another workspace is refused outright (403, decided without a
-    lookup, so nothing is revealed); otherwise 404 outside the key's reach, 403 below `role`."""
-    key = request.auth
-    if key.workspace_id is not None and pk != key.workspace_id:
-        raise ApiError(errors.OUTSIDE_KEY_WORKSPACE, 403)
-    if pk > MAX_ID:
-        raise ApiError(errors.NOT_FOUND, 404)
-    return get_scoped(request, Workspace.objects.all(), role, pk=pk)
+class WorkspaceView(FleetView):
+    queryset = Workspace.objects.all()
+    serializer_class = WorkspaceSerializer
+
+    def get_object(self, queryset=None, **lookup) -> Workspace:
+        """A workspace key naming another workspace is refused outright (403, decided without a
+        lookup, so nothing is revealed); otherwise 404 outside the key's reach, 403 below the
+        method's role."""
+        key = self.request.auth
+        if key.workspace_id is not None and self.kwargs["pk"] != key.workspace_id:
+            raise ApiError(errors.OUTSIDE_KEY_WORKSPACE, 403)
+        return super().get_object(queryset, **lookup)
 
 
-class WorkspaceList(APIView):
+class WorkspaceList(WorkspaceView):
     def get_permissions(self):
         if self.request.method == "POST":
             return [*super().get_permissions(), PlatformKeyOnly()]
@@ -51,8 +51,7 @@ class WorkspaceList(APIView):
         responses={200: envelope("WorkspaceListEnvelope", WorkspaceSerializer(many=True))},
     )
     def get(self, request):
-        workspaces = scoped(request, Workspace.objects.all()).order_by("name", "pk")
-        return ok([workspace_data(w, request.auth) for w in workspaces])
+        return self.respond(self.queryset.order_by("name", "pk"), many=True)
 
     @extend_schema(
         tags=TAG,
@@ -71,15 +70,17 @@ class WorkspaceList(APIView):
                 f"{errors.PERMISSION_DENIED.message}: workspaces are created by platform "
                 "operators (superusers).",
             )
-        serializer = WorkspaceWriteSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+        data = self.validated(WorkspaceWriteSerializer)
         with transaction.atomic():
-            workspace = Workspace.objects.create(**serializer.validated_data)
+            workspace = Workspace.objects.create(**data)
             Membership.objects.create(user=request.user, workspace=workspace, role=Role.OWNER)
-        return ok(workspace_data(workspace, request.auth), status=201)
+        access.forget_roles(request.user)
+        return self.respond(workspace, status=201)
 
 
-class WorkspaceDetail(APIView):
+class WorkspaceDetail(WorkspaceView):
+    roles = {"GET": Role.VIEWER, "PATCH": Role.OWNER, "DELETE": Role.OWNER}
+
     def get_permissions(self):
         if self.request.method == "DELETE":
             return [*super().get_permissions(), PlatformKeyOnly()]
@@ -92,7 +93,7 @@ class WorkspaceDetail(APIView):
         responses={200: envelope("WorkspaceEnvelope", WorkspaceSerializer())},
     )
     def get(self, request, pk: int):
-        return ok(workspace_data(workspace_in_reach(request, pk, Role.VIEWER), request.auth))
+        return self.respond(self.get_object())
 
     @extend_schema(
         tags=TAG,
@@ -103,13 +104,12 @@ class WorkspaceDetail(APIView):
         responses={200: envelope("WorkspaceEnvelope", WorkspaceSerializer())},
     )
     def patch(self, request, pk: int):
-        workspace = workspace_in_reach(request, pk, Role.OWNER)
-        serializer = WorkspaceWriteSerializer(workspace, data=request.data, partial=True)
-        serializer.is_valid(raise_exception=True)
-        for field, value in serializer.validated_data.items():
+        workspace = self.get_object()
+        changes = self.validated(WorkspaceWriteSerializer, instance=workspace, partial=True)
+        for field, value in changes.items():
             setattr(workspace, field, value)
-        workspace.save(update_fields=[*serializer.validated_data] or None)
-        return ok(workspace_data(workspace, request.auth))
+        workspace.save(update_fields=[*changes] or None)
+        return self.respond(workspace)
 
     @extend_schema(
         tags=TAG,
@@ -120,13 +120,16 @@ class WorkspaceDetail(APIView):
         responses={200: envelope("WorkspaceDeletedEnvelope", WorkspaceSerializer())},
     )
     def delete(self, request, pk: int):
-        workspace = workspace_in_reach(request, pk, Role.OWNER)
-        data = workspace_data(workspace, request.auth)
+        workspace = self.get_object()
+        data = self.serialize(workspace)
         workspace.delete()
         return ok(data)
 
 
-class WorkspaceWebhook(APIView):
+class WorkspaceWebhook(WorkspaceView):
+    roles = {"POST": Role.OWNER}
+    serializer_class = WebhookSerializer
+
     @extend_schema(
         tags=TAG,
         operation_id="workspaces_webhook_update",
@@ -138,11 +141,9 @@ class WorkspaceWebhook(APIView):
         responses={200: envelope("WebhookEnvelope", WebhookSerializer())},
     )
     def post(self, request, pk: int):
-        workspace = workspace_in_reach(request, pk, Role.OWNER)
-        serializer = WebhookWriteSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        url = serializer.validated_data["url"]
-        secret = serializer.validated_data.get("secret")
+        workspace = self.get_object()
+        data = self.validated(WebhookWriteSerializer)
+        url, secret = data["url"], data.get("secret")
         if url and not (secret or workspace.webhook_secret):
             raise ApiError(
                 errors.VALIDATION_ERROR,
@@ -155,4 +156,4 @@ class WorkspaceWebhook(APIView):
             workspace.webhook_secret = secret
         workspace.reenable_webhook()
         workspace.save()
-        return ok(webhook_data(workspace))
+        return self.respond(workspace)
