@@ -26,11 +26,11 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from fleet import errors, webhooks
+from fleet import errors
 from fleet.errors import FleetError
 from fleet.imports import server_settings
 from fleet.microsoft import identity
-from fleet.models import ConsentRequest, Credential, Mailbox, Workspace
+from fleet.models import ConsentRequest, Credential, Mailbox, WebhookDelivery, Workspace
 
 OUTLOOK_COM_DOMAINS = ("outlook.com", "hotmail.com", "live.com", "msn.com")
 
@@ -280,7 +280,9 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> Outcome:
                 message=f"Connected by Microsoft OAuth consent as {signed.username}; "
                 "waiting for a manager's approval",
             )
-            webhooks.emit(cr.workspace, "mailbox.pending", {"mailbox": mailbox.webhook_data()})
+            WebhookDelivery.objects.emit(
+                cr.workspace, "mailbox.pending", {"mailbox": mailbox.webhook_data()}
+            )
         else:
             mailbox.set_status(
                 Mailbox.Status.ACTIVE,
@@ -298,7 +300,7 @@ def _complete_admin(cr: ConsentRequest, params: dict) -> Outcome:
         raise identity.error_for(params)
     if params.get("admin_consent", "").lower() != "true":
         raise FleetError(errors.MICROSOFT_OAUTH_FAILED, "The answer does not confirm admin consent")
-    from fleet.tasks import enqueue_on_commit, verify_credential
+    from fleet.credentials import request_verification
 
     with transaction.atomic():
         credential = Credential.objects.select_for_update().get(pk=cr.credential_id)
@@ -316,7 +318,7 @@ def _complete_admin(cr: ConsentRequest, params: dict) -> Outcome:
         cr.save(update_fields=["request_data", "updated_at"])
         cr.set_status(ConsentRequest.Status.COMPLETED)
         if credential.kind == Credential.Kind.GRAPH_APP_ONLY:
-            enqueue_on_commit(verify_credential, credential.pk)
+            request_verification(credential)
     return Outcome(cr)
 
 

@@ -16,8 +16,8 @@ from fleet.api.serializers import (
     CredentialSerializer,
     credential_data,
 )
+from fleet.credentials import request_verification
 from fleet.models import Credential, Role
-from fleet.tasks import enqueue_on_commit, verify_credential
 
 TAG = ["Credentials"]
 
@@ -100,7 +100,7 @@ class CredentialVerify(APIView):
                 "Only Graph app-only credentials are verified this way; an OAuth app is checked "
                 "by a consent (POST /mailboxes/connect/outlook).",
             )
-        enqueue_on_commit(verify_credential, credential.pk)
+        request_verification(credential)
         return ok(credential_data(credential), status=202)
 
 

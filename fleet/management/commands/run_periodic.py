@@ -1,5 +1,7 @@
-"""Enqueue Fleet's periodic tasks (token upkeep, consent expiry) on their intervals; the
-`db_worker` processes run them. Run one of these per deployment, or `--once` from cron."""
+"""Enqueue Fleet's periodic tasks (token upkeep, consent expiry, the reaper of dead workers'
+jobs, the webhook sweeper) on their intervals; the `db_worker` processes run them. Run one of
+these per deployment, or `--once` from cron (more than one does no harm: each task is safe to
+run on many hosts at once)."""
 
 import time
 
@@ -16,6 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         due = dict.fromkeys(PERIODIC, 0.0)
+        tick = min(5.0, *PERIODIC.values())
         while True:
             now = time.monotonic()
             for task, interval in PERIODIC.items():
@@ -24,4 +27,4 @@ class Command(BaseCommand):
                     due[task] = now + interval
             if options["once"]:
                 return
-            time.sleep(5)
+            time.sleep(tick)
