@@ -542,7 +542,7 @@ def reclaim_expired(now: datetime) -> int:
     new task goes on from its undone results; a queued run whose task was lost is queued again."""
     from fleet.tasks import enqueue_on_commit, run_bulk_add
 
-    count = 0
+    requeued = set()
     expired = BulkAddRun.objects.filter(
         status=BulkAddRun.Status.RUNNING, lease_expires_at__lt=now
     ).values_list("pk", "lease_owner")
@@ -563,12 +563,13 @@ def reclaim_expired(now: datetime) -> int:
                     "again and a new task goes on with the accounts not yet done.",
                 )
                 enqueue_on_commit(run_bulk_add, pk)
-                count += 1
+                requeued.add(pk)
     waiting = BulkAddRun.objects.filter(
         status=BulkAddRun.Status.QUEUED,
         created_at__lt=now - timedelta(seconds=leases.lease_seconds()),
-    )
+    ).exclude(pk__in=requeued)
     for pk in waiting.values_list("pk", flat=True):
         locked = BulkAddRun.objects.filter(pk=pk, status=BulkAddRun.Status.QUEUED)
-        count += leases.requeue_if_lost(locked, run_bulk_add, pk, now=now)
-    return count
+        if leases.requeue_if_lost(locked, run_bulk_add, pk, now=now):
+            requeued.add(pk)
+    return len(requeued)

@@ -83,7 +83,7 @@ def reclaim_expired(now: datetime) -> int:
     for with no task waiting (its task lost, or Microsoft unreachable last time) is queued again."""
     from fleet.tasks import enqueue_on_commit, verify_credential
 
-    count = 0
+    requeued = set()
     expired = Credential.objects.filter(lease_expires_at__lt=now).exclude(lease_owner="")
     for pk, owner in expired.values_list("pk", "lease_owner"):
         taken = Credential.objects.filter(
@@ -96,12 +96,13 @@ def reclaim_expired(now: datetime) -> int:
                 "the verification again.",
             )
             enqueue_on_commit(verify_credential, pk)
-            count += 1
+            requeued.add(pk)
     asked = Credential.objects.filter(
         lease_owner="",
         verification_requested_at__lt=now - timedelta(seconds=leases.lease_seconds()),
-    )
+    ).exclude(pk__in=requeued)
     for pk in asked.values_list("pk", flat=True):
         locked = Credential.objects.filter(pk=pk, lease_owner="")
-        count += leases.requeue_if_lost(locked, verify_credential, pk, now=now)
-    return count
+        if leases.requeue_if_lost(locked, verify_credential, pk, now=now):
+            requeued.add(pk)
+    return len(requeued)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -124,10 +125,21 @@ class Heartbeat:
             connection.close()
 
 
+def task_ids(owners: Iterable[str]) -> list[uuid.UUID]:
+    """The owners that are task ids (a job run in-process holds its lease as `local-…`)."""
+    ids = []
+    for owner in owners:
+        try:
+            ids.append(uuid.UUID(owner))
+        except (TypeError, ValueError):
+            continue
+    return ids
+
+
 def fail_task_rows(owners: Iterable[str], note: str) -> int:
     """Mark the RUNNING task rows of dead workers FAILED, with `note` as their traceback, so the
     admin's task list says what happened to them."""
-    ids = [o for o in owners if o]
+    ids = task_ids(owners)
     if not ids:
         return 0
     return DBTaskResult.objects.filter(id__in=ids, status="RUNNING").update(

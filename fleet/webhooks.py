@@ -267,7 +267,10 @@ def sweep(now: datetime | None = None) -> int:
     )
     holders = WebhookDelivery.objects.exclude(lease_owner="").values_list("lease_owner", flat=True)
     leases.fail_task_rows(
-        (str(pk) for pk in sending.exclude(id__in=list(holders)).values_list("id", flat=True)),
+        (
+            str(pk)
+            for pk in sending.exclude(id__in=leases.task_ids(holders)).values_list("id", flat=True)
+        ),
         "Its worker stopped while sending webhooks (Fleet's sweeper handed the rest on).",
     )
     handed = 0

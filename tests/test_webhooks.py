@@ -68,24 +68,35 @@ def test_a_tampered_body_fails_verification():
     assert signature != webhooks.sign("other-secret", "1700000000", body)
 
 
+def emit(ws, event="webhook.test", data=None):
+    return WebhookDelivery.objects.emit(ws, event, data or {})
+
+
+def send(ws) -> int:
+    """What a send task does, in this process."""
+    return webhooks.send_due(ws.pk, owner="test-sender")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_retried_after_500_then_delivered(ws_a, receiver):
     receiver.statuses = [500, 200]
     hook_up(ws_a, receiver)
-    delivery = webhooks.emit(ws_a, "webhook.test", {"n": 1})
+    delivery = emit(ws_a, data={"n": 1})
     run_workers(1)
 
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("pending", 1, 500)
     wait = delivery.next_attempt_at - timezone.now()
     assert timedelta(seconds=50) < wait <= timedelta(seconds=60)  # first backoff step
-    waiting = DBTaskResult.objects.filter(status="READY").get()
-    assert waiting.run_after > timezone.now()
+    assert not DBTaskResult.objects.filter(status="READY").exists()  # the sweeper's job now
 
-    run_workers(1)  # not due yet: nothing happens
+    assert webhooks.sweep() == 0  # not due yet: nothing is handed on
+    run_workers(1)
     assert len(receiver.requests) == 1
 
-    DBTaskResult.objects.filter(pk=waiting.pk).update(run_after=timezone.now())  # time passes
+    later = delivery.next_attempt_at + timedelta(seconds=1)  # time passes
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
+    assert webhooks.sweep(later) == 1
     run_workers(1)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 2, 200)
@@ -97,21 +108,21 @@ def test_retried_after_500_then_delivered(ws_a, receiver):
 def test_410_turns_the_webhook_off(ws_a, receiver):
     receiver.statuses = [410]
     hook_up(ws_a, receiver)
-    delivery = webhooks.emit(ws_a, "webhook.test", {})
+    delivery = emit(ws_a)
     run_workers(1)
     delivery.refresh_from_db()
     ws_a.refresh_from_db()
     assert delivery.status == "failed" and delivery.last_status_code == 410
     assert not ws_a.webhook_enabled and "410" in ws_a.webhook_disabled_reason
-    assert webhooks.emit(ws_a, "webhook.test", {}) is None  # nothing more is queued
+    assert emit(ws_a) is None  # nothing more is queued
     assert len(receiver.requests) == 1
 
 
 def test_redirects_are_not_followed(ws_a, receiver):
     receiver.statuses = [302]
     hook_up(ws_a, receiver)
-    delivery = WebhookDelivery.objects.create(workspace=ws_a, event="webhook.test", payload={})
-    webhooks.deliver(delivery.pk)
+    delivery = emit(ws_a)
+    assert send(ws_a) == 1
     delivery.refresh_from_db()
     assert delivery.last_status_code == 302 and delivery.status == "pending"
     assert len(receiver.requests) == 1
@@ -121,10 +132,9 @@ def test_gives_up_after_about_a_day(ws_a, receiver):
     receiver.statuses = [503]
     hook_up(ws_a, receiver)
     assert 20 * 3600 < sum(webhooks.RETRY_DELAYS) < 26 * 3600
-    delivery = WebhookDelivery.objects.create(
-        workspace=ws_a, event="webhook.test", payload={}, attempts=len(webhooks.RETRY_DELAYS)
-    )
-    webhooks.deliver(delivery.pk)
+    delivery = emit(ws_a)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=len(webhooks.RETRY_DELAYS))
+    send(ws_a)
     delivery.refresh_from_db()
     assert delivery.status == "failed" and "Gave up" in delivery.last_error
 
@@ -133,8 +143,8 @@ def test_unreachable_receiver_is_retried(ws_a, receiver):
     hook_up(ws_a, receiver)
     url = receiver.url
     receiver.stop()  # nobody listens there any more
-    delivery = WebhookDelivery.objects.create(workspace=ws_a, event="webhook.test", payload={})
-    webhooks.deliver(delivery.pk)
+    delivery = emit(ws_a)
+    send(ws_a)
     delivery.refresh_from_db()
     assert delivery.status == "pending" and delivery.last_status_code is None
     assert "ConnectionError" in delivery.last_error and url
@@ -162,7 +172,7 @@ def test_admin_lists_deliveries_and_sends_test_events(ws_a, ws_b, personas, clie
     Membership.objects.filter(user=owner, workspace=ws_a).update(role="owner")
     hook_up(ws_a, receiver)
     hook_up(ws_b, receiver)
-    other = webhooks.emit(ws_b, "webhook.test", {})
+    other = emit(ws_b)
 
     c = client_for(owner)
     response = c.post(
