@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from django.db.models import F, Q
+from django.db.models import F
 from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
@@ -30,9 +30,9 @@ def request_verification(credential: Credential) -> None:
 def verify_requested(credential_id: int, owner: str) -> str:
     """The task: take the credential's lease, verify, record, give the lease back. Returns the
     status (or why nothing was done)."""
-    free = Q(lease_owner="") | Q(lease_expires_at__lt=timezone.now())
+    # A lease a dead worker left is the reaper's to take back (it notes the dead task).
     if not leases.claim(
-        Credential.objects.filter(free, pk=credential_id),
+        Credential.objects.filter(pk=credential_id, lease_owner=""),
         owner,
         verification_requested_at=Coalesce("verification_requested_at", Now()),
     ):

@@ -42,7 +42,11 @@ def deliver_webhook(delivery_id: int) -> None:
         send_webhooks.enqueue(workspace_id)
 
 
-@task()
+# Upkeep goes ahead of a backlog (a queue of bulk adds must not hold up the reaper).
+UPKEEP_PRIORITY = 50
+
+
+@task(priority=UPKEEP_PRIORITY)
 def sweep_webhooks() -> int:
     """Periodic: hand every workspace with a due webhook delivery to a send task."""
     from fleet import webhooks
@@ -118,7 +122,7 @@ RECLAIMERS = [
 ]
 
 
-@task()
+@task(priority=UPKEEP_PRIORITY)
 def reap() -> dict[str, int]:
     """Periodic: give the work of workers that died to new tasks."""
     from fleet import leases

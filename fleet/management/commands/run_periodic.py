@@ -6,6 +6,7 @@ run on many hosts at once)."""
 import time
 
 from django.core.management.base import BaseCommand
+from django_tasks_db.models import DBTaskResult
 
 from fleet.tasks import PERIODIC
 
@@ -23,7 +24,13 @@ class Command(BaseCommand):
             now = time.monotonic()
             for task, interval in PERIODIC.items():
                 if due[task] <= now:
-                    task.enqueue()
+                    # One waiting at a time: while every worker is busy, the same upkeep
+                    # queued a hundred times would only run a hundred times over later.
+                    waiting = DBTaskResult.objects.filter(
+                        task_path=task.module_path, status="READY"
+                    )
+                    if not waiting.exists():
+                        task.enqueue()
                     due[task] = now + interval
             if options["once"]:
                 return
