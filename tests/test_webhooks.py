@@ -202,3 +202,86 @@ def test_admin_lists_deliveries_and_sends_test_events(ws_a, ws_b, personas, clie
         SECRET
         not in c.get(reverse("admin:fleet_workspace_change", args=[ws_a.pk])).content.decode()
     )
+
+
+def test_sequences_are_per_workspace_gapless_and_given_back_on_rollback(ws_a, ws_b, receiver):
+    from django.db import transaction
+
+    hook_up(ws_a, receiver)
+    hook_up(ws_b, receiver)
+    assert emit(ws_a).sequence == 1
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert emit(ws_a).sequence == 2
+        raise RuntimeError("the change that emitted it failed")
+    assert emit(ws_b).sequence == 1  # each workspace counts on its own
+    second = emit(ws_a)
+    assert second.sequence == 2  # the rolled-back number is used again: no gap
+    assert second.payload["sequence"] == 2 and second.payload["occurred_at"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_emits_get_distinct_gapless_sequences(ws_a, receiver):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    hook_up(ws_a, receiver)
+
+    def emit_some(n):
+        try:
+            return [emit(ws_a).sequence for _ in range(n)]
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        got = sorted(s for chunk in pool.map(emit_some, [10] * 4) for s in chunk)
+    assert got == list(range(1, 41))
+
+
+def test_later_events_wait_behind_a_failing_one_until_it_gives_up(ws_a, receiver):
+    receiver.statuses = [503, 200]
+    hook_up(ws_a, receiver)
+    first, second = emit(ws_a), emit(ws_a)
+    assert send(ws_a) == 1  # the first failed; the second waits behind it
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.attempts, second.attempts) == ("pending", 1, 0)
+    assert send(ws_a) == 0  # its retry is not due: nothing goes out of order
+    assert webhooks.stop_retrying(first)  # an owner gives it up in the admin
+    assert send(ws_a) == 1
+    second.refresh_from_db()
+    assert second.status == "delivered"
+    got = [r.headers["X-Fleet-Sequence"] for r in receiver.requests]
+    assert got == ["1", "2"]
+    assert receiver.requests[1].headers["X-Fleet-Occurred-At"] == second.payload["occurred_at"]
+
+
+def test_admin_shows_deliveries_waiting_failing_and_stranded(ws_a, personas, client_for, receiver):
+    from fleet.models import Membership
+
+    Membership.objects.filter(user=personas["bob"], workspace=ws_a).update(role="owner")
+    hook_up(ws_a, receiver)
+    failing, waiting = emit(ws_a), emit(ws_a)
+    WebhookDelivery.objects.filter(pk=failing.pk).update(
+        attempts=1, last_error="HTTP 503", next_attempt_at=timezone.now() + timedelta(minutes=1)
+    )
+    stranded = emit(ws_a)  # an earlier sender died holding it
+    WebhookDelivery.objects.filter(pk=stranded.pk).update(
+        lease_owner="dead", lease_expires_at=timezone.now() - timedelta(minutes=1), attempts=1
+    )
+    c = client_for(personas["bob"])
+    url = reverse("admin:fleet_webhookdelivery_changelist")
+
+    def shown(state):
+        response = c.get(url, {"delivery": state})
+        assert response.status_code == 200
+        return {d.pk for d in response.context["cl"].result_list}
+
+    assert shown("failing") == {failing.pk}
+    assert shown("waiting") == {waiting.pk}
+    assert shown("stranded") == {stranded.pk}
+    assert shown("sending") == set()
+    response = c.post(url, {"action": "stop_retrying", "_selected_action": [failing.pk]})
+    assert response.status_code == 302
+    failing.refresh_from_db()
+    assert failing.status == "failed" and "Retries stopped by bob" in failing.last_error
