@@ -765,8 +765,9 @@ class WebhookCounter(models.Model):
 class WebhookDeliveryQuerySet(ScopedQuerySet):
     def emit(self, workspace: Workspace, event: str, data: dict) -> WebhookDelivery | None:
         """Store `event` in the workspace's outbox, numbered with the workspace's next
-        `sequence` in this same transaction, and have it sent once the transaction commits.
-        Does nothing when the workspace has no webhook (or it was turned off)."""
+        `sequence` in this same transaction. fleet/webhooks.py has it sent once the transaction
+        commits (a post_save receiver: the model layer does not know about tasks). Does
+        nothing when the workspace has no webhook (or it was turned off)."""
         if event not in WebhookDelivery.EVENTS:
             raise ValueError(f"unknown webhook event {event!r}")
         if not workspace.webhooks_on:
@@ -784,7 +785,6 @@ class WebhookDeliveryQuerySet(ScopedQuerySet):
                 "data": data,
             }
             delivery.save()
-        send_webhooks_on_commit(workspace.pk)
         return delivery
 
 
@@ -843,33 +843,6 @@ class WebhookDelivery(Leased):
 
     def __str__(self) -> str:
         return f"{self.event} #{self.sequence} {self.uid}"
-
-
-class _SendWebhooks:
-    """The on-commit callback that has a workspace's new deliveries sent."""
-
-    def __init__(self, workspace_id: int):
-        self.workspace_id = workspace_id
-
-    def __call__(self) -> None:
-        # Imported here because the model layer does not depend on tasks: this is the one place
-        # where storing a row asks for background work, and it must happen after the commit
-        # (the periodic sweeper would find the delivery anyway, within a minute).
-        from fleet.tasks import send_webhooks
-
-        send_webhooks.enqueue(self.workspace_id)
-
-
-def send_webhooks_on_commit(workspace_id: int) -> None:
-    """One send task per workspace and transaction, however many events it emits (a bulk
-    add's chunk emits up to 20): the task sends them all, in order."""
-    connection = transaction.get_connection()
-    if connection.in_atomic_block and any(
-        isinstance(callback, _SendWebhooks) and callback.workspace_id == workspace_id
-        for _, callback, _ in connection.run_on_commit
-    ):
-        return
-    transaction.on_commit(_SendWebhooks(workspace_id))
 
 
 class ApiKeyKind(models.TextChoices):

@@ -38,6 +38,8 @@ from datetime import datetime, timedelta
 import requests
 from django.db import models, transaction
 from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models.signals import post_save
+from django.dispatch import receiver
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -202,10 +204,36 @@ def _give_up(delivery: WebhookDelivery, reason: str) -> None:
     delivery.last_error = reason[:300]
 
 
-def _send_soon(workspace_id: int) -> None:
-    from fleet.tasks import enqueue_on_commit, send_webhooks
+class _SendWebhooks:
+    """The on-commit callback that has a workspace's deliveries sent."""
 
-    enqueue_on_commit(send_webhooks, workspace_id)
+    def __init__(self, workspace_id: int):
+        self.workspace_id = workspace_id
+
+    def __call__(self) -> None:
+        from fleet.tasks import send_webhooks
+
+        send_webhooks.enqueue(self.workspace_id)
+
+
+def _send_soon(workspace_id: int) -> None:
+    """A send task for the workspace once the transaction commits; one per workspace and
+    transaction, however many events it emits (a bulk add's chunk emits up to 20)."""
+    connection = transaction.get_connection()
+    if connection.in_atomic_block and any(
+        isinstance(callback, _SendWebhooks) and callback.workspace_id == workspace_id
+        for _, callback, _ in connection.run_on_commit
+    ):
+        return
+    transaction.on_commit(_SendWebhooks(workspace_id))
+
+
+@receiver(post_save, sender=WebhookDelivery, dispatch_uid="fleet.webhooks.send_new")
+def _send_new_delivery(sender, instance: WebhookDelivery, created: bool, **kwargs) -> None:
+    """A delivery stored (WebhookDelivery.objects.emit) goes out once its transaction commits;
+    connected in FleetConfig.ready, so that the model layer need not import the tasks."""
+    if created and instance.status == WebhookDelivery.Status.PENDING:
+        _send_soon(instance.workspace_id)
 
 
 # --- what people do in the admin ------------------------------------------------------------------
