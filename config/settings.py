@@ -165,6 +165,14 @@ TASKS = {
         "QUEUES": ["default"],
     }
 }
+# Background jobs hold a lease on their rows (fleet/leases.py): seconds a lease lasts without
+# renewal (a heartbeat renews it every third of that), and how often the reaper (and the webhook
+# sweeper) run under `manage.py run_periodic`. Work of a dead worker resumes within about the
+# sum of the two.
+JOB_LEASE_SECONDS = _env("JOB_LEASE_SECONDS", env.float, 90.0)
+JOB_REAPER_SECONDS = _env("JOB_REAPER_SECONDS", env.float, 60.0)
+if JOB_LEASE_SECONDS < 1 or JOB_REAPER_SECONDS < 1:
+    raise ImproperlyConfigured("JOB_LEASE_SECONDS and JOB_REAPER_SECONDS must be at least 1")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -7,7 +7,11 @@ class FleetConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from fleet import checks, secrets  # noqa: F401  (checks register themselves)
+        from fleet import (  # noqa: F401  (checks register themselves)
+            checks,
+            secrets,
+            webhooks,
+        )
 
         # Fail at start-up, naming the variable, rather than at the first secret read.
         secrets.fernet()

@@ -8,25 +8,30 @@ per account with an error code from the catalogue.
   WRONG_ALIAS naming the primary address); then `GET /users/{id}/mailboxSettings` (is there an
   Exchange Online mailbox the app may reach?). Each chunk's results, mailboxes and counts are
   written together as it finishes, so progress shows while the run goes on.
+- A running run is leased by its task (fleet/leases.py), renewed by a heartbeat; every chunk's
+  write checks the lease. If the worker dies, the reaper (`reclaim_expired`) puts the run back
+  in the queue and a new task goes on with the results not yet done: a chunk is written whole
+  or not at all, and mailboxes are matched by address, so nothing shows twice.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import quote
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from django.db.models.functions import Lower
+from django.db.models.functions import Coalesce, Lower, Now
 from django.utils import timezone
 
-from fleet import access, errors, mailboxes
+from fleet import access, errors, leases, mailboxes
 from fleet.credentials import record_outcome
 from fleet.deliverability import DomainCheck, check_domains
 from fleet.errors import ErrorCode, FleetError
@@ -312,29 +317,38 @@ def fail(outcome: Outcome, answer) -> None:
     outcome.graph_user_id = ""
 
 
-def execute(run: BulkAddRun) -> BulkAddRun:
-    """Run a queued bulk add to its end. A run whose token cannot be had ends `failed` with the
-    code on every account; an unexpected crash marks what was left BULK_ADD_INTERRUPTED and is
-    raised, so the task shows as failed too."""
-    claimed = BulkAddRun.objects.filter(pk=run.pk, status=BulkAddRun.Status.QUEUED).update(
-        status=BulkAddRun.Status.RUNNING, started_at=timezone.now()
+def execute(run: BulkAddRun, owner: str | None = None) -> BulkAddRun:
+    """Run a queued bulk add to its end, holding its lease as `owner` (the task's id). A run whose
+    token cannot be had ends `failed` with the code on every account; an unexpected crash marks
+    what was left BULK_ADD_INTERRUPTED and is raised, so the task shows as failed too."""
+    owner = owner or f"local-{uuid.uuid4()}"
+    claimed = leases.claim(
+        BulkAddRun.objects.filter(pk=run.pk, status=BulkAddRun.Status.QUEUED),
+        owner,
+        status=BulkAddRun.Status.RUNNING,
+        started_at=Coalesce("started_at", Now()),
     )
     if not claimed:
         run.refresh_from_db()
         return run  # already started elsewhere, or done
     run.refresh_from_db()
     try:
-        return _execute(run)
+        with leases.Heartbeat(BulkAddRun, run.pk, owner):
+            return _execute(run, owner)
+    except leases.LeaseLost:
+        run.refresh_from_db()
+        return run  # the reaper gave the run to another task, which goes on with it
     except Exception as exc:
-        fail_run(run, FleetError(errors.BULK_ADD_INTERRUPTED, f"{type(exc).__name__}: {exc}"[:500]))
+        failure = FleetError(errors.BULK_ADD_INTERRUPTED, f"{type(exc).__name__}: {exc}"[:500])
+        fail_run(run, failure, owner)
         raise
 
 
-def _execute(run: BulkAddRun) -> BulkAddRun:
+def _execute(run: BulkAddRun, owner: str) -> BulkAddRun:
     credential = run.credential
     if credential is None:
         return fail_run(
-            run, FleetError(errors.INVALID_CREDENTIAL_ID, "The credential was deleted.")
+            run, FleetError(errors.INVALID_CREDENTIAL_ID, "The credential was deleted."), owner
         )
     client = GraphClient(credential)
     try:
@@ -342,7 +356,7 @@ def _execute(run: BulkAddRun) -> BulkAddRun:
     except FleetError as failure:
         if failure.error.permanent:
             record_outcome(credential, failure)
-        return fail_run(run, failure)
+        return fail_run(run, failure, owner)
     pending = list(
         run.results.filter(done=False).order_by("position").values_list("position", "email", "name")
     )
@@ -351,12 +365,20 @@ def _execute(run: BulkAddRun) -> BulkAddRun:
         # SPF/DKIM once per domain, while Graph is asked.
         domains = dns.submit(check_domains, {a.email.rsplit("@", 1)[1] for _, a in accounts})
         for outcomes in client.pipeline(accounts, check_chunk):
-            record(run, outcomes, domains.result())
+            record(run, outcomes, domains.result(), owner)
     run.refresh_from_db()
     run.status = BulkAddRun.Status.FINISHED
     run.outcome = outcome_of(run)
     run.finished_at = timezone.now()
-    run.save(update_fields=["status", "outcome", "finished_at"])
+    if not leases.release(
+        BulkAddRun,
+        run.pk,
+        owner,
+        status=run.status,
+        outcome=run.outcome,
+        finished_at=run.finished_at,
+    ):
+        raise leases.LeaseLost(str(run.uid))
     return run
 
 
@@ -369,10 +391,22 @@ def outcome_of(run: BulkAddRun) -> str:
 
 
 @transaction.atomic
-def record(run: BulkAddRun, outcomes: list[Outcome], domains: dict[str, DomainCheck]) -> None:
+def record(
+    run: BulkAddRun, outcomes: list[Outcome], domains: dict[str, DomainCheck], owner: str
+) -> None:
     """One chunk: its mailboxes created or updated, its results and the run's counts, in a few
-    queries for the whole chunk, whatever its size."""
+    queries for the whole chunk, whatever its size. Only while `owner` holds the run's lease
+    (LeaseLost otherwise, and nothing of the chunk is written)."""
     now = timezone.now()
+    successes = [o for o in outcomes if o.success]
+    # First, so that the run's row is locked for the chunk: the lease cannot move meanwhile.
+    counted = BulkAddRun.objects.filter(pk=run.pk, lease_owner=owner).update(
+        processed=F("processed") + len(outcomes),
+        connected=F("connected") + len(successes),
+        failed=F("failed") + len(outcomes) - len(successes),
+    )
+    if not counted:
+        raise leases.LeaseLost(str(run.uid))
     successes = [o for o in outcomes if o.success]
     mailboxes = save_mailboxes(run, successes, domains, now)
     results = []
@@ -401,11 +435,6 @@ def record(run: BulkAddRun, outcomes: list[Outcome], domains: dict[str, DomainCh
     # bulk_update would build a CASE per field and row.
     run.results.filter(position__in=[o.position for o in outcomes], done=False).delete()
     BulkAddResult.objects.bulk_create(results)
-    BulkAddRun.objects.filter(pk=run.pk).update(
-        processed=F("processed") + len(outcomes),
-        connected=F("connected") + len(successes),
-        failed=F("failed") + len(outcomes) - len(successes),
-    )
 
 
 def save_mailboxes(
@@ -486,19 +515,25 @@ def save_mailboxes(
     return saved
 
 
-def fail_run(run: BulkAddRun, failure: FleetError) -> BulkAddRun:
+def fail_run(run: BulkAddRun, failure: FleetError, owner: str) -> BulkAddRun:
     """The run cannot go on: every account not yet done gets the run's code."""
     with transaction.atomic():
+        ended = BulkAddRun.objects.filter(pk=run.pk, lease_owner=owner).update(
+            status=BulkAddRun.Status.FAILED,
+            error_code=failure.code,
+            error_message=failure.message,
+            finished_at=timezone.now(),
+            lease_owner="",
+            lease_expires_at=None,
+        )
+        if not ended:
+            run.refresh_from_db()
+            return run  # another task holds the run now
         left = run.results.filter(done=False).update(
             done=True, success=False, error_code=failure.code, error_detail=failure.message[:500]
         )
         BulkAddRun.objects.filter(pk=run.pk).update(
-            status=BulkAddRun.Status.FAILED,
-            error_code=failure.code,
-            error_message=failure.message,
-            processed=F("processed") + left,
-            failed=F("failed") + left,
-            finished_at=timezone.now(),
+            processed=F("processed") + left, failed=F("failed") + left
         )
         run.refresh_from_db()
         run.outcome = outcome_of(run)
@@ -506,24 +541,40 @@ def fail_run(run: BulkAddRun, failure: FleetError) -> BulkAddRun:
     return run
 
 
-# A run takes minutes at most (500 accounts, bounded retries): one still running this long after
-# it started has lost its worker.
-STALE_AFTER = timedelta(minutes=30)
+# --- runs whose worker died (the reaper, fleet/leases.py) --------------------------------------
+def reclaim_expired(now: datetime) -> int:
+    """A running run whose lease expired goes back to the queue, its task row marked failed, and a
+    new task goes on from its undone results; a queued run whose task was lost is queued again."""
+    from fleet.tasks import enqueue_on_commit, run_bulk_add
 
-
-def fail_abandoned_runs(now=None) -> int:
-    """Report runs whose worker process died mid-run (killed, machine restarted): they would
-    stay `running` for ever. Returns how many were marked failed."""
-    limit = (now or timezone.now()) - STALE_AFTER
-    abandoned = BulkAddRun.objects.filter(status=BulkAddRun.Status.RUNNING, started_at__lt=limit)
-    count = 0
-    for run in abandoned:
-        fail_run(
-            run,
-            FleetError(
-                errors.BULK_ADD_INTERRUPTED,
-                "The worker running this bulk add stopped; start it again for the accounts left.",
-            ),
-        )
-        count += 1
-    return count
+    requeued = set()
+    expired = BulkAddRun.objects.filter(
+        status=BulkAddRun.Status.RUNNING, lease_expires_at__lt=now
+    ).values_list("pk", "lease_owner")
+    for pk, owner in expired:
+        with transaction.atomic():
+            taken = BulkAddRun.objects.filter(
+                pk=pk, status=BulkAddRun.Status.RUNNING, lease_owner=owner, lease_expires_at__lt=now
+            ).update(
+                status=BulkAddRun.Status.QUEUED,
+                lease_owner="",
+                lease_expires_at=None,
+                lease_reclaims=F("lease_reclaims") + 1,
+            )
+            if taken:
+                leases.fail_task_rows(
+                    [owner],
+                    f"Its worker stopped during bulk add {pk}; Fleet's reaper queued the run "
+                    "again and a new task goes on with the accounts not yet done.",
+                )
+                enqueue_on_commit(run_bulk_add, pk)
+                requeued.add(pk)
+    waiting = BulkAddRun.objects.filter(
+        status=BulkAddRun.Status.QUEUED,
+        created_at__lt=now - timedelta(seconds=leases.lease_seconds()),
+    ).exclude(pk__in=requeued)
+    for pk in waiting.values_list("pk", flat=True):
+        locked = BulkAddRun.objects.filter(pk=pk, status=BulkAddRun.Status.QUEUED)
+        if leases.requeue_if_lost(locked, run_bulk_add, pk, now=now):
+            requeued.add(pk)
+    return len(requeued)

@@ -27,11 +27,12 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from fleet import errors, mailboxes, webhooks
+from fleet import errors, mailboxes
+from fleet.credentials import request_verification
 from fleet.errors import FleetError
 from fleet.microsoft import identity
-from fleet.models import ConsentRequest, Credential, Mailbox, Workspace
-from fleet.tasks import enqueue_on_commit, finish_consent_move, verify_credential
+from fleet.models import ConsentRequest, Credential, Mailbox, WebhookDelivery, Workspace
+from fleet.tasks import enqueue_on_commit, finish_consent_move
 
 
 @dataclass
@@ -286,7 +287,9 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> ConsentResul
                 message=f"Connected by Microsoft OAuth consent as {signed.username}; "
                 "waiting for a manager's approval",
             )
-            webhooks.emit(cr.workspace, "mailbox.pending", {"mailbox": mailbox.webhook_data()})
+            WebhookDelivery.objects.emit(
+                cr.workspace, "mailbox.pending", {"mailbox": mailbox.webhook_data()}
+            )
         else:
             mailbox.set_status(
                 Mailbox.Status.ACTIVE,
@@ -320,7 +323,7 @@ def _complete_admin(cr: ConsentRequest, params: dict) -> ConsentResult:
         cr.save(update_fields=["request_data", "updated_at"])
         cr.set_status(ConsentRequest.Status.COMPLETED)
         if credential.kind == Credential.Kind.GRAPH_APP_ONLY:
-            enqueue_on_commit(verify_credential, credential.pk)
+            request_verification(credential)
     return ConsentResult(cr)
 
 

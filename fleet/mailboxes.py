@@ -19,9 +19,9 @@ import pyotp
 from django.db import transaction
 from django.db.models import Q
 
-from fleet import errors, providers, webhooks
+from fleet import errors, providers
 from fleet.errors import FleetError
-from fleet.models import EventKind, Mailbox, MailboxEvent, Tag, Workspace
+from fleet.models import EventKind, Mailbox, MailboxEvent, Tag, WebhookDelivery, Workspace
 from fleet.secrets import is_unreadable
 from fleet.tasks import check_mailboxes, enqueue_on_commit
 
@@ -36,7 +36,9 @@ def _event(mailbox: Mailbox, kind: str, message: str, *, actor, via: str) -> Mai
 
 
 def _webhook(mailbox: Mailbox, event: str, **data) -> None:
-    webhooks.emit(mailbox.workspace, event, {"mailbox": mailbox.webhook_data(), **data})
+    WebhookDelivery.objects.emit(
+        mailbox.workspace, event, {"mailbox": mailbox.webhook_data(), **data}
+    )
 
 
 # --- creating ---------------------------------------------------------------------------------

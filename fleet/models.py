@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.db.models.functions import Lower, StrIndex, Substr, Upper
 from django.utils import timezone
@@ -69,6 +69,22 @@ class ScopedQuerySet(models.QuerySet):
             user_id=user.pk, role__in=Role.at_least(role)
         ).values("workspace_id")
         return self.filter(**{f"{self.model.workspace_lookup}__in": workspace_ids})
+
+
+class Leased(models.Model):
+    """Work a task holds while it runs (fleet/leases.py). django-tasks-db never reclaims the task
+    of a worker that died, so the lease on the job's own row is the truth: `lease_owner` is the
+    id of the task (DBTaskResult) holding it, renewed by a heartbeat until `lease_expires_at`; the
+    reaper takes back what a dead worker held and hands it to a new task."""
+
+    lease_owner = models.CharField(max_length=64, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    lease_reclaims = models.PositiveSmallIntegerField(
+        default=0, editable=False, help_text="Times the reaper took this back from a dead worker."
+    )
+
+    class Meta:
+        abstract = True
 
 
 class Workspace(models.Model):
@@ -146,8 +162,9 @@ class CredentialStatus(models.TextChoices):
     INVALID = "invalid", "Invalid"
 
 
-class Credential(models.Model):
-    """A Microsoft Entra ID app registration used by one workspace."""
+class Credential(Leased):
+    """A Microsoft Entra ID app registration used by one workspace. A verification asked for
+    (`verification_requested_at`) is held by its task's lease until it is recorded."""
 
     workspace_lookup = "workspace"
     SECRET_EXPIRY_WARNING_DAYS = 30
@@ -176,6 +193,8 @@ class Credential(models.Model):
     permissions = models.JSONField(default=dict, blank=True, editable=False)
     # The tenant's GUID, from the OpenID configuration of `tenant_id` (which may be a domain).
     tenant_guid = models.CharField(max_length=36, blank=True, editable=False)
+    # Set when a verification is asked for, cleared once its outcome is recorded.
+    verification_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ScopedQuerySet.as_manager()
@@ -482,15 +501,13 @@ class Mailbox(models.Model):
             error_message=message if error else "",
             updated_at=now,
         )
-        from fleet import webhooks
-
         for m in mailboxes:
             previous = m.status
             m.status, m.updated_at = status, now
             m.error_code = error.code if error else ""
             m.error_message = message if error else ""
             if previous != status:
-                webhooks.emit(
+                WebhookDelivery.objects.emit(
                     m.workspace,
                     "mailbox.status_changed",
                     {"mailbox": m.webhook_data(), "from": previous, "to": status},
@@ -627,9 +644,7 @@ class ConsentRequest(models.Model):
             fields += ["oauth_state", "auth_flow", "state_expires_at"]
         self.save(update_fields=fields)
         if previous != status:
-            from fleet import webhooks
-
-            webhooks.emit(
+            WebhookDelivery.objects.emit(
                 self.workspace,
                 "consent_request.status_changed",
                 {
@@ -711,10 +726,79 @@ class MailboxEvent(models.Model):
         return f"{self.email}: {self.get_kind_display()}"
 
 
-class WebhookDelivery(models.Model):
-    """The outbox: one signed event for one workspace's webhook, with its delivery attempts."""
+class WebhookCounter(models.Model):
+    """The last webhook `sequence` given out in a workspace. Its row is locked by the transaction
+    that emits an event (so a rolled-back event gives its number back: no gaps) and by the
+    sender choosing a workspace's next delivery (so one sender at a time keeps them in order)."""
+
+    workspace = models.OneToOneField(
+        Workspace, primary_key=True, on_delete=models.CASCADE, related_name="webhook_counter"
+    )
+    last_sequence = models.PositiveBigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id}: {self.last_sequence}"
+
+    @classmethod
+    def next_sequence(cls, workspace_id: int) -> int:
+        """The workspace's next webhook sequence number. The UPDATE locks the counter row until
+        the caller's transaction ends, so numbers are handed out (and given back on rollback)
+        in commit order."""
+        for _ in range(2):
+            if cls.objects.filter(pk=workspace_id).update(
+                last_sequence=models.F("last_sequence") + 1
+            ):
+                return cls.objects.values_list("last_sequence", flat=True).get(pk=workspace_id)
+            try:
+                with transaction.atomic():
+                    cls.objects.create(workspace_id=workspace_id, last_sequence=1)
+                return 1
+            except IntegrityError:
+                continue  # created by a concurrent transaction meanwhile: count on from theirs
+        raise RuntimeError(f"no webhook counter for workspace {workspace_id}")
+
+
+class WebhookDeliveryQuerySet(ScopedQuerySet):
+    def emit(self, workspace: Workspace, event: str, data: dict) -> WebhookDelivery | None:
+        """Store `event` in the workspace's outbox, numbered with the workspace's next
+        `sequence` in this same transaction. fleet/webhooks.py has it sent once the transaction
+        commits (a post_save receiver: the model layer does not know about tasks). Does
+        nothing when the workspace has no webhook (or it was turned off)."""
+        if event not in WebhookDelivery.EVENTS:
+            raise ValueError(f"unknown webhook event {event!r}")
+        if not workspace.webhooks_on:
+            return None
+        with transaction.atomic():
+            sequence = WebhookCounter.next_sequence(workspace.pk)
+            delivery = WebhookDelivery(workspace=workspace, event=event, sequence=sequence)
+            delivery.payload = {
+                "id": str(delivery.uid),
+                "event": event,
+                "sequence": sequence,
+                "occurred_at": delivery.created_at.isoformat(),
+                "created_at": delivery.created_at.isoformat(),
+                "workspace": {"slug": workspace.slug, "name": workspace.name},
+                "data": data,
+            }
+            delivery.save()
+        return delivery
+
+
+class WebhookDelivery(Leased):
+    """The outbox: one signed event for one workspace's webhook, with its delivery attempts.
+    A workspace's deliveries go out one at a time in `sequence` order (fleet/webhooks.py); the
+    one being sent is leased by its sender's task."""
 
     workspace_lookup = "workspace"
+
+    EVENTS = {
+        "mailbox.pending": "A mailbox was connected and waits for a manager's approval",
+        "mailbox.status_changed": "A mailbox's connection status changed",
+        "mailbox.warmup_changed": "A mailbox's warmup was started, paused or resumed",
+        "mailbox.deleted": "A mailbox was deleted",
+        "consent_request.status_changed": "A consent request moved to another status",
+        "webhook.test": "A test event sent from the admin",
+    }
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -725,6 +809,8 @@ class WebhookDelivery(models.Model):
     workspace = models.ForeignKey(
         Workspace, on_delete=models.CASCADE, related_name="webhook_deliveries"
     )
+    # Per workspace, gapless and increasing: receivers order by it.
+    sequence = models.PositiveBigIntegerField(editable=False)
     event = models.CharField(max_length=64)
     payload = models.JSONField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -735,15 +821,26 @@ class WebhookDelivery(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     delivered_at = models.DateTimeField(null=True, blank=True)
 
-    objects = ScopedQuerySet.as_manager()
+    objects = WebhookDeliveryQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
         verbose_name_plural = "webhook deliveries"
-        indexes = [models.Index(fields=["workspace", "-created_at"], name="webhook_ws_time")]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "sequence"], name="webhook_ws_sequence")
+        ]
+        indexes = [
+            models.Index(fields=["workspace", "-created_at"], name="webhook_ws_time"),
+            # The sender's and sweeper's question: a workspace's oldest pending delivery.
+            models.Index(
+                fields=["workspace", "sequence"],
+                condition=Q(status="pending"),
+                name="webhook_pending_seq",
+            ),
+        ]
 
     def __str__(self) -> str:
-        return f"{self.event} {self.uid}"
+        return f"{self.event} #{self.sequence} {self.uid}"
 
 
 class ApiKeyKind(models.TextChoices):
@@ -856,8 +953,10 @@ class ApiKey(models.Model):
         return Role.lower_of(user_role, self.role)
 
 
-class BulkAddRun(models.Model):
-    """One Graph app-only bulk add: the accounts asked for, progress, and the outcome."""
+class BulkAddRun(Leased):
+    """One Graph app-only bulk add: the accounts asked for, progress, and the outcome. A running
+    run is leased by its task; the reaper puts a run whose worker died back in the queue, and
+    the next task goes on with the results not yet done."""
 
     workspace_lookup = "workspace"
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
-from django_tasks import task
+from django_tasks import TaskContext, task
 
 
 def enqueue_on_commit(job: Any, *args: Any, **kwargs: Any) -> None:
@@ -22,11 +23,39 @@ def enqueue_on_commit(job: Any, *args: Any, **kwargs: Any) -> None:
     transaction.on_commit(partial(job.enqueue, *args, **kwargs))
 
 
+# --- Webhooks ------------------------------------------------------------------------------
+@task(takes_context=True)
+def send_webhooks(context: TaskContext, workspace_id: int) -> int:
+    """Send a workspace's due webhook deliveries, in sequence order."""
+    from fleet import leases, webhooks
+
+    return webhooks.send_due(workspace_id, owner=leases.owner_of(context))
+
+
 @task()
 def deliver_webhook(delivery_id: int) -> None:
+    """Tasks queued before the sender went per workspace: send that delivery's workspace."""
+    from fleet.models import WebhookDelivery
+
+    workspace_id = (
+        WebhookDelivery.objects.filter(pk=delivery_id)
+        .values_list("workspace_id", flat=True)
+        .first()
+    )
+    if workspace_id is not None:
+        send_webhooks.enqueue(workspace_id)
+
+
+# Upkeep goes ahead of a backlog (a queue of bulk adds must not hold up the reaper).
+UPKEEP_PRIORITY = 50
+
+
+@task(priority=UPKEEP_PRIORITY)
+def sweep_webhooks() -> int:
+    """Periodic: hand every workspace with a due webhook delivery to a send task."""
     from fleet import webhooks
 
-    webhooks.deliver(delivery_id)
+    return webhooks.sweep()
 
 
 # --- Mailbox connection tests (SMTP/IMAP) ----------------------------------------------------
@@ -58,33 +87,44 @@ def expire_consent_requests() -> int:
     return expire_stale()
 
 
-@task()
-def verify_credential(credential_id: int) -> str:
+@task(takes_context=True)
+def verify_credential(context: TaskContext, credential_id: int) -> str:
     """Check an app-only credential by getting a Graph token with it (client credentials)."""
-    from fleet.credentials import verify
-    from fleet.models import Credential
+    from fleet import leases
+    from fleet.credentials import verify_requested
 
-    credential = Credential.objects.filter(pk=credential_id).first()
-    return verify(credential).status if credential else "gone"
+    return verify_requested(credential_id, owner=leases.owner_of(context))
 
 
-@task()
-def run_bulk_add(run_id: int) -> str:
+@task(takes_context=True)
+def run_bulk_add(context: TaskContext, run_id: int) -> str:
     """A Graph app-only bulk add (seed 004), from its queued BulkAddRun to its outcome."""
+    from fleet import leases
     from fleet.bulk_add import execute
     from fleet.models import BulkAddRun
 
     run = BulkAddRun.objects.select_related("workspace", "credential").filter(pk=run_id).first()
-    return execute(run).status if run else "gone"
+    return execute(run, owner=leases.owner_of(context)).status if run else "gone"
 
 
-# Periodic tasks and their interval in seconds, for `manage.py run_periodic`.
-@task()
-def fail_abandoned_bulk_adds() -> int:
-    """Periodic: report bulk adds whose worker died mid-run."""
-    from fleet.bulk_add import fail_abandoned_runs
+# --- Work of dead workers (fleet/leases.py) ---------------------------------------------------
+# Each job kind's `reclaim_expired(now) -> int`, in the service module of that job: it takes
+# back the kind's rows whose lease expired (a conditional UPDATE, safe on many hosts at once),
+# marks the dead task rows FAILED with a note and enqueues new tasks. Add a kind here.
+RECLAIMERS = [
+    "fleet.bulk_add.reclaim_expired",
+    "fleet.webhooks.reclaim_expired",
+    "fleet.credentials.reclaim_expired",
+    "fleet.move.reclaim_expired",
+]
 
-    return fail_abandoned_runs()
+
+@task(priority=UPKEEP_PRIORITY)
+def reap() -> dict[str, int]:
+    """Periodic: give the work of workers that died to new tasks."""
+    from fleet import leases
+
+    return leases.reap(RECLAIMERS)
 
 
 # --- Moving off Basic auth (fleet/move.py) ---------------------------------------------------
@@ -106,17 +146,10 @@ def finish_consent_move(item_id: int) -> str:
     return finish(item_id)
 
 
-@task()
-def reclaim_expired_moves() -> int:
-    """Periodic: moves whose worker died (lease expired) go back to the queue."""
-    from fleet.move import reclaim_expired
-
-    return reclaim_expired()
-
-
+# Periodic tasks and their interval in seconds, for `manage.py run_periodic`.
 PERIODIC = {
     refresh_expiring_tokens: 5 * 60,
     expire_consent_requests: 15 * 60,
-    fail_abandoned_bulk_adds: 10 * 60,
-    reclaim_expired_moves: 60,
+    reap: settings.JOB_REAPER_SECONDS,
+    sweep_webhooks: settings.JOB_REAPER_SECONDS,
 }

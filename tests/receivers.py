@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -16,9 +17,11 @@ class Received:
 
 @dataclass
 class Receiver:
-    """Answers each request with the next scripted status (the last one repeats)."""
+    """Answers each request with the next scripted status (the last one repeats), after the
+    next scripted delay in seconds (a receiver that stalls; the last one repeats)."""
 
     statuses: list[int] = field(default_factory=lambda: [200])
+    delays: list[float] = field(default_factory=lambda: [0.0])
     requests: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -27,7 +30,8 @@ class Receiver:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}/hook"
 
-    def start(self) -> Receiver:
+    def start(self, port: int = 0) -> Receiver:
+        """Listen on `port` (0: any free one; the same port again: the receiver is back up)."""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -35,8 +39,11 @@ class Receiver:
                 length = int(self.headers.get("Content-Length", 0))
                 body = self.rfile.read(length)
                 receiver.requests.append(Received(self.path, dict(self.headers), body))
-                index = min(len(receiver.requests), len(receiver.statuses)) - 1
-                status = receiver.statuses[index]
+                count = len(receiver.requests)
+                status = receiver.statuses[min(count, len(receiver.statuses)) - 1]
+                delay = receiver.delays[min(count, len(receiver.delays)) - 1]
+                if delay:
+                    time.sleep(delay)
                 self.send_response(status)
                 if 300 <= status < 400:
                     self.send_header("Location", "http://127.0.0.1:9/elsewhere")
@@ -46,7 +53,11 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # a sender that died while we stalled: its socket is gone
+
+        self.server = Server(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

@@ -366,18 +366,30 @@ def test_queries_grow_per_chunk_not_per_account(graph_credential, sandbox):
     assert three_chunks - one_chunk <= 2 * 15
 
 
-def test_a_run_whose_worker_died_is_reported(ws_a, graph_credential):
+def test_a_run_whose_lease_expired_is_queued_again(
+    ws_a, graph_credential, django_capture_on_commit_callbacks
+):
+    """The reaper's part, in-process (tests/test_job_recovery.py kills real workers)."""
     from django.utils import timezone
+    from django_tasks_db.models import DBTaskResult
 
-    from fleet.bulk_add import STALE_AFTER, fail_abandoned_runs
+    from fleet.tasks import run_bulk_add
 
     run = start_run(
         ws_a, graph_credential, [Account("ava@acme-outreach.com"), Account("x@acme-outreach.com")]
     )
-    BulkAddRun.objects.filter(pk=run.pk).update(status="running", started_at=timezone.now())
-    assert fail_abandoned_runs() == 0  # still within its time
-    later = timezone.now() + STALE_AFTER + timedelta(minutes=1)
-    assert fail_abandoned_runs(now=later) == 1
+    held = timezone.now() + timedelta(seconds=90)
+    BulkAddRun.objects.filter(pk=run.pk).update(
+        status="running", started_at=timezone.now(), lease_owner="dead-task", lease_expires_at=held
+    )
+    with django_capture_on_commit_callbacks(execute=True):  # commits, as in a worker
+        assert bulk_add.reclaim_expired(timezone.now()) == 0  # still within its lease
+        assert bulk_add.reclaim_expired(held + timedelta(seconds=1)) == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert bulk_add.reclaim_expired(held + timedelta(seconds=1)) == 0  # taken back once
+    # One new task (start_run's own waits for a commit this test never makes).
+    assert DBTaskResult.objects.filter(task_path=run_bulk_add.module_path).count() == 1
     run.refresh_from_db()
-    assert (run.status, run.failed, run.processed) == ("failed", 2, 2)
-    assert set(run.results.values_list("error_code", flat=True)) == {"BULK_ADD_INTERRUPTED"}
+    assert (run.status, run.lease_owner, run.lease_reclaims) == ("queued", "", 1)
+    run = execute(run)  # what the new task does: the accounts not yet done
+    assert (run.status, run.processed, run.connected) == ("finished", 2, 1)

@@ -16,10 +16,10 @@ from fleet.admin.base import (
 from fleet.admin.connect import links_page
 from fleet.admin.display import badge, error_code, error_explained, short_time, truncated
 from fleet.admin.filters import SecretExpiryFilter
+from fleet.credentials import request_verification
 from fleet.errors import FleetError
 from fleet.models import Credential, Role
 from fleet.secrets import secret_status
-from fleet.tasks import enqueue_on_commit, verify_credential
 
 
 @admin.register(Credential)
@@ -242,5 +242,5 @@ class CredentialAdmin(ScopedAdmin):
             kind=Credential.Kind.GRAPH_APP_ONLY
         )
         for credential in credentials:
-            enqueue_on_commit(verify_credential, credential.pk)
+            request_verification(credential)
         self.message_user(request, f"{credentials.count()} credential(s) queued for verification.")

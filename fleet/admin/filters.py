@@ -1,11 +1,13 @@
 """List filters behind the dashboard's figures: each applies the same condition the figure
 counted with (the Q objects live on the models), so a click shows exactly those rows."""
 
-from datetime import date
+from datetime import date, timedelta
 
 from django.contrib import admin
+from django.db.models import Q
+from django.utils import timezone
 
-from fleet.models import ConsentRequest, Credential, MailboxEvent
+from fleet.models import ConsentRequest, Credential, MailboxEvent, WebhookDelivery
 
 
 class ConsentStateFilter(admin.SimpleListFilter):
@@ -23,6 +25,46 @@ class ConsentStateFilter(admin.SimpleListFilter):
             return queryset.filter(ConsentRequest.open_q())
         if self.value() == "expiring":
             return queryset.filter(ConsentRequest.expiring_q())
+        return queryset
+
+
+class DeliveryStateFilter(admin.SimpleListFilter):
+    """Where a pending webhook delivery stands (fleet/webhooks.py sends a workspace's deliveries
+    one at a time, in sequence order)."""
+
+    title = "delivery state"
+    parameter_name = "delivery"
+    # Due this long without being picked up: the sweeper (every JOB_REAPER_SECONDS) missed it.
+    STRANDED_AFTER = timedelta(minutes=5)
+
+    def lookups(self, request, model_admin):
+        return [
+            ("waiting", "Waiting (not tried yet, or behind an earlier event)"),
+            ("failing", "Failing (retried at its next attempt; later events wait)"),
+            ("sending", "Being sent"),
+            ("stranded", "Stranded (its sender died, or due for 5 minutes and not picked up)"),
+        ]
+
+    def queryset(self, request, queryset):
+        from fleet.webhooks import due_heads
+
+        now = timezone.now()
+        pending = queryset.filter(status=WebhookDelivery.Status.PENDING)
+        leased = ~Q(lease_owner="")
+        if self.value() == "waiting":
+            return pending.filter(~leased, last_error="")
+        if self.value() == "failing":
+            return pending.filter(~leased).exclude(last_error="")
+        if self.value() == "sending":
+            return pending.filter(leased, lease_expires_at__gte=now)
+        if self.value() == "stranded":
+            late = now - self.STRANDED_AFTER
+            overdue = due_heads(now).filter(
+                Q(next_attempt_at__lt=late) | Q(next_attempt_at__isnull=True, created_at__lt=late)
+            )
+            return pending.filter(
+                Q(leased, lease_expires_at__lt=now) | Q(pk__in=overdue.values("pk"))
+            )
         return queryset
 
 

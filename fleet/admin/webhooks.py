@@ -3,6 +3,7 @@ from django.contrib import admin
 from fleet import webhooks
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
 from fleet.admin.display import badge
+from fleet.admin.filters import DeliveryStateFilter
 from fleet.models import Role, WebhookDelivery
 
 badge_status = {"delivered": "completed", "pending": "pending", "failed": "failed"}
@@ -13,6 +14,7 @@ class WebhookDeliveryAdmin(ScopedAdmin):
     view_role = Role.MANAGER
     list_display = [
         "created_at",
+        "sequence",
         "event",
         "workspace",
         "status_badge",
@@ -21,12 +23,13 @@ class WebhookDeliveryAdmin(ScopedAdmin):
         "last_error",
         "next_attempt_at",
     ]
-    list_filter = ["status", "event", ("workspace", ScopedRelatedFilter)]
+    list_filter = [DeliveryStateFilter, "status", "event", ("workspace", ScopedRelatedFilter)]
     search_fields = ["=uid", "event"]
     list_select_related = ["workspace"]
     readonly_fields = [
         "uid",
         "workspace",
+        "sequence",
         "event",
         "payload",
         "status",
@@ -36,8 +39,9 @@ class WebhookDeliveryAdmin(ScopedAdmin):
         "next_attempt_at",
         "created_at",
         "delivered_at",
+        "lease_reclaims",
     ]
-    actions = ["retry"]
+    actions = ["retry", "stop_retrying"]
 
     def has_add_permission(self, request):
         return False
@@ -56,3 +60,14 @@ class WebhookDeliveryAdmin(ScopedAdmin):
             webhooks.retry_now(delivery)
             retried += 1
         self.message_user(request, f"{retried} delivery(ies) queued again.")
+
+    @admin.action(
+        description="Stop retrying selected events (later events of the workspace go out)",
+        permissions=["own"],
+    )
+    def stop_retrying(self, request, queryset):
+        stopped = sum(
+            webhooks.stop_retrying(delivery, actor=request.user)
+            for delivery in self.scoped(request, queryset, Role.OWNER).filter(status="pending")
+        )
+        self.message_user(request, f"{stopped} delivery(ies) given up.")

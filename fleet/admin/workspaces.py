@@ -3,9 +3,8 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db.models import Count
 
-from fleet import webhooks
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, secret_display
-from fleet.models import Membership, Role, Tag, Workspace
+from fleet.models import Membership, Role, Tag, WebhookDelivery, Workspace
 
 
 class MembershipForm(forms.ModelForm):
@@ -82,7 +81,7 @@ class WorkspaceAdmin(ScopedAdmin):
     @admin.action(description="Send a test webhook event", permissions=["own"])
     def send_test_event(self, request, queryset):
         for workspace in self.scoped(request, queryset, Role.OWNER):
-            delivery = webhooks.emit(
+            delivery = WebhookDelivery.objects.emit(
                 workspace, "webhook.test", {"message": "Test event sent from the Fleet admin."}
             )
             if delivery is None:

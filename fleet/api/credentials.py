@@ -10,8 +10,8 @@ from fleet.api.base import FleetView
 from fleet.api.envelope import ApiError
 from fleet.api.schema import WORKSPACE_ID_PARAM, envelope
 from fleet.api.serializers import MAX_ID, CredentialCreateSerializer, CredentialSerializer
+from fleet.credentials import request_verification
 from fleet.models import Credential, Role
-from fleet.tasks import enqueue_on_commit, verify_credential
 
 TAG = ["Credentials"]
 
@@ -101,5 +101,5 @@ class CredentialVerify(CredentialView):
                 "Only Graph app-only credentials are verified this way; an OAuth app is checked "
                 "by a consent (POST /mailboxes/connect/outlook).",
             )
-        enqueue_on_commit(verify_credential, credential.pk)
+        request_verification(credential)
         return self.respond(credential, status=202)

@@ -16,9 +16,9 @@ from django.utils import timezone
 
 from fleet import errors
 from fleet.checks import is_loopback
+from fleet.credentials import request_verification
 from fleet.models import Credential, Mailbox, Membership, Role, Tag, Workspace
 from fleet.providers import server_settings
-from fleet.tasks import enqueue_on_commit, verify_credential
 
 DEMO_PASSWORD = "fleet-demo"
 
@@ -148,7 +148,7 @@ class Command(BaseCommand):
                 },
             )
             if created:
-                enqueue_on_commit(verify_credential, graph.pk)  # valid once the worker runs
+                request_verification(graph)  # valid once the worker runs
         self.stdout.write(
             f"Demo data ready: {Mailbox.objects.count()} mailboxes in "
             f"{Workspace.objects.count()} workspaces; log in as admin / {DEMO_PASSWORD}."
