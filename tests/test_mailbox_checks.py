@@ -163,3 +163,12 @@ def test_batch_goes_on_when_mailboxes_are_deleted_disabled_or_unreadable(mail, w
     assert result.batch.progress()["pending"] == 0
     active = sorted(e for e, (status, _) in got.items() if status == "active")
     assert active == sorted(set(names) - {gone, paused, names[1]})
+
+
+@pytest.mark.django_db
+def test_mailbox_with_a_utf8_app_password_passes_its_connection_test(mail, ws_a):
+    mail.add("ünï@contoso.com", "ünïcødé-Pässwörd")
+    box = point_at(make(ws_a, "ünï@contoso.com", password="ünïcødé-Pässwörd"), mail)
+    assert check_mailboxes([box.pk]) == {"active": 1}
+    box.refresh_from_db()
+    assert (box.status, box.error_code) == ("active", "")
