@@ -87,6 +87,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "fleet.api.middleware.ApiRequestMiddleware",
+    "fleet.request_guard.HostileInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -222,6 +223,8 @@ CACHES = {"default": _env("CACHE_URL", env.cache_url, f"filecache://{BASE_DIR / 
 # The JSON API (fleet/api/): see the README's "API" section.
 API_RATE_LIMIT = _env("API_RATE_LIMIT", env.str, "300/min")  # per key: N/sec|min|hour|day
 API_MAX_REQUEST_BYTES = _env("API_MAX_REQUEST_BYTES", env.int, 2 * 1024 * 1024)
+# JSON bodies nesting arrays/objects deeper than this are refused (fleet/request_guard.py).
+REQUEST_MAX_JSON_DEPTH = _env("REQUEST_MAX_JSON_DEPTH", env.int, 32)
 # POST /mailboxes/microsoft/bulk waits this long for the worker to finish the run (201/207), then
 # answers 202 with a URL to poll. Keep it below the web server's request timeout.
 API_BULK_WAIT_SECONDS = _env("API_BULK_WAIT_SECONDS", env.float, 25.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +32,9 @@ from fleet.errors import FleetError
 from fleet.imports import server_settings
 from fleet.microsoft import identity
 from fleet.models import ConsentRequest, Credential, Mailbox, Workspace
+from fleet.text import storable
+
+log = logging.getLogger(__name__)
 
 OUTLOOK_COM_DOMAINS = ("outlook.com", "hotmail.com", "live.com", "msn.com")
 
@@ -217,7 +221,14 @@ def complete(params: dict) -> Outcome:
         if flow.get("admin"):
             return _complete_admin(cr, params)
         return _complete_user(cr, flow, params)
-    except FleetError as failure:
+    except Exception as exc:
+        # Whatever went wrong, the request leaves `processing`: FAILED, with a message that can
+        # be stored (Microsoft's error_description is quoted and comes from the browser).
+        if isinstance(exc, FleetError):
+            failure = FleetError(exc.error, storable(exc.message))
+        else:
+            log.exception("OAuth callback of consent request %s crashed", cr.pk)
+            failure = FleetError(errors.INTERNAL_ERROR)
         cr.set_status(ConsentRequest.Status.FAILED, failure.error, failure.message)
         outcome = Outcome(cr, mailbox=cr.mailbox, error=failure)
         if failure.error is errors.ADMIN_APPROVAL_REQUIRED and cr.credential_id:
