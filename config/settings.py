@@ -223,6 +223,11 @@ CACHES = {"default": _env("CACHE_URL", env.cache_url, f"filecache://{BASE_DIR / 
 # The JSON API (fleet/api/): see the README's "API" section.
 API_RATE_LIMIT = _env("API_RATE_LIMIT", env.str, "300/min")  # per key: N/sec|min|hour|day
 API_MAX_REQUEST_BYTES = _env("API_MAX_REQUEST_BYTES", env.int, 2 * 1024 * 1024)
+# Webhook receivers (fleet/webhook_targets.py): plain http only when allowed (default: DEBUG);
+# private/loopback/link-local receivers only when allowed (a receiver on the agency's own LAN).
+WEBHOOK_ALLOW_HTTP = _env("WEBHOOK_ALLOW_HTTP", strict_bool, DEBUG)
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = _env("WEBHOOK_ALLOW_PRIVATE_NETWORKS", strict_bool, False)
+WEBHOOK_CA_BUNDLE = _env("WEBHOOK_CA_BUNDLE", env.str, "")  # CA file for receivers' TLS
 # JSON bodies nesting arrays/objects deeper than this are refused (fleet/request_guard.py).
 REQUEST_MAX_JSON_DEPTH = _env("REQUEST_MAX_JSON_DEPTH", env.int, 32)
 # POST /mailboxes/microsoft/bulk waits this long for the worker to finish the run (201/207), then

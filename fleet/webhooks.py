@@ -10,6 +10,7 @@ Each delivery is a POST of a JSON body with these headers:
 
 As in pretix and healthchecks: `timeout=10` and no redirects on every call; failures are retried with
 exponential backoff for about a day; a `410 Gone` answer turns the workspace's webhook off.
+Only public addresses receive webhooks (fleet/webhook_targets.py), checked at every attempt.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import requests
 from django.db import transaction
 from django.utils import timezone
 
+from fleet import webhook_targets
 from fleet.models import WebhookDelivery, Workspace
 from fleet.secrets import is_unreadable
 
@@ -105,15 +107,15 @@ def deliver(delivery_id: int) -> None:
     }
     delivery.attempts += 1
     try:
-        response = requests.post(
-            workspace.webhook_url,
-            data=body,
-            headers=headers,
-            timeout=TIMEOUT,
-            allow_redirects=False,
+        # Checked again here, resolved once and connected to the checked address (DNS rebinding).
+        response = webhook_targets.post(
+            workspace.webhook_url, data=body, headers=headers, timeout=TIMEOUT
         )
         delivery.last_status_code = response.status_code
         delivery.last_error = "" if response.ok else f"HTTP {response.status_code}"
+    except webhook_targets.AddressRefused as refusal:
+        delivery.last_status_code = None
+        delivery.last_error = f"Refused before connecting: {refusal}"[:300]
     except requests.RequestException as exc:
         delivery.last_status_code = None
         delivery.last_error = f"{type(exc).__name__}: {exc}"[:300]

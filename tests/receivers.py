@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,11 +22,16 @@ class Receiver:
     statuses: list[int] = field(default_factory=lambda: [200])
     requests: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    # HTTPS: a server-side TLS context, and the name its certificate is for (the URL uses it).
+    tls: ssl.SSLContext | None = None
+    name: str = ""
+    location: str = "http://127.0.0.1:9/elsewhere"  # where a 3xx answer points
 
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/hook"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.name or host}:{port}/hook"
 
     def start(self) -> Receiver:
         receiver = self
@@ -39,7 +45,7 @@ class Receiver:
                 status = receiver.statuses[index]
                 self.send_response(status)
                 if 300 <= status < 400:
-                    self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -47,6 +53,8 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

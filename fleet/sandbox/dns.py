@@ -7,13 +7,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from dnslib import CNAME, QTYPE, RCODE, RR, TXT
+from dnslib import AAAA, CNAME, QTYPE, RCODE, RR, TXT, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 
 @dataclass
 class Zone:
-    """`records` maps a lower-case name to [(type, value)], type "TXT" or "CNAME"."""
+    """`records` maps a lower-case name to [(type, value)], type "TXT", "CNAME", "A" or "AAAA"."""
 
     records: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     servfail: set[str] = field(default_factory=set)  # names answered with SERVFAIL
@@ -71,6 +71,10 @@ class ZoneResolver(BaseResolver):
                 reply.add_answer(RR(name, QTYPE.TXT, rdata=TXT(value), ttl=60))
             elif rtype == "CNAME" and qtype in ("CNAME", "ANY", "TXT", "A"):
                 reply.add_answer(RR(name, QTYPE.CNAME, rdata=CNAME(value), ttl=60))
+            elif rtype == "A" and qtype in ("A", "ANY"):
+                reply.add_answer(RR(name, QTYPE.A, rdata=A(value), ttl=0))
+            elif rtype == "AAAA" and qtype in ("AAAA", "ANY"):
+                reply.add_answer(RR(name, QTYPE.AAAA, rdata=AAAA(value), ttl=0))
         return reply
 
 
