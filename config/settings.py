@@ -1,5 +1,6 @@
 """Fleet settings: one file, every value from the environment (see .env.example)."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -82,6 +83,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "fleet",
 ]
 
@@ -96,7 +98,28 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns its lock-out into the page below.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Admin sign-in throttling (django-axes) --------------------------------------------------
+# After LOGIN_FAILURE_LIMIT failed sign-ins in a row for one user name from one address, that
+# combination is locked for LOGIN_COOLOFF_MINUTES after the last attempt (a failure meanwhile
+# restarts it); a success resets the count. `manage.py axes_reset` (or axes_reset_username,
+# axes_reset_ip) unlocks. https://django-axes.readthedocs.io/en/latest/4_configuration.html
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = _env("LOGIN_FAILURE_LIMIT", env.int, 5)
+AXES_COOLOFF_TIME = timedelta(minutes=_env("LOGIN_COOLOFF_MINUTES", env.int, 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"
+AXES_CLIENT_IP_CALLABLE = "fleet.clients.client_address"
+AXES_VERBOSE = False
+# Proxies in front of Fleet that append to X-Forwarded-For (0: use the connection's address).
+TRUSTED_PROXIES = _env("TRUSTED_PROXIES", env.int, 0)
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -222,6 +245,9 @@ CACHES = {"default": _env("CACHE_URL", env.cache_url, f"filecache://{BASE_DIR / 
 
 # The JSON API (fleet/api/): see the README's "API" section.
 API_RATE_LIMIT = _env("API_RATE_LIMIT", env.str, "300/min")  # per key: N/sec|min|hour|day
+# Requests with a missing or wrong key per client address; past it every request from that
+# address answers 429 until the window has room again.
+API_BAD_KEY_RATE_LIMIT = _env("API_BAD_KEY_RATE_LIMIT", env.str, "30/min")
 API_MAX_REQUEST_BYTES = _env("API_MAX_REQUEST_BYTES", env.int, 2 * 1024 * 1024)
 # Webhook receivers (fleet/webhook_targets.py): plain http only when allowed (default: DEBUG);
 # private/loopback/link-local receivers only when allowed (a receiver on the agency's own LAN).

@@ -79,6 +79,15 @@ def test_settings(settings):
     }
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Each test starts with an empty cache: rate-limit counters (per key, and the bad-key one
+    per client address, 127.0.0.1 for every test) do not carry over from earlier tests."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 # --- DNS: every look-up stays on loopback ----------------------------------------------------
 @pytest.fixture(scope="session")
 def loopback_dns():
