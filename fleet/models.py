@@ -76,12 +76,6 @@ class Workspace(models.Model):
     def clean(self) -> None:
         from django.core.exceptions import ValidationError
 
-        from fleet.webhook_targets import validate_webhook_url
-
-        try:
-            validate_webhook_url(self.webhook_url)
-        except ValidationError as refusal:
-            raise ValidationError({"webhook_url": refusal.messages}) from None
         if self.webhook_url and not self.webhook_secret:
             raise ValidationError(
                 {"webhook_secret": "Set a signing secret: receivers need it to verify deliveries."}

@@ -6,6 +6,7 @@ from django.db.models import Count
 from fleet import webhooks
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter
 from fleet.models import Membership, Role, Tag, Workspace
+from fleet.webhook_targets import validate_webhook_url
 
 
 class MembershipForm(forms.ModelForm):
@@ -56,7 +57,15 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Workspace)
+class WorkspaceForm(forms.ModelForm):
+    def clean_webhook_url(self) -> str:
+        url = self.cleaned_data.get("webhook_url", "")
+        validate_webhook_url(url)  # https, public addresses only (fleet/webhook_targets.py)
+        return url
+
+
 class WorkspaceAdmin(ScopedAdmin):
+    form = WorkspaceForm
     change_role = Role.OWNER
     delete_role = Role.OWNER
     list_display = ["name", "slug", "mailbox_count", "member_count", "webhook"]
