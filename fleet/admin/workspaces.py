@@ -56,7 +56,6 @@ class MembershipInline(admin.TabularInline):
         return obj is not None and self._owner(request, obj)
 
 
-@admin.register(Workspace)
 class WorkspaceForm(forms.ModelForm):
     def clean_webhook_url(self) -> str:
         url = self.cleaned_data.get("webhook_url", "")
@@ -64,6 +63,7 @@ class WorkspaceForm(forms.ModelForm):
         return url
 
 
+@admin.register(Workspace)
 class WorkspaceAdmin(ScopedAdmin):
     form = WorkspaceForm
     change_role = Role.OWNER
