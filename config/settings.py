@@ -260,6 +260,9 @@ LOGGING = {
         # aiosmtpd (the sandbox's SMTP server) logs every command, and a client's refused
         # certificate as an error: the sandbox provokes those on purpose.
         "mail.log": {"level": "CRITICAL"},
+        # django-axes logs every sign-in at INFO ("Deleted 0 failed login attempts"); lock-outs
+        # are WARNING and stay.
+        "axes": {"level": "WARNING"},
     },
 }
 
