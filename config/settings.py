@@ -2,9 +2,11 @@
 
 import importlib.util
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -89,6 +91,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
+    "csp",
     "fleet",
 ]
 # The Microsoft sandbox (sandbox/, the `demo` extra) adds `manage.py run_sandbox` for the demo
@@ -99,6 +103,7 @@ if DEBUG and importlib.util.find_spec("sandbox") is not None:
 
 MIDDLEWARE = [
     "fleet.api.middleware.ApiRequestMiddleware",
+    "fleet.request_guard.HostileInputMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -107,7 +112,54 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: turns its lock-out into the page below.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Content-Security-Policy (django-csp) ----------------------------------------------------
+# Scripts only from Fleet's own static files (the admin's, Fleet's, Swagger UI's and Redoc's
+# from drf-spectacular-sidecar) or with the request's nonce; no inline scripts or handlers. Inline
+# style attributes stay allowed (Django's admin and the dashboard's SVG charts use them).
+# CSP_REPORT_ONLY=true sends the same policy as Content-Security-Policy-Report-Only (to try a
+# change first); CSP_REPORT_URI names where browsers report violations.
+_CSP_DIRECTIVES = {
+    "default-src": [SELF],
+    "script-src": [SELF, NONCE],
+    "style-src": [SELF, "'unsafe-inline'"],
+    "img-src": [SELF, "data:"],
+    "font-src": [SELF, "data:"],
+    "connect-src": [SELF],
+    "worker-src": [SELF, "blob:"],  # Redoc's search runs in a worker made from a blob
+    "object-src": [NONE],
+    "base-uri": [SELF],
+    "frame-ancestors": [NONE],  # as X-Frame-Options: DENY
+}
+if _env("CSP_REPORT_URI", env.str, ""):
+    _CSP_DIRECTIVES["report-uri"] = [_env("CSP_REPORT_URI", env.str, "")]
+if _env("CSP_REPORT_ONLY", strict_bool, False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = {"DIRECTIVES": _CSP_DIRECTIVES}
+else:
+    CONTENT_SECURITY_POLICY = {"DIRECTIVES": _CSP_DIRECTIVES}
+
+# --- Admin sign-in throttling (django-axes) --------------------------------------------------
+# After LOGIN_FAILURE_LIMIT failed sign-ins in a row for one user name from one address, that
+# combination is locked for LOGIN_COOLOFF_MINUTES after the last attempt (a failure meanwhile
+# restarts it); a success resets the count. `manage.py axes_reset` (or axes_reset_username,
+# axes_reset_ip) unlocks. https://django-axes.readthedocs.io/en/latest/4_configuration.html
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = _env("LOGIN_FAILURE_LIMIT", env.int, 5)
+AXES_COOLOFF_TIME = timedelta(minutes=_env("LOGIN_COOLOFF_MINUTES", env.int, 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "admin/login_locked.html"
+AXES_CLIENT_IP_CALLABLE = "fleet.clients.client_address"
+AXES_VERBOSE = False
+# Proxies in front of Fleet that append to X-Forwarded-For (0: use the connection's address).
+TRUSTED_PROXIES = _env("TRUSTED_PROXIES", env.int, 0)
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -236,6 +288,9 @@ LOGGING = {
         # aiosmtpd (the sandbox's SMTP server) logs every command, and a client's refused
         # certificate as an error: the sandbox provokes those on purpose.
         "mail.log": {"level": "CRITICAL"},
+        # django-axes logs every sign-in at INFO ("Deleted 0 failed login attempts"); lock-outs
+        # are WARNING and stay.
+        "axes": {"level": "WARNING"},
     },
 }
 
@@ -249,7 +304,17 @@ CACHES = {"default": _env("CACHE_URL", env.cache_url, f"filecache://{BASE_DIR / 
 
 # The JSON API (fleet/api/): see the README's "API" section.
 API_RATE_LIMIT = _env("API_RATE_LIMIT", env.str, "300/min")  # per key: N/sec|min|hour|day
+# Requests with a missing or wrong key per client address; past it every request from that
+# address answers 429 until the window has room again.
+API_BAD_KEY_RATE_LIMIT = _env("API_BAD_KEY_RATE_LIMIT", env.str, "30/min")
 API_MAX_REQUEST_BYTES = _env("API_MAX_REQUEST_BYTES", env.int, 2 * 1024 * 1024)
+# Webhook receivers (fleet/webhook_targets.py): plain http only when allowed (default: DEBUG);
+# private/loopback/link-local receivers only when allowed (a receiver on the agency's own LAN).
+WEBHOOK_ALLOW_HTTP = _env("WEBHOOK_ALLOW_HTTP", strict_bool, DEBUG)
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = _env("WEBHOOK_ALLOW_PRIVATE_NETWORKS", strict_bool, False)
+WEBHOOK_CA_BUNDLE = _env("WEBHOOK_CA_BUNDLE", env.str, "")  # CA file for receivers' TLS
+# JSON bodies nesting arrays/objects deeper than this are refused (fleet/request_guard.py).
+REQUEST_MAX_JSON_DEPTH = _env("REQUEST_MAX_JSON_DEPTH", env.int, 32)
 # POST /mailboxes/microsoft/bulk waits this long for the worker to finish the run (201/207), then
 # answers 202 with a URL to poll. Keep it below the web server's request timeout.
 API_BULK_WAIT_SECONDS = _env("API_BULK_WAIT_SECONDS", env.float, 25.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,6 +34,9 @@ from fleet.errors import FleetError
 from fleet.microsoft import identity
 from fleet.models import ConsentRequest, Credential, Mailbox, WebhookDelivery, Workspace
 from fleet.tasks import enqueue_on_commit, finish_consent_move
+from fleet.text import storable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -229,7 +233,14 @@ def complete(params: dict) -> ConsentResult:
         if flow.get("admin"):
             return _complete_admin(cr, params)
         return _complete_user(cr, flow, params)
-    except FleetError as failure:
+    except Exception as exc:
+        # Whatever went wrong, the request leaves `processing`: FAILED, with a message that can
+        # be stored (Microsoft's error_description is quoted and comes from the browser).
+        if isinstance(exc, FleetError):
+            failure = FleetError(exc.error, storable(exc.message))
+        else:
+            log.exception("OAuth callback of consent request %s crashed", cr.pk)
+            failure = FleetError(errors.INTERNAL_ERROR)
         cr.set_status(ConsentRequest.Status.FAILED, failure.error, failure.message)
         outcome = ConsentResult(cr, mailbox=cr.mailbox, error=failure)
         if failure.error is errors.ADMIN_APPROVAL_REQUIRED and cr.credential_id:

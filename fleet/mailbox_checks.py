@@ -55,10 +55,17 @@ def probe(mailbox: Mailbox, access_token: str = "") -> tuple[errors.ErrorCode | 
         return errors.CONNECTION_FAILED, f"Unexpected {type(exc).__name__} during the test"
 
 
+# What record() returns for a mailbox deleted while its batch was being tested.
+DELETED = "deleted"
+
+
 @transaction.atomic
 def record(mailbox: Mailbox, error: errors.ErrorCode | None, detail: str, actor=None) -> str:
-    """Write one test's outcome: an event always, a status change when the outcome differs."""
-    current = Mailbox.objects.select_for_update().get(pk=mailbox.pk)
+    """Write one test's outcome: an event always, a status change when the outcome differs.
+    A mailbox deleted meanwhile has nothing to record (DELETED): the rest of the batch goes on."""
+    current = Mailbox.objects.select_for_update().filter(pk=mailbox.pk).first()
+    if current is None:
+        return DELETED
     outcome = Mailbox.Status.ERROR if error else Mailbox.Status.ACTIVE
     if outcome == Mailbox.Status.ACTIVE and current.needs_approval:
         # Seed 002: a mailbox nobody announced stays pending until a manager approves it (or the
@@ -158,10 +165,18 @@ def check_mailboxes(
                 app_only.append(mailbox)  # the app holds no Exchange roles: Graph only
             continue
         if mailbox.auth_method == Mailbox.AuthMethod.OAUTH and mailbox.credential_id:
+            if is_unreadable(mailbox.refresh_token) or is_unreadable(mailbox.access_token):
+                # A missing encryption key: say so on the mailbox rather than call it revoked.
+                unreadable = "The stored token is unreadable"
+                outcome[record(mailbox, errors.SECRET_UNREADABLE, unreadable, actor)] += 1
+                continue
             try:
                 # Refreshed (and the rotated refresh token saved) only when it is about to expire;
                 # the upkeep task keeps most tokens fresh, so this is rarely a round trip.
                 tokens[mailbox.pk] = identity.access_token_for(mailbox)
+            except Mailbox.DoesNotExist:
+                outcome[DELETED] += 1  # deleted since the batch was read
+                continue
             except FleetError as failure:
                 if failure.error is errors.REAUTH_REQUIRED:
                     outcome[Mailbox.Status.REAUTH_REQUIRED] += 1  # already recorded there

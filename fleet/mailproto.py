@@ -12,6 +12,7 @@ https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import re
 import smtplib
@@ -118,6 +119,66 @@ def _network_error(protocol: str, step: str, exc: BaseException) -> MailCheckErr
     return MailCheckError(errors.CONNECTION_FAILED, f"{where}: {type(exc).__name__}: {exc}")
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _is_ascii(*texts: str) -> bool:
+    return all(text.isascii() for text in texts)
+
+
+def smtp_auth_password(client: smtplib.SMTP, mechanism: str, login: Login) -> tuple[int, bytes]:
+    """AUTH PLAIN or LOGIN with the credentials encoded as UTF-8, one attempt.
+
+    smtplib's own `auth()` encodes the SASL response as ASCII and raises UnicodeEncodeError on a
+    password like "Pässwörd"; SASL PLAIN is UTF-8 by definition (RFC 4616 §2) and base64 keeps
+    the command line ASCII (RFC 4954 §4). LOGIN (a non-standard mechanism) gets the same UTF-8,
+    which is what Exchange Online and the common servers expect."""
+    user, password = login.username.encode("utf-8"), login.password.encode("utf-8")
+    if mechanism == "PLAIN":
+        code, reply = client.docmd("AUTH", "PLAIN " + _b64(b"\0" + user + b"\0" + password))
+    else:
+        code, reply = client.docmd("AUTH", "LOGIN " + _b64(user))
+        if code == 334:
+            code, reply = client.docmd(_b64(password))
+    if code in (235, 503):  # 503: already signed in (as smtplib treats it)
+        return code, reply
+    raise smtplib.SMTPAuthenticationError(code, reply)
+
+
+def _imap_quoted(text: str) -> bytes:
+    return b'"' + text.replace("\\", "\\\\").replace('"', '\\"').encode("utf-8") + b'"'
+
+
+def imap_password_command(client: imaplib.IMAP4, login: Login) -> str:
+    """LOGIN, or AUTHENTICATE (PLAIN) for non-ASCII credentials when the server offers it."""
+    if not _is_ascii(login.username, login.password) and "AUTH=PLAIN" in client.capabilities:
+        return "AUTHENTICATE"
+    return "LOGIN"
+
+
+def imap_login_password(client: imaplib.IMAP4, login: Login) -> tuple[str, list]:
+    """Sign in with a password (the command `imap_password_command` names); the server's reply.
+
+    ASCII credentials use LOGIN as before. imaplib sends LOGIN's arguments as ASCII only, so
+    non-ASCII ones go as AUTHENTICATE PLAIN when the server offers it (RFC 4616: UTF-8, base64
+    on the wire; Exchange Online offers AUTH=PLAIN), else as LOGIN with UTF-8 strings, which a
+    server advertising UTF8=ACCEPT takes (RFC 6855 §3; ENABLE itself is only valid after
+    sign-in, so it cannot carry the credentials) and most others accept in a literal."""
+    if _is_ascii(login.username, login.password):
+        return client.login(login.username, login.password)
+    if imap_password_command(client, login) == "AUTHENTICATE":
+        blob = b"\0" + login.username.encode("utf-8") + b"\0" + login.password.encode("utf-8")
+        return client.authenticate("PLAIN", lambda _challenge: blob)
+    # The password as a literal ({n} then its UTF-8 bytes), so no quoting rule can break it.
+    client.literal = login.password.encode("utf-8")
+    typ, data = client._simple_command("LOGIN", _imap_quoted(login.username))
+    if typ != "OK":
+        raise client.error(data[-1])
+    client.state = "AUTH"
+    return typ, data
+
+
 def check_smtp(server: Server, login: Login, timeout: float | None = None) -> str:
     """Connect, secure the session and sign in; return the server's success reply."""
     step = "connect"
@@ -156,8 +217,7 @@ def check_smtp(server: Server, login: Login, timeout: float | None = None) -> st
                     )
                 # One mechanism only: smtplib.login() would retry a rejected password with the
                 # next mechanism, and each failure counts towards Microsoft's lock-out.
-                client.user, client.password = login.username, login.password
-                code, reply = client.auth(mechanism, getattr(client, f"auth_{mechanism.lower()}"))
+                code, reply = smtp_auth_password(client, mechanism, login)
             step = "QUIT"
             return f"{code} {reply.decode('utf-8', 'replace')}"
     except MailCheckError:
@@ -194,8 +254,8 @@ def check_imap(server: Server, login: Login, timeout: float | None = None) -> st
                 step = "AUTHENTICATE"
                 typ, data = client.authenticate("XOAUTH2", login.xoauth2)
             else:
-                step = "LOGIN"
-                typ, data = client.login(login.username, login.password)
+                step = imap_password_command(client, login)
+                typ, data = imap_login_password(client, login)
             reply = b" ".join(d for d in data if isinstance(d, bytes)).decode("utf-8", "replace")
             step = "LOGOUT"
             client.logout()

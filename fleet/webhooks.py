@@ -24,6 +24,7 @@ mid-attempt: it is sent once more, with the same delivery id.
 
 As in pretix and healthchecks: `timeout=10` and no redirects on every call; failures are retried with
 exponential backoff for about a day; a `410 Gone` answer turns the workspace's webhook off.
+Only public addresses receive webhooks (fleet/webhook_targets.py), checked at every attempt.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
-from fleet import leases
+from fleet import leases, webhook_targets
 from fleet.models import WebhookCounter, WebhookDelivery, Workspace
 from fleet.secrets import is_unreadable
 
@@ -144,15 +145,15 @@ def attempt(delivery: WebhookDelivery) -> None:
         "X-Fleet-Signature": sign(str(secret), timestamp, body),
     }
     try:
-        response = requests.post(
-            workspace.webhook_url,
-            data=body,
-            headers=headers,
-            timeout=TIMEOUT,
-            allow_redirects=False,
+        # Checked again here, resolved once and connected to the checked address (DNS rebinding).
+        response = webhook_targets.post(
+            workspace.webhook_url, data=body, headers=headers, timeout=TIMEOUT
         )
         delivery.last_status_code = response.status_code
         delivery.last_error = "" if response.ok else f"HTTP {response.status_code}"
+    except webhook_targets.AddressRefused as refusal:
+        delivery.last_status_code = None
+        delivery.last_error = f"Refused before connecting: {refusal}"[:300]
     except requests.RequestException as exc:
         delivery.last_status_code = None
         delivery.last_error = f"{type(exc).__name__}: {exc}"[:300]

@@ -7,13 +7,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from dnslib import CNAME, MX, QTYPE, RCODE, RR, TXT
+from dnslib import AAAA, CNAME, MX, QTYPE, RCODE, RR, TXT, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 
 @dataclass
 class Zone:
-    """`records` maps a lower-case name to [(type, value)], type "TXT", "CNAME" or "MX"."""
+    """`records` maps a lower-case name to [(type, value)], type "TXT", "CNAME", "MX", "A" or
+    "AAAA"."""
 
     records: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     servfail: set[str] = field(default_factory=set)  # names answered with SERVFAIL
@@ -96,6 +97,10 @@ class ZoneResolver(BaseResolver):
                 reply.add_answer(RR(name, QTYPE.CNAME, rdata=CNAME(value), ttl=60))
             elif rtype == "MX" and qtype in ("MX", "ANY"):
                 reply.add_answer(RR(name, QTYPE.MX, rdata=MX(value, 10), ttl=60))
+            elif rtype == "A" and qtype in ("A", "ANY"):
+                reply.add_answer(RR(name, QTYPE.A, rdata=A(value), ttl=0))
+            elif rtype == "AAAA" and qtype in ("AAAA", "ANY"):
+                reply.add_answer(RR(name, QTYPE.AAAA, rdata=AAAA(value), ttl=0))
         return reply
 
 

@@ -108,6 +108,12 @@ class MailServers:
     smtp_port: int = 0
     imap_port: int = 0
     received: list[Received] = field(default_factory=list)
+    # Successful sign-ins as (protocol, mechanism or command, user name), oldest first.
+    sign_ins: list[tuple[str, str, str]] = field(default_factory=list)
+    # Server variants for clients' fallbacks: IMAP without AUTH=PLAIN (it then advertises
+    # UTF8=ACCEPT, RFC 6855, and takes UTF-8 in LOGIN), SMTP without some AUTH mechanisms.
+    imap_auth_plain: bool = True
+    smtp_exclude_auth: tuple[str, ...] = ()
     # The CA that signs the servers' certificate: their own by default, or the Microsoft
     # sandbox's, so that one CA file (MICROSOFT_CA_BUNDLE = MAIL_TLS_CA_FILE) covers the demo.
     ca: trustme.CA | None = None
@@ -260,7 +266,7 @@ class _SMTPSession(SMTP):
             auth_require_tls=True,
             auth_required=True,
             authenticator=self._authenticate_password,
-            auth_exclude_mechanism=[],
+            auth_exclude_mechanism=list(servers.smtp_exclude_auth),
         )
         # aiosmtpd's per-command limits are a class-level dict defaulting to 512: ours, per session.
         self.command_size_limits = collections.defaultdict(lambda: self.line_length_limit)
@@ -279,6 +285,7 @@ class _SMTPSession(SMTP):
         if scripted:
             return AuthResult(success=False, handled=False, message=scripted)
         if self.servers.check_password(username, password):
+            self.servers.sign_ins.append(("smtp", mechanism, username))
             return AuthResult(success=True, auth_data=auth_data)
         return AuthResult(success=False, handled=False, message=SMTP_BAD_CREDENTIALS)
 
@@ -300,6 +307,7 @@ class _IMAPSession:
     EXAMINE, LOGOUT. Enough for sign-in checks; everything else answers BAD."""
 
     CAPABILITIES = "IMAP4 IMAP4rev1 AUTH=PLAIN AUTH=XOAUTH2 SASL-IR UIDPLUS ID UNSELECT CHILDREN IDLE NAMESPACE LITERAL+"
+    WITHOUT_AUTH_PLAIN = CAPABILITIES.replace("AUTH=PLAIN ", "") + " ENABLE UTF8=ACCEPT"
 
     def __init__(self, servers: MailServers, reader, writer):
         self.servers, self.reader, self.writer = servers, reader, writer
@@ -365,8 +373,11 @@ class _IMAPSession:
             self.writer.close()
 
     async def dispatch(self, tag: str, command: str, args: list[str]) -> bool:
+        capabilities = (
+            self.CAPABILITIES if self.servers.imap_auth_plain else self.WITHOUT_AUTH_PLAIN
+        )
         if command == "CAPABILITY":
-            await self.send(f"* CAPABILITY {self.CAPABILITIES}", f"{tag} OK CAPABILITY completed.")
+            await self.send(f"* CAPABILITY {capabilities}", f"{tag} OK CAPABILITY completed.")
         elif command == "NOOP":
             await self.send(f"{tag} OK NOOP completed.")
         elif command == "ID":
@@ -402,12 +413,14 @@ class _IMAPSession:
             await self.send(f"{tag} {refusal}", stall=stall)
         elif self.servers.check_password(username, password):
             self.user = username
+            self.servers.sign_ins.append(("imap", "LOGIN", username))
             await self.send(f"{tag} OK LOGIN completed.", stall=stall)
         else:
             await self.send(f"{tag} {IMAP_LOGIN_FAILED}", stall=stall)
 
     async def authenticate(self, tag: str, mechanism: str, initial: str | None) -> None:
-        if mechanism not in ("PLAIN", "XOAUTH2"):
+        offered = ("PLAIN", "XOAUTH2") if self.servers.imap_auth_plain else ("XOAUTH2",)
+        if mechanism not in offered:
             await self.send(f"{tag} NO The specified authentication mechanism is not supported.")
             return
         if initial is None:
@@ -450,6 +463,7 @@ class _IMAPSession:
             await self.send(f"{tag} {refusal}", stall=stall)
         elif check(username, secret):
             self.user = username
+            self.servers.sign_ins.append(("imap", mechanism, username))
             await self.send(f"{tag} OK AUTHENTICATE completed.", stall=stall)
         else:
             await self.send(f"{tag} {IMAP_AUTHENTICATE_FAILED}", stall=stall)

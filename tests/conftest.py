@@ -79,6 +79,38 @@ def test_settings(settings):
     }
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    """Each test starts with an empty cache: rate-limit counters (per key, and the bad-key one
+    per client address, 127.0.0.1 for every test) do not carry over from earlier tests."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+# --- DNS: every look-up stays on loopback ----------------------------------------------------
+@pytest.fixture(scope="session")
+def loopback_dns():
+    """A DNS server on 127.0.0.1 for the whole run (the sandbox's, with an empty zone)."""
+    from sandbox.dns import SandboxDNS, Zone
+
+    server = SandboxDNS(Zone()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def dns_on_loopback(loopback_dns, settings):
+    """Names are resolved by the loopback DNS server, never by the machine's resolver: tests send
+    no traffic off loopback (webhook URLs are resolved when saved). A test adds records with
+    `loopback_dns.zone.records[name] = [("A", "127.0.0.1")]`; unknown names are NXDOMAIN."""
+    loopback_dns.zone.records.clear()
+    settings.DNS_NAMESERVERS = ["127.0.0.1"]
+    settings.DNS_PORT = loopback_dns.port
+    settings.DNS_TIMEOUT = 2.0
+    return loopback_dns
+
+
 # --- API (fleet/api/) ------------------------------------------------------------------------
 def issue_key(*, name: str, user, workspace=None, role: str = ""):
     """An API key made as the admin makes one (ApiKeyAdmin.save_model): its secret from

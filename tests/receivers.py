@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,11 +25,16 @@ class Receiver:
     delays: list[float] = field(default_factory=lambda: [0.0])
     requests: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
+    # HTTPS: a server-side TLS context, and the name its certificate is for (the URL uses it).
+    tls: ssl.SSLContext | None = None
+    name: str = ""
+    location: str = "http://127.0.0.1:9/elsewhere"  # where a 3xx answer points
 
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/hook"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.name or host}:{port}/hook"
 
     def start(self, port: int = 0) -> Receiver:
         """Listen on `port` (0: any free one; the same port again: the receiver is back up)."""
@@ -46,7 +52,7 @@ class Receiver:
                     time.sleep(delay)
                 self.send_response(status)
                 if 300 <= status < 400:
-                    self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+                    self.send_header("Location", receiver.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -58,6 +64,8 @@ class Receiver:
                 pass  # a sender that died while we stalled: its socket is gone
 
         self.server = Server(("127.0.0.1", port), Handler)
+        if self.tls:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 

@@ -27,7 +27,7 @@ def assert_invalid(response, field=None, text=None):
         ({"name": "Gamma", "slug": "not a slug"}, "slug", "slug"),
         ({"name": "Gamma", "slug": "alpha"}, "slug", "already exists"),
         ({"name": "!!!"}, "slug", "Give a slug"),
-        ({"name": "Bad\x00name"}, "name", "Null characters"),
+        ({"name": "Bad\x00name"}, "name", "NUL byte"),  # the request guard
     ],
 )
 def test_workspace_create_errors(body, field, text, api, api_keys, ws_a):

@@ -106,3 +106,69 @@ def test_import_then_worker_tests_every_mailbox(mail, ws_a, personas):
         "pending": 0,
     }
     assert Mailbox.objects.get(email="bob@contoso.com").error_code == "SMTP_AUTH_DISABLED"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batch_goes_on_when_mailboxes_are_deleted_disabled_or_unreadable(mail, ws_a, personas):
+    """A real worker tests an import one mailbox at a time against slow servers; meanwhile the
+    test deletes one mailbox and disables another. The task ends SUCCESSFUL and every other
+    mailbox of the batch gets its outcome (the unreadable one: SECRET_UNREADABLE)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from cryptography.fernet import Fernet
+
+    from fleet.secrets import Ciphertext
+    from tests.test_tasks import ROOT, database_url
+
+    names = [f"user{i}@contoso.com" for i in range(6)]
+    for name in names:
+        mail.add(name, "pw")
+    body = "email,password\n" + "".join(f"{n},pw\n" for n in names)
+    result = imports.import_mailboxes(ws_a, io.BytesIO(body.encode()), user=personas["alice"])
+    boxes = {b.email: point_at(b, mail) for b in result.batch.mailboxes.all()}
+    # Encrypted under a key Fleet does not hold: reads as unreadable.
+    foreign = Fernet(Fernet.generate_key()).encrypt(b"pw").decode()
+    Mailbox.objects.filter(pk=boxes[names[1]].pk).update(password=Ciphertext(foreign))
+    mail.reply_delay = 0.1  # ~1 s per mailbox: the batch is still running when we act
+
+    env = {**os.environ, "DATABASE_URL": database_url(), "MAIL_CHECK_CONCURRENCY": "1"}
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "db_worker", "--batch", "--interval", "0",
+         "--no-startup-delay", "--worker-id", "mid-batch"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while result.batch.progress()["tested"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pending = result.batch.mailboxes.filter(status="pending").order_by("-pk")
+        untested = list(pending.values_list("email", flat=True))
+        assert len(untested) >= 2, "the batch finished before the test could act"
+        gone, paused = untested[0], untested[1]
+        Mailbox.objects.filter(email=gone).delete()
+        Mailbox.objects.filter(email=paused).update(status="disabled")
+        _, err = worker.communicate(timeout=120)
+    finally:
+        worker.kill() if worker.poll() is None else None
+    assert worker.returncode == 0, err
+    task = DBTaskResult.objects.get()
+    assert task.status == "SUCCESSFUL", task.traceback
+    assert task.return_value.get("deleted") == 1
+    got = {b.email: (b.status, b.error_code) for b in result.batch.mailboxes.all()}
+    assert gone not in got and got[paused] == ("disabled", "")
+    assert got[names[1]] == ("error", "SECRET_UNREADABLE")
+    assert result.batch.progress()["pending"] == 0
+    active = sorted(e for e, (status, _) in got.items() if status == "active")
+    assert active == sorted(set(names) - {gone, paused, names[1]})
+
+
+@pytest.mark.django_db
+def test_mailbox_with_a_utf8_app_password_passes_its_connection_test(mail, ws_a):
+    mail.add("ünï@contoso.com", "ünïcødé-Pässwörd")
+    box = point_at(make(ws_a, "ünï@contoso.com", password="ünïcødé-Pässwörd"), mail)
+    assert check_mailboxes([box.pk]) == {"active": 1}
+    box.refresh_from_db()
+    assert (box.status, box.error_code) == ("active", "")

@@ -154,3 +154,48 @@ def test_imap_server_reads_literals(mail):
     typ, _ = client._simple_command("LOGIN", "lee@contoso.com")
     client.logout()
     assert typ == "OK"
+
+
+UNICODE_PASSWORD = "ünïcødé-Pässwörd"
+
+
+def test_utf8_password_signs_in_over_smtp_plain_and_imap_authenticate_plain(mail):
+    """SASL PLAIN carries UTF-8 (RFC 4616); smtplib's and imaplib's own AUTH/LOGIN would raise
+    UnicodeEncodeError on these letters."""
+    mail.add("zoë@contoso.com", UNICODE_PASSWORD)
+    login = Login("zoë@contoso.com", UNICODE_PASSWORD)
+    mail.sign_ins.clear()
+    assert check_smtp(smtp_of(mail), login).startswith("235 ")
+    assert check_imap(imap_of(mail), login).startswith("OK")
+    assert mail.sign_ins == [
+        ("smtp", "PLAIN", "zoë@contoso.com"),
+        ("imap", "PLAIN", "zoë@contoso.com"),
+    ]
+
+
+def test_utf8_password_over_smtp_login_and_imap_login_on_a_utf8_accept_server(mail, monkeypatch):
+    """Servers that offer only AUTH LOGIN (SMTP) and no AUTH=PLAIN but UTF8=ACCEPT (IMAP, RFC
+    6855): the same UTF-8 credentials through those commands."""
+    monkeypatch.setattr(mail, "smtp_exclude_auth", ("PLAIN",))
+    monkeypatch.setattr(mail, "imap_auth_plain", False)
+    mail.add("ann@contoso.com", UNICODE_PASSWORD)
+    login = Login("ann@contoso.com", UNICODE_PASSWORD)
+    mail.sign_ins.clear()
+    assert check_smtp(smtp_of(mail), login).startswith("235 ")
+    assert check_imap(imap_of(mail), login).startswith("OK")
+    assert mail.sign_ins == [
+        ("smtp", "LOGIN", "ann@contoso.com"),
+        ("imap", "LOGIN", "ann@contoso.com"),
+    ]
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_wrong_utf8_password_is_invalid_credentials(mail, monkeypatch, plain):
+    monkeypatch.setattr(mail, "imap_auth_plain", plain)
+    monkeypatch.setattr(mail, "smtp_exclude_auth", () if plain else ("PLAIN",))
+    mail.add("cat@contoso.com", UNICODE_PASSWORD)
+    login = Login("cat@contoso.com", UNICODE_PASSWORD.upper())
+    assert failure(check_smtp, smtp_of(mail), login).error == errors.INVALID_CREDENTIALS
+    imap = failure(check_imap, imap_of(mail), login)
+    assert imap.error == errors.INVALID_CREDENTIALS
+    assert imap.detail.startswith("IMAP AUTHENTICATE" if plain else "IMAP LOGIN")

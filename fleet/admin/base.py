@@ -7,6 +7,8 @@ Every queryset, foreign-key choice, list filter and action goes through
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
 
@@ -68,7 +70,42 @@ class ScopedRelatedFilter(admin.RelatedFieldListFilter):
         return [(obj.pk, str(obj)) for obj in related.order_by(*related.model._meta.ordering)]
 
 
-class ScopedAdmin(admin.ModelAdmin):
+# Date parts a list filter may name (`created_at__year=2024`, `date_hierarchy` links).
+DATE_PARTS = {"year", "iso_year", "quarter", "month", "week", "week_day", "iso_week_day", "day"}
+DATE_PART_RANGE = {"year": (1, 9999), "iso_year": (1, 9999)}
+
+
+class ValidatedChangeList(ChangeList):
+    """Refuses date-part lookups Python's datetime cannot represent, as Django refuses other bad
+    lookups (the list reloads with `?e=1`). Django accepts `?created_at__year=99999` on any list
+    (a local field's lookup) and the ValueError ("year 99999 is out of range") only comes when
+    the SQL is compiled, past the changelist's own error handling: a 500."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        for key, values in request.GET.lists():
+            parts = key.split("__")
+            part = next((p for p in parts[1:] if p in DATE_PARTS), None)
+            if part is None:
+                continue
+            low, high = DATE_PART_RANGE.get(part, (-(10**6), 10**6))
+            for value in values:
+                try:
+                    number = int(value)
+                except ValueError:
+                    raise IncorrectLookupParameters(f"{key}: not a number") from None
+                if not low <= number <= high:
+                    raise IncorrectLookupParameters(f"{key}: out of range")
+        return super().get_queryset(request, exclude_parameters)
+
+
+class ValidatedChangeListMixin:
+    """For every ModelAdmin of the site (Fleet's, django-tasks-db's, auth's)."""
+
+    def get_changelist(self, request, **kwargs):
+        return ValidatedChangeList
+
+
+class ScopedAdmin(ValidatedChangeListMixin, admin.ModelAdmin):
     """Roles needed to see, add, change and delete; subclasses raise them where they must."""
 
     view_role = Role.VIEWER

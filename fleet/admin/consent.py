@@ -1,3 +1,5 @@
+import uuid
+
 from django import forms
 from django.contrib import admin, messages
 from django.urls import path
@@ -9,6 +11,14 @@ from fleet.admin.display import badge, error_code, error_explained, sentence
 from fleet.admin.filters import ConsentStateFilter
 from fleet.errors import FleetError
 from fleet.models import ConsentRequest, Role
+
+
+def is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 class ConsentRequestForm(forms.ModelForm):
@@ -124,7 +134,7 @@ class ConsentRequestAdmin(ScopedAdmin):
         ]
 
     def links_csv_view(self, request):
-        uids = request.GET.getlist("uid")
+        uids = [uid for uid in request.GET.getlist("uid") if is_uuid(uid)]  # others match none
         rows = self.get_queryset(request).filter(uid__in=uids).select_related("mailbox")
         return links_csv(rows)
 

@@ -5,11 +5,13 @@ from django.contrib import admin
 from django_tasks_db.admin import DBTaskResultAdmin
 from django_tasks_db.models import DBTaskResult
 
+from fleet.admin.base import ValidatedChangeListMixin
+
 admin.site.unregister(DBTaskResult)
 
 
 @admin.register(DBTaskResult)
-class TaskResultAdmin(DBTaskResultAdmin):
+class TaskResultAdmin(ValidatedChangeListMixin, DBTaskResultAdmin):
     list_display = [*DBTaskResultAdmin.list_display, "exception_class_path"]
     search_fields = ["task_path", "exception_class_path"]
 

@@ -5,6 +5,7 @@ from django.db.models import Count
 
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, secret_display
 from fleet.models import Membership, Role, Tag, WebhookDelivery, Workspace
+from fleet.webhook_targets import validate_webhook_url
 
 
 class MembershipForm(forms.ModelForm):
@@ -54,8 +55,16 @@ class MembershipInline(admin.TabularInline):
         return obj is not None and self._owner(request, obj)
 
 
+class WorkspaceForm(forms.ModelForm):
+    def clean_webhook_url(self) -> str:
+        url = self.cleaned_data.get("webhook_url", "")
+        validate_webhook_url(url)  # https, public addresses only (fleet/webhook_targets.py)
+        return url
+
+
 @admin.register(Workspace)
 class WorkspaceAdmin(ScopedAdmin):
+    form = WorkspaceForm
     change_role = Role.OWNER
     delete_role = Role.OWNER
     list_display = ["name", "slug", "mailbox_count", "member_count", "webhook"]

@@ -17,6 +17,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from fleet import errors
 from fleet.api.envelope import ApiError
+from fleet.clients import client_address
 from fleet.models import ApiKey
 
 # `last_used_at` is written at most this often per key: one UPDATE per request would make every
@@ -42,16 +43,51 @@ def key_from_headers(request) -> str | None:
     return None
 
 
+class BadKeyThrottle(SimpleRateThrottle):
+    """Requests with a missing or wrong key, per client address (API_BAD_KEY_RATE_LIMIT), in the
+    shared cache. Only failures count; once an address has used up its budget every request
+    from it answers 429 (with Retry-After) before any key is looked up, so that guessing keys
+    is as slow as the budget — a good key from that address waits too."""
+
+    scope = "bad_key"
+
+    def __init__(self):
+        self.rate = settings.API_BAD_KEY_RATE_LIMIT
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+
+    def get_cache_key(self, request, view=None):
+        return f"fleet:throttle:bad-key:{client_address(request)}"
+
+    def _history(self, request) -> list[float]:
+        self.key = self.get_cache_key(request)
+        self.now = self.timer()
+        self.history = [t for t in self.cache.get(self.key, []) if t > self.now - self.duration]
+        return self.history
+
+    def refuse_when_exhausted(self, request) -> None:
+        if len(self._history(request)) >= self.num_requests:
+            raise exceptions.Throttled(wait=self.wait())
+
+    def record_failure(self, request) -> None:
+        self._history(request).insert(0, self.now)
+        self.cache.set(self.key, self.history, self.duration)
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request):
+        bad_keys = BadKeyThrottle()
+        bad_keys.refuse_when_exhausted(request)
         raw = key_from_headers(request)
         if raw is None:
+            bad_keys.record_failure(request)
             return None  # → 401 API_KEY_MISSING from the permission check
         key = (
             ApiKey.objects.select_related("user", "workspace")
             .filter(hashed_key=ApiKey.hash(raw))
             .first()
         )
+        if key is None or key.is_revoked or not (key.user.is_active and key.user.is_staff):
+            bad_keys.record_failure(request)
         if key is None:
             raise KeyRejected(errors.API_KEY_INVALID)
         if key.is_revoked:

@@ -4,7 +4,7 @@ from drf_spectacular.views import (
     SpectacularAPIView,
     SpectacularJSONAPIView,
     SpectacularRedocView,
-    SpectacularSwaggerView,
+    SpectacularSwaggerSplitView,
 )
 
 from fleet.api import bulk, connect, credentials, imports, mailboxes, move, workspaces
@@ -13,7 +13,7 @@ from fleet.api.envelope import page_not_found
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("schema.json", SpectacularJSONAPIView.as_view(), name="api-schema-json"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("workspaces", workspaces.WorkspaceList.as_view()),
     path("workspaces/<int:pk>", workspaces.WorkspaceDetail.as_view()),

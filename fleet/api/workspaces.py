@@ -3,6 +3,7 @@ set the webhook as an owner."""
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from drf_spectacular.utils import extend_schema
 
@@ -18,6 +19,7 @@ from fleet.api.serializers import (
     WorkspaceWriteSerializer,
 )
 from fleet.models import Membership, Role, Workspace
+from fleet.webhook_targets import validate_webhook_url
 
 TAG = ["Workspaces"]
 
@@ -144,6 +146,13 @@ class WorkspaceWebhook(WorkspaceView):
         workspace = self.get_object()
         data = self.validated(WebhookWriteSerializer)
         url, secret = data["url"], data.get("secret")
+        try:
+            validate_webhook_url(url)  # https, public addresses only (no SSRF)
+        except DjangoValidationError as refusal:
+            message = refusal.messages[0]
+            raise ApiError(
+                errors.VALIDATION_ERROR, 400, f"url: {message}", fields={"url": [message]}
+            ) from None
         if url and not (secret or workspace.webhook_secret):
             raise ApiError(
                 errors.VALIDATION_ERROR,
