@@ -35,7 +35,6 @@ from fleet import access, errors, leases, mailboxes
 from fleet.credentials import record_outcome
 from fleet.deliverability import DomainCheck, check_domains
 from fleet.errors import ErrorCode, FleetError
-from fleet.imports import read_rows, read_upload
 from fleet.microsoft.graph import (
     GraphClient,
     GraphRequest,
@@ -45,6 +44,7 @@ from fleet.microsoft.graph import (
 )
 from fleet.models import BulkAddResult, BulkAddRun, Credential, Mailbox, Role, Workspace
 from fleet.tasks import enqueue_on_commit, run_bulk_add
+from fleet.uploads import read_rows, read_upload
 
 MAX_ACCOUNTS = 500
 
@@ -140,7 +140,7 @@ def parse_records(records: list[dict]) -> list[Account]:
 def parse_upload(file) -> list[Account]:
     """An uploaded CSV or XLSX with a `mailbox_email` column and optionally `display_name`, read
     by the CSV import's reader (size limit, encodings, delimiters: fleet/imports.py). Raises
-    imports.ImportRejected for a file it cannot read, AccountsInvalid for bad lines."""
+    uploads.FileRejected for a file it cannot read, AccountsInvalid for bad lines."""
     data, _ = read_upload(file)
     rows = read_rows(data)
     header = [cell.strip().lower() for cell in rows[0]]
