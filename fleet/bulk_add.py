@@ -1,4 +1,4 @@
-"""Graph app-only bulk add (seed 004): check every account before anything runs, then look each
+"""Graph app-only bulk add (Woodpecker's bulk-add API): check every account before anything runs, then look each
 mailbox up in Microsoft Graph, check its domain's SPF/DKIM once per domain, and record one result
 per account with an error code from the catalogue.
 

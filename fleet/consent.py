@@ -88,7 +88,7 @@ def state_hash(state: str) -> str:
 
 # --- initiate ---------------------------------------------------------------------------------
 def find_mailbox(workspace: Workspace, *, mailbox_uid=None, username="", domain="") -> Mailbox:
-    """A mailbox of the workspace by uid, or by username + domain (seed 003)."""
+    """A mailbox of the workspace by uid, or by username + domain (InboxKit's consent-request API)."""
     mailboxes = Mailbox.objects.filter(workspace=workspace)
     if mailbox_uid:
         mailbox = mailboxes.filter(uid=mailbox_uid).first()
@@ -252,7 +252,7 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> ConsentResul
     signed = identity.finish_user_flow(cr.credential, flow, dict(params))
     mailbox = cr.mailbox
     # The address this consent is for: a known mailbox's, or the one the API caller announced
-    # for a new mailbox (seed 002's `email`).
+    # for a new mailbox (Mailivery's `email`).
     expected = mailbox.email if mailbox is not None else cr.request_data.get("email", "")
     if expected and expected.lower() != signed.username.lower():
         raise FleetError(
@@ -277,7 +277,7 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> ConsentResul
             )
         mailbox.auth_method = Mailbox.AuthMethod.OAUTH
         if created:
-            # Seed 002: the name and warmup settings the caller gave when asking for the link.
+            # Mailivery's Microsoft connect API: the name and warmup settings the caller gave when asking for the link.
             wanted = cr.request_data
             mailbox.display_name = wanted.get("display_name") or ""
             if wanted.get("email_per_day") is not None:
@@ -292,7 +292,7 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> ConsentResul
         mailbox.token_expires_at = signed.expires_at
         mailbox.save()
         if created:
-            # Seed 002: an unannounced mailbox waits for a manager to confirm it was expected.
+            # Mailivery's Microsoft connect API: an unannounced mailbox waits for a manager to confirm it was expected.
             mailbox.set_status(
                 Mailbox.Status.PENDING,
                 message=f"Connected by Microsoft OAuth consent as {signed.username}; "

@@ -376,7 +376,7 @@ TENANT_NOT_FOUND = define(
     "verified domains, as shown in Entra ID → Overview.",
 )
 
-# --- Graph app-only bulk add (seed 004) --------------------------------------------------------------
+# --- Graph app-only bulk add (Woodpecker's bulk-add API) --------------------------------------------------------------
 MAILBOX_NOT_FOUND = define(
     "MAILBOX_NOT_FOUND",
     "No user or alias with this address exists in the tenant",

@@ -1,4 +1,4 @@
-"""Bulk import of Outlook / Microsoft 365 mailboxes with app passwords from CSV or XLSX (seed 001).
+"""Bulk import of Outlook / Microsoft 365 mailboxes with app passwords from CSV or XLSX (SendKit's CSV import API).
 
 One path for every caller: `read_table` turns the uploaded bytes into a normalised table (or
 rejects the file with one of the seed's messages), `MailboxImportResource` (django-import-export)
@@ -43,7 +43,7 @@ from fleet.uploads import read_rows, read_upload
 MAX_ROWS = 500
 COLUMNS = ("email", "password", "name", "totpsecret")
 
-# Seed 001's messages, word for word.
+# SendKit's messages, word for word.
 COLUMNS_REQUIRED = "CSV must have email and password columns"
 TOO_MANY_ROWS = "Maximum 500 mailboxes per import"
 MISSING_EMAIL_OR_PASSWORD = "Missing email or password"
@@ -151,7 +151,7 @@ def is_blank(row: dict[str, str]) -> bool:
 # --- The import ---------------------------------------------------------------------------------
 @dataclass
 class ImportResult:
-    """Seed 001's result: counts and the first 50 error details."""
+    """SendKit's result: counts and the first 50 error details."""
 
     imported: int = 0
     skipped: int = 0

@@ -68,7 +68,7 @@ def record(mailbox: Mailbox, error: errors.ErrorCode | None, detail: str, actor=
         return DELETED
     outcome = Mailbox.Status.ERROR if error else Mailbox.Status.ACTIVE
     if outcome == Mailbox.Status.ACTIVE and current.needs_approval:
-        # Seed 002: a mailbox nobody announced stays pending until a manager approves it (or the
+        # Mailivery's Microsoft connect API: a mailbox nobody announced stays pending until a manager approves it (or the
         # API's warmup/start does); the passing test is recorded all the same.
         outcome = Mailbox.Status.PENDING
     MailboxEvent.objects.create(

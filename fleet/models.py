@@ -351,7 +351,7 @@ class Mailbox(models.Model):
     credential = models.ForeignKey(
         Credential, null=True, blank=True, on_delete=models.SET_NULL, related_name="mailboxes"
     )
-    # Created by a consent nobody announced (seed 002): a manager confirms it was expected
+    # Created by a consent nobody announced (Mailivery's Microsoft connect API): a manager confirms it was expected
     # before warmup may start.
     needs_approval = models.BooleanField(default=False)
 
@@ -1040,7 +1040,7 @@ class BulkAddResult(models.Model):
 
 class ImportBatch(models.Model):
     """One CSV/XLSX import of mailboxes: who brought what into which workspace, what came of each
-    row (first 50 errors, as in seed 001), and the mailboxes it created, whose connection tests
+    row (first 50 errors, as in SendKit's CSV import API), and the mailboxes it created, whose connection tests
     make up its progress."""
 
     workspace_lookup = "workspace"

@@ -98,7 +98,7 @@ def verify_credential(context: TaskContext, credential_id: int) -> str:
 
 @task(takes_context=True)
 def run_bulk_add(context: TaskContext, run_id: int) -> str:
-    """A Graph app-only bulk add (seed 004), from its queued BulkAddRun to its outcome."""
+    """A Graph app-only bulk add (Woodpecker's bulk-add API), from its queued BulkAddRun to its outcome."""
     from fleet import leases
     from fleet.bulk_add import execute
     from fleet.models import BulkAddRun

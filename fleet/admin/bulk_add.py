@@ -27,7 +27,7 @@ from fleet.models import BulkAddRun, Credential, Role, Workspace
 class AnyCredentialField(forms.TypedChoiceField):
     """Offers the user's Graph credentials, but lets any id through: `resolve_credential` then
     checks it against the chosen workspace, so a foreign id is INVALID_CREDENTIAL_ID, as in
-    the API (seed 004)."""
+    the API (Woodpecker's bulk-add API)."""
 
     def valid_value(self, value):
         return True
@@ -122,7 +122,7 @@ class BulkAddRunAdmin(ScopedAdmin):
         ]
 
     def start_view(self, request):
-        """Add Microsoft mailboxes in bulk (seed 004): check the list and the credential, record
+        """Add Microsoft mailboxes in bulk (Woodpecker's bulk-add API): check the list and the credential, record
         the run, and go to its results page (the worker does the rest)."""
         require_role(request, Role.OPERATOR, "Adding mailboxes in bulk")
         form = BulkAddForm(request.user, request.POST or None, request.FILES or None)

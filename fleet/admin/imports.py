@@ -1,7 +1,7 @@
 """CSV/XLSX import and export of mailboxes (django-import-export) and the import batches' pages.
 
 The mailbox list's Import asks for the workspace (the user's own, operator or above), an
-optional tag and the file; the file is checked before the preview (seed 001's messages), the
+optional tag and the file; the file is checked before the preview (SendKit's messages), the
 preview shows what each row will become, and Confirm saves it and opens the batch's page, where a
 progress bar follows the connection tests.
 """

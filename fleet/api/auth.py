@@ -32,7 +32,7 @@ class KeyRejected(exceptions.AuthenticationFailed):
 
 
 def key_from_headers(request) -> str | None:
-    """`X-Api-Key`, else `Authorization: Bearer …`. Seed 000's clients send both headers; the
+    """`X-Api-Key`, else `Authorization: Bearer …`. SendKit's clients send both headers; the
     X-Api-Key one wins, so a placeholder left in the other does not matter."""
     key = request.META.get("HTTP_X_API_KEY", "").strip()
     if key:

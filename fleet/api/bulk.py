@@ -1,4 +1,4 @@
-"""Graph app-only bulk add (seed 004) through `fleet.bulk_add`, the admin's service.
+"""Graph app-only bulk add (Woodpecker's bulk-add API) through `fleet.bulk_add`, the admin's service.
 
 `POST /mailboxes/microsoft/bulk` checks the body and the credential (nothing runs when either is
 wrong), starts the run with `bulk_add.start_run` and then waits, up to API_BULK_WAIT_SECONDS, for
@@ -72,7 +72,7 @@ ACCOUNT_SCHEMA = {
     }
 )
 class AccountsField(serializers.Field):
-    """Seed 004's `accounts`, read by the admin's parser (`bulk_add.parse_records`), so that the
+    """Woodpecker's `accounts`, read by the admin's parser (`bulk_add.parse_records`), so that the
     API and the admin accept and refuse the same lists with the same messages."""
 
     def to_internal_value(self, data) -> list[bulk_add.Account]:
@@ -128,7 +128,7 @@ class DeliverabilitySerializer(serializers.Serializer):
 
 
 class BulkAddResultSerializer(serializers.Serializer):
-    """Seed 004's per-mailbox result, plus two Fleet fields."""
+    """Woodpecker's per-mailbox result, plus two Fleet fields."""
 
     success = serializers.BooleanField(help_text="Whether the mailbox was connected")
     id = serializers.IntegerField(
@@ -157,7 +157,7 @@ class BulkAddResultSerializer(serializers.Serializer):
     )
 
     def to_representation(self, result: BulkAddResult) -> dict:
-        """Seed 004's rules: blanks are null; a mailbox that failed has no id, deliverability
+        """Woodpecker's rules: blanks are null; a mailbox that failed has no id, deliverability
         or uid; an unknown SPF/DKIM answer counts as not correct."""
         data = super().to_representation(result)
         for blank_is_null in ("name", "error", "error_detail"):
@@ -204,7 +204,7 @@ BULK_ENVELOPE = envelope(
     "BulkAddEnvelope",
     BulkAddResultSerializer(
         many=True,
-        help_text="Seed 004's response body: one result per account, in the order sent, for the "
+        help_text="Woodpecker's response body: one result per account, in the order sent, for the "
         "accounts done so far (all of them once the run has ended).",
     ),
     run=BulkAddRunSerializer(help_text="The run: progress, outcome and where to poll it."),
@@ -215,7 +215,7 @@ class InvalidCredentialSerializer(serializers.Serializer):
     success = serializers.BooleanField(help_text="Always false.")
     error = ErrorSerializer()
     message = serializers.CharField(
-        help_text="INVALID_CREDENTIAL_ID: seed 004's 422 body, kept for its clients."
+        help_text="INVALID_CREDENTIAL_ID: Woodpecker's 422 body, kept for its clients."
     )
 
 
@@ -224,7 +224,7 @@ def poll_url(request, run: BulkAddRun) -> str:
 
 
 def answer(view: FleetView, run: BulkAddRun, status: int):
-    """The finished accounts in seed 004's shape (in one query, the mailbox's uid joined in),
+    """The finished accounts in Woodpecker's shape (in one query, the mailbox's uid joined in),
     and the run."""
     results = (
         run.results.filter(done=True).annotate(mailbox_uid=F("mailbox__uid")).order_by("position")
@@ -249,7 +249,7 @@ def wait_for(run: BulkAddRun, seconds: float) -> BulkAddRun:
 
 
 def ended_status(run: BulkAddRun) -> int:
-    """Seed 004: 201 when all submitted mailboxes were connected, 207 when at least one was
+    """Woodpecker's bulk-add API: 201 when all submitted mailboxes were connected, 207 when at least one was
     not."""
     return 201 if run.outcome == BulkAddRun.Outcome.ALL_CONNECTED else 207
 
@@ -271,7 +271,7 @@ class BulkAddMicrosoft(FleetView):
         tags=TAG,
         operation_id="mailboxes_microsoft_bulk",
         summary="Add Microsoft mailboxes in bulk",
-        description="Seed 004: connect up to 500 Microsoft mailboxes with Microsoft Graph "
+        description="Woodpecker's bulk-add API: connect up to 500 Microsoft mailboxes with Microsoft Graph "
         "app-only authentication, as the admin's bulk add. Operators.\n\n"
         "The body is checked first: a body that is not JSON or empty, an `auth_type` other than "
         "APP_ONLY or any bad account → 400, listing every problem; then the credential: none "
@@ -280,7 +280,7 @@ class BulkAddMicrosoft(FleetView):
         "004's top-level `message`). Nothing runs in either case.\n\n"
         "Otherwise the run starts in the task worker and the request waits for it up to "
         "API_BULK_WAIT_SECONDS (default 25): ended in time → **201** when all mailboxes were "
-        "connected, **207** when at least one was not; `data` is seed 004's array of "
+        "connected, **207** when at least one was not; `data` is Woodpecker's array of "
         "per-mailbox results and `run` the run. Still running → **202** with `run.poll_url` "
         "(also in `Location`) to GET until `run.done`.",
         parameters=[WORKSPACE_ID_PARAM, LOCATION_HEADER],
@@ -303,7 +303,7 @@ class BulkAddMicrosoft(FleetView):
     )
     def post(self, request):
         workspace = self.target_workspace()
-        if not request.data:  # no body, `{}`, `[]` or `null`: seed 004's "empty JSON" 400
+        if not request.data:  # no body, `{}`, `[]` or `null`: Woodpecker's "empty JSON" 400
             raise ApiError(errors.API_MALFORMED_REQUEST, 400)
         data = self.validated(BulkAddSerializer)
         credential = bulk_add.resolve_credential(workspace, data.get("credential_id"))
@@ -325,7 +325,7 @@ class BulkAddRunDetail(FleetView):
         operation_id="mailboxes_microsoft_bulk_get",
         summary="Bulk add: progress and results",
         description="A bulk add run started by `POST /mailboxes/microsoft/bulk`: always 200, "
-        "with `run` (status, outcome, counts) and in `data` seed 004's per-mailbox results of "
+        "with `run` (status, outcome, counts) and in `data` Woodpecker's per-mailbox results of "
         "the accounts done so far (all of them once `run.done`). Viewers; another workspace's "
         "run is 404.",
         responses={200: BULK_ENVELOPE},

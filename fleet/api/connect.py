@@ -1,4 +1,4 @@
-"""Microsoft OAuth connect (seeds 000 and 002) and consent requests (seed 003), on the same
+"""Microsoft OAuth connect (SendKit's and Mailivery's connect APIs) and consent requests (InboxKit's consent-request API), on the same
 service as the admin: `fleet.consent`."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from fleet.api.schema import WORKSPACE_ID_PARAM, ErrorEnvelopeSerializer, envelo
 from fleet.api.serializers import MAX_ID, ErrorRefSerializer
 from fleet.models import ConsentRequest, Mailbox, Role
 
-# Seed 000's text, word for word.
+# SendKit's text, word for word.
 INSTRUCTIONS = (
     "Open this URL in a browser. After authorizing, the mailbox will be created automatically "
     "in your workspace."
@@ -40,7 +40,7 @@ class ConnectOutlookSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
     @extend_schema_field(OpenApiTypes.URI)
-    def get_authUrl(self, consent_request: ConsentRequest) -> str:  # seed 000 spells it so
+    def get_authUrl(self, consent_request: ConsentRequest) -> str:  # SendKit's OAuth connect API spells it so
         return self.context["auth_url"]
 
     def get_instructions(self, consent_request: ConsentRequest) -> str:
@@ -88,7 +88,7 @@ class ConnectOutlook(ConnectView):
 
 
 class MetaField(serializers.JSONField):
-    """Seed 002's `meta` object: a JSON object, or in a form a JSON text (or `meta[key]`
+    """Mailivery's `meta` object: a JSON object, or in a form a JSON text (or `meta[key]`
     fields, as PHP-style clients send nested objects)."""
 
     def get_value(self, dictionary):
@@ -117,7 +117,7 @@ class MetaField(serializers.JSONField):
 
 
 class ConnectMicrosoftSerializer(serializers.Serializer):
-    """Seed 002's body (JSON or multipart/form-data)."""
+    """Mailivery's body (JSON or multipart/form-data)."""
 
     first_name = serializers.CharField(max_length=255, required=False)
     last_name = serializers.CharField(
@@ -146,7 +146,7 @@ class ConnectMicrosoft(ConnectView):
         tags=["Mailboxes"],
         operation_id="mailboxes_connect_microsoft",
         summary="Connect a Microsoft mailbox",
-        description="Seed 002: validates the mailbox's details and returns the OAuth URL. "
+        description="Mailivery's Microsoft connect API: validates the mailbox's details and returns the OAuth URL. "
         "After the owner consents, the mailbox is created `pending`, the workspace's webhook "
         "receives `mailbox.pending`, and `POST /mailboxes/{uid}/warmup/start` confirms it. "
         "The email must not belong to a mailbox of the workspace yet. Send an `X-Request-Id` "
@@ -193,9 +193,9 @@ class ConnectMicrosoft(ConnectView):
         return self.start_new_mailbox_consent(workspace, request_data)
 
 
-# --- Consent requests (seed 003) ----------------------------------------------------------------
+# --- Consent requests (InboxKit's consent-request API) ----------------------------------------------------------------
 
-INITIATED = "Consent request initiated successfully"  # seed 003's text
+INITIATED = "Consent request initiated successfully"  # InboxKit's text
 
 
 class InitiateSerializer(serializers.Serializer):
@@ -237,11 +237,11 @@ class ConsentRequestSerializer(serializers.Serializer):
 
 
 def seed_003(name: str, data, **extra):
-    """Seed 003's clients read `error: false` and `message` beside `data`."""
+    """InboxKit's clients read `error: false` and `message` beside `data`."""
     return envelope(
         name,
         data,
-        error=serializers.BooleanField(help_text="Always false (seed 003's clients read it)."),
+        error=serializers.BooleanField(help_text="Always false (InboxKit's clients read it)."),
         message=serializers.CharField(),
         **extra,
     )

@@ -43,7 +43,7 @@ def fail(error: ErrorCode, status: int, message: str = "", headers=None, **extra
 
 class ApiError(exceptions.APIException):
     """Raised by API code for a catalogue error with an HTTP status; `fields` names the
-    offending fields, `extra` adds top-level keys (seed compatibility, e.g. seed 004's 422)."""
+    offending fields, `extra` adds top-level keys (vendor compatibility, e.g. Woodpecker's 422)."""
 
     def __init__(
         self,
@@ -89,7 +89,7 @@ def _flatten(value):
 STATUS_FOR_CODE = {
     errors.NOT_FOUND.code: 404,
     errors.PERMISSION_DENIED.code: 403,
-    errors.INVALID_CREDENTIAL_ID.code: 422,  # seed 004
+    errors.INVALID_CREDENTIAL_ID.code: 422,  # Woodpecker's bulk-add API
     errors.MAILBOX_NOT_APPROVED.code: 409,
     errors.MAILBOX_NOT_ACTIVE.code: 409,
     errors.NO_TOTP_SECRET.code: 404,
@@ -125,7 +125,7 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     if isinstance(exc, FleetError):
         response = fail(exc.error, status_for(exc.error), exc.message)
         if exc.error is errors.INVALID_CREDENTIAL_ID:
-            response.data["message"] = exc.code  # seed 004's 422 body: {"message": "INVALID_…"}
+            response.data["message"] = exc.code  # Woodpecker's 422 body: {"message": "INVALID_…"}
         return response
     if isinstance(exc, exceptions.ValidationError):
         message, fields = _first_message(exc.detail)

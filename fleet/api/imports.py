@@ -1,4 +1,4 @@
-"""CSV import of app-password mailboxes (seed 001), through `fleet.imports.import_mailboxes`,
+"""CSV import of app-password mailboxes (SendKit's CSV import API), through `fleet.imports.import_mailboxes`,
 the admin's import."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class ImportOutlook(FleetView):
         "OAuth). Maximum 500 per import. SMTP/IMAP settings are filled in; mailboxes are "
         "created `pending` and their connections are tested in the background. A file that is "
         "missing, empty, lacks the columns or has too many rows is refused whole "
-        "(VALIDATION_ERROR with seed 001's message) and nothing is written. The file may also "
+        "(VALIDATION_ERROR with SendKit's message) and nothing is written. The file may also "
         "be sent as a plain form field holding the CSV text. Operators.",
         parameters=[WORKSPACE_ID_PARAM],
         request={
@@ -67,7 +67,7 @@ class ImportOutlook(FleetView):
         workspace = self.target_workspace()
         upload = request.FILES.get("file")
         if upload is None and isinstance(request.data.get("file"), str):
-            # `curl --form file=…` / requests' `data=` send the CSV as a text field (seed 001).
+            # `curl --form file=…` / requests' `data=` send the CSV as a text field (SendKit's CSV import API).
             upload = request.data["file"].encode() or None
         tag = request.data.get("tag", "")
         # Over 64 characters: VALIDATION_ERROR, as in the admin (the service checks it).

@@ -1,6 +1,6 @@
 """Request ids, body size limit and one log line per API request.
 
-Every API request gets an id: the caller's `X-Request-Id` when it is a sane token (seed 002's
+Every API request gets an id: the caller's `X-Request-Id` when it is a sane token (Mailivery's
 clients send one "for logging"), else a new UUID. It is returned in the `X-Request-Id` header
 and written in the log line, so a caller's report can be matched to the server's log.
 """
