@@ -111,6 +111,12 @@ class BulkAddSerializer(serializers.Serializer):
         "left out only when the workspace has exactly one valid Graph credential.",
     )
     accounts = AccountsField()
+    convert = serializers.BooleanField(
+        default=False,
+        help_text="Also switch mailboxes already connected by Microsoft OAuth consent to Graph "
+        "app-only (their token upkeep stops). Without it they are kept as they are and reported "
+        "`ALREADY_CONNECTED`.",
+    )
 
 
 # --- The answer ----------------------------------------------------------------------------------
@@ -315,7 +321,9 @@ class BulkAddMicrosoft(APIView):
         body.is_valid(raise_exception=True)
         data = body.validated_data
         credential = bulk_add.resolve_credential(workspace, data.get("credential_id"))
-        run = bulk_add.start_run(workspace, credential, data["accounts"], request.user)
+        run = bulk_add.start_run(
+            workspace, credential, data["accounts"], request.user, convert=data["convert"]
+        )
         run = wait_for(run, settings.API_BULK_WAIT_SECONDS)
         status = ended_status(run) if run.status in ENDED else 202
         response = answer(request, run, status)
