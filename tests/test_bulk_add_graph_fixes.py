@@ -228,3 +228,43 @@ def test_an_access_policy_refusal_stays_the_mailboxes(graph_credential, sandbox)
     graph_credential.refresh_from_db()
     assert graph_credential.status == Credential.Status.VALID
     assert BulkAddRun.objects.get().status == "finished"
+
+
+def test_the_api_takes_convert_as_a_json_boolean(graph_credential, api, api_keys, settings):
+    settings.API_BULK_WAIT_SECONDS = 0  # the worker is not running: 202 at once
+    path = "/api/v1/mailboxes/microsoft/bulk"
+    accounts = [{"mailbox_email": "ava@acme-outreach.com"}]
+    for wrong in ("yes", 1, None):
+        refused = api(
+            "post", path, api_keys["a_operator"], data={"accounts": accounts, "convert": wrong}
+        )
+        assert refused.status_code == 400, refused.content
+        assert "convert" in refused.json()["error"]["fields"]
+    assert not BulkAddRun.objects.exists()
+    started = api(
+        "post", path, api_keys["a_operator"], data={"accounts": accounts, "convert": True}
+    )
+    assert started.status_code == 202, started.content
+    plain = api("post", path, api_keys["a_operator"], data={"accounts": accounts})
+    assert plain.status_code == 202
+    assert list(BulkAddRun.objects.order_by("created_at").values_list("convert", flat=True)) == [
+        True,
+        False,
+    ]
+
+
+def test_the_admin_form_offers_convert(graph_credential, ws_a, personas, client_for):
+    from django.urls import reverse
+
+    client = client_for(personas["alice"])
+    start = reverse("admin:fleet_bulkaddrun_start")
+    form = client.get(start).content.decode()
+    assert 'name="convert"' in form and "ALREADY_CONNECTED" in form
+    for ticked in (True, False):
+        data = {"workspace": ws_a.pk, "accounts": "ava@acme-outreach.com"}
+        answer = client.post(start, {**data, **({"convert": "on"} if ticked else {})})
+        assert answer.status_code == 302
+    assert list(BulkAddRun.objects.order_by("created_at").values_list("convert", flat=True)) == [
+        True,
+        False,
+    ]

@@ -96,6 +96,15 @@ class StrictIdField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only: DRF's BooleanField would also take "yes" or 1."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class BulkAddSerializer(serializers.Serializer):
     auth_type = serializers.ChoiceField(
         choices=["APP_ONLY"],
@@ -111,7 +120,7 @@ class BulkAddSerializer(serializers.Serializer):
         "left out only when the workspace has exactly one valid Graph credential.",
     )
     accounts = AccountsField()
-    convert = serializers.BooleanField(
+    convert = StrictBooleanField(
         default=False,
         help_text="Also switch mailboxes already connected by Microsoft OAuth consent to Graph "
         "app-only (their token upkeep stops). Without it they are kept as they are and reported "
