@@ -387,6 +387,11 @@ OAUTH_STATE_TTL = _env("OAUTH_STATE_TTL", env.int, 15 * 60)
 CONSENT_REQUEST_TTL_DAYS = _env("CONSENT_REQUEST_TTL_DAYS", env.int, 7)
 # Access tokens expiring within this many seconds are refreshed by the upkeep task.
 TOKEN_REFRESH_AHEAD = _env("TOKEN_REFRESH_AHEAD", env.int, 15 * 60)
+# A move off Basic auth (fleet/move.py) holds its run for this many seconds, renewed after every
+# chunk of 20 mailboxes; a run whose worker died is queued again by the reaper once it expires.
+MOVE_LEASE_SECONDS = _env("MOVE_LEASE_SECONDS", env.int, 5 * 60)
+if MOVE_LEASE_SECONDS < 1:
+    raise ImproperlyConfigured("MOVE_LEASE_SECONDS must be at least 1")
 
 # Microsoft Graph retries (fleet/microsoft/graph.py): attempts per request (429 and 5xx alike),
 # the first backoff in seconds after a 5xx (doubling), and the longest Retry-After honoured.

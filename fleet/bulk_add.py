@@ -12,22 +12,32 @@ per account with an error code from the catalogue.
   write checks the lease. If the worker dies, the reaper (`reclaim_expired`) puts the run back
   in the queue and a new task goes on with the results not yet done: a chunk is written whole
   or not at all, and mailboxes are matched by address, so nothing shows twice.
+- Graph finds `/users/{key}` by sign-in name (UPN), which need not be the mail address: a mailbox
+  is stored under the user's `mail` (primary) address and deduplicated by Graph user id, so the
+  UPN and the mail address of one user make one mailbox (`take_user`, `save_mailboxes`).
+- A mailbox already connected by OAuth consent is kept as it is (ALREADY_CONNECTED) unless the
+  run was started with `convert`.
+- Accounts that ended THROTTLED get one last pass after the longest Retry-After Graph asked for
+  (`retry_throttled`); a run whose every account Graph refused for a missing application
+  permission is the credential's problem, not N mailboxes' (`fail_for_permissions`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Lower, Now
 from django.utils import timezone
 
@@ -42,7 +52,15 @@ from fleet.microsoft.graph import (
     odata_string,
     user_path,
 )
-from fleet.models import BulkAddResult, BulkAddRun, Credential, Mailbox, Role, Workspace
+from fleet.models import (
+    BulkAddResult,
+    BulkAddRun,
+    Credential,
+    Mailbox,
+    MailboxEvent,
+    Role,
+    Workspace,
+)
 from fleet.tasks import enqueue_on_commit, run_bulk_add
 from fleet.uploads import read_rows, read_upload
 
@@ -190,11 +208,17 @@ def resolve_credential(workspace: Workspace, credential_id: int | None) -> Crede
 
 # --- starting a run ---------------------------------------------------------------------------
 def start_run(
-    workspace: Workspace, credential: Credential, accounts: list[Account], user=None
+    workspace: Workspace,
+    credential: Credential,
+    accounts: list[Account],
+    user=None,
+    *,
+    convert: bool = False,
 ) -> BulkAddRun:
     """Record the run and one pending result per account; the task starts once this commits.
     `user` (None for the platform itself) must be an operator of the workspace, and the
-    credential a Graph app-only one of that same workspace."""
+    credential a Graph app-only one of that same workspace. `convert` switches mailboxes already
+    connected by OAuth consent to Graph app-only too (else they are kept: ALREADY_CONNECTED)."""
     if user is not None and not access.has_role(user, Role.OPERATOR, workspace.pk):
         raise FleetError(errors.PERMISSION_DENIED, f"You are not an operator of {workspace}.")
     if credential.workspace_id != workspace.pk or credential.kind != Credential.Kind.GRAPH_APP_ONLY:
@@ -206,7 +230,11 @@ def start_run(
         raise AccountsInvalid(["No accounts given: add at least one mailbox address."])
     with transaction.atomic():
         run = BulkAddRun.objects.create(
-            workspace=workspace, credential=credential, created_by=user, total=len(accounts)
+            workspace=workspace,
+            credential=credential,
+            created_by=user,
+            total=len(accounts),
+            convert=convert,
         )
         BulkAddResult.objects.bulk_create(
             BulkAddResult(run=run, position=n, email=a.email, name=a.name)
@@ -228,10 +256,17 @@ class Outcome:
     graph_name: str = ""
     error: ErrorCode | None = None
     detail: str = ""
+    mail: str = ""  # the user's mail address, when `email` was their sign-in name (UPN)
+    mailbox: Mailbox | None = None  # set when recorded
 
     @property
     def success(self) -> bool:
         return self.error is None and bool(self.graph_user_id)
+
+    @property
+    def address(self) -> str:
+        """The address the mailbox is stored under."""
+        return self.mail or self.email
 
 
 USER_FIELDS = "id,displayName,mail,userPrincipalName"
@@ -269,8 +304,7 @@ def check_chunk(client: GraphClient, chunk: list[tuple[int, Account]]) -> list[O
                 outcome, answer = outcomes[n], answers[str(n)]
                 if kind[n] == "lookup":
                     if answer.ok:
-                        outcome.graph_user_id = answer.body.get("id", "")
-                        outcome.graph_name = answer.body.get("displayName") or ""
+                        take_user(outcome, answer.body)
                         next_stage[n], kind[n] = (
                             settings_request(n, outcome.graph_user_id),
                             "settings",
@@ -291,8 +325,7 @@ def check_chunk(client: GraphClient, chunk: list[tuple[int, Account]]) -> list[O
                     primary = (user.get("mail") or user.get("userPrincipalName") or "").lower()
                     if primary == outcome.email:
                         # The primary address, with a different sign-in name (UPN).
-                        outcome.graph_user_id = user.get("id", "")
-                        outcome.graph_name = user.get("displayName") or ""
+                        take_user(outcome, user)
                         next_stage[n], kind[n] = (
                             settings_request(n, outcome.graph_user_id),
                             "settings",
@@ -309,12 +342,41 @@ def check_chunk(client: GraphClient, chunk: list[tuple[int, Account]]) -> list[O
     return list(outcomes.values())
 
 
+def take_user(outcome: Outcome, user: dict) -> None:
+    """The Graph user found for the account. `/users/{key}` matches the sign-in name (UPN),
+    which need not be the user's mail address (`vng@contoso.onmicrosoft.com` for
+    `victor.ng@contoso.com`): such a mailbox is stored under its mail address, which is what
+    sends and receives, and the result says so."""
+    outcome.graph_user_id = user.get("id", "")
+    outcome.graph_name = user.get("displayName") or ""
+    mail = (user.get("mail") or "").strip().lower()
+    if mail and mail != outcome.email:
+        outcome.mail = mail
+        outcome.detail = (
+            f"{outcome.email} is the sign-in name (UPN) of {mail}: the mailbox is stored under "
+            "its mail address"
+        )[:500]
+
+
 def fail(outcome: Outcome, answer) -> None:
     outcome.error = catalogue_error(answer.error)
     # Microsoft's message without its Trace ID tail; the IDs, on one line, for a support ticket.
     trace = getattr(answer.error, "trace", "")
-    outcome.detail = (answer.error.message + (f" [{trace}]" if trace else ""))[:500]
+    message = answer.error.message + (f" [{trace}]" if trace else "")
+    # Graph's 403 on a `/users` read (no user found yet) or its Authorization_RequestDenied on
+    # mailboxSettings is the app lacking an application permission, not this mailbox's access
+    # policy (that one answers ErrorAccessDenied): https://learn.microsoft.com/graph/errors
+    missing = ""
+    if answer.status == 403 and not outcome.graph_user_id:
+        missing = "User.Read.All"
+    elif answer.error.code == "Authorization_RequestDenied":
+        missing = "MailboxSettings.Read"
+    if missing:
+        outcome.error = errors.APP_PERMISSION_MISSING
+        message = f"The app lacks the application permission {missing}: {message}"
+    outcome.detail = message[:500]
     outcome.graph_user_id = ""
+    outcome.mail = ""
 
 
 def execute(run: BulkAddRun, owner: str | None = None) -> BulkAddRun:
@@ -366,6 +428,10 @@ def _execute(run: BulkAddRun, owner: str) -> BulkAddRun:
         domains = dns.submit(check_domains, {a.email.rsplit("@", 1)[1] for _, a in accounts})
         for outcomes in client.pipeline(accounts, check_chunk):
             record(run, outcomes, domains.result(), owner)
+        retry_throttled(run, client, domains.result(), owner)
+    if fail_for_permissions(run, owner):
+        run.refresh_from_db()
+        return run
     run.refresh_from_db()
     run.status = BulkAddRun.Status.FINISHED
     run.outcome = outcome_of(run)
@@ -390,25 +456,40 @@ def outcome_of(run: BulkAddRun) -> str:
     return BulkAddRun.Outcome.REJECTED
 
 
-@transaction.atomic
+def domain_of(address: str) -> str:
+    return address.rsplit("@", 1)[1]
+
+
 def record(
-    run: BulkAddRun, outcomes: list[Outcome], domains: dict[str, DomainCheck], owner: str
+    run: BulkAddRun,
+    outcomes: list[Outcome],
+    domains: dict[str, DomainCheck],
+    owner: str,
+    *,
+    again: bool = False,
 ) -> None:
     """One chunk: its mailboxes created or updated, its results and the run's counts, in a few
     queries for the whole chunk, whatever its size. Only while `owner` holds the run's lease
-    (LeaseLost otherwise, and nothing of the chunk is written)."""
+    (LeaseLost otherwise, and nothing of the chunk is written). `again`: the chunk is the retry
+    pass's, and replaces THROTTLED results instead of pending ones."""
+    # A sign-in name's mail address may be in a domain the run did not check yet.
+    unchecked = {domain_of(o.address) for o in outcomes if o.success} - domains.keys()
+    if unchecked:
+        domains.update(check_domains(unchecked))
+    with transaction.atomic():
+        # First, so that the run's row is locked for the chunk: the lease cannot move meanwhile.
+        held = BulkAddRun.objects.select_for_update().filter(pk=run.pk, lease_owner=owner)
+        if not held.exists():
+            raise leases.LeaseLost(str(run.uid))
+        _record(run, outcomes, domains, again)
+
+
+def _record(
+    run: BulkAddRun, outcomes: list[Outcome], domains: dict[str, DomainCheck], again: bool
+) -> None:
     now = timezone.now()
-    successes = [o for o in outcomes if o.success]
-    # First, so that the run's row is locked for the chunk: the lease cannot move meanwhile.
-    counted = BulkAddRun.objects.filter(pk=run.pk, lease_owner=owner).update(
-        processed=F("processed") + len(outcomes),
-        connected=F("connected") + len(successes),
-        failed=F("failed") + len(outcomes) - len(successes),
-    )
-    if not counted:
-        raise leases.LeaseLost(str(run.uid))
-    successes = [o for o in outcomes if o.success]
-    mailboxes = save_mailboxes(run, successes, domains, now)
+    save_mailboxes(run, [o for o in outcomes if o.success], domains, now)
+    successes = [o for o in outcomes if o.success]  # those kept as they were are not
     results = []
     for o in outcomes:
         result = BulkAddResult(
@@ -420,37 +501,120 @@ def record(
             success=o.success,
             error_code=o.error.code if o.error else "",
             error_detail=o.detail,
+            mailbox=o.mailbox,
         )
         if o.success:
-            check = domains.get(o.email.rsplit("@", 1)[1])
-            result.mailbox = mailboxes[o.email]
+            check = domains.get(domain_of(o.address))
             result.spf_correct = check.spf_correct if check else None
             result.dkim_correct = check.dkim_correct if check else None
             result.dmarc_correct = check.dmarc_correct if check else None
             result.mx_correct = check.mx_correct if check else None
             if check and check.error:  # reported, and the mailbox is connected all the same
-                result.error_detail = f"SPF/DKIM/DMARC/MX unknown: {check.error}"
+                result.error_detail = "; ".join(
+                    filter(None, [o.detail, f"SPF/DKIM/DMARC/MX unknown: {check.error}"])
+                )[:500]
         results.append(result)
     # The pending rows are replaced by the finished ones: two statements for the chunk, where a
     # bulk_update would build a CASE per field and row.
-    run.results.filter(position__in=[o.position for o in outcomes], done=False).delete()
+    replaced = Q(error_code=errors.THROTTLED.code, done=True) if again else Q(done=False)
+    run.results.filter(replaced, position__in=[o.position for o in outcomes]).delete()
     BulkAddResult.objects.bulk_create(results)
+    if again:  # already counted: failures that now connected move over
+        counts = {
+            "connected": F("connected") + len(successes),
+            "failed": F("failed") - len(successes),
+        }
+    else:
+        counts = {
+            "processed": F("processed") + len(outcomes),
+            "connected": F("connected") + len(successes),
+            "failed": F("failed") + len(outcomes) - len(successes),
+        }
+    BulkAddRun.objects.filter(pk=run.pk).update(**counts)
+
+
+def retry_throttled(
+    run: BulkAddRun, client: GraphClient, domains: dict[str, DomainCheck], owner: str
+) -> int:
+    """One last, bounded pass over the accounts whose retries ran out under 429s: after the
+    longest Retry-After Graph asked for in this run (at most GRAPH_MAX_RETRY_AFTER), the way
+    Graph asks to be approached (https://learn.microsoft.com/graph/throttling). Steady throttling
+    at 30 % leaves about 1 in 100 accounts THROTTLED after their own retries; this pass clears
+    them. Returns how many accounts were tried again."""
+    left = list(
+        run.results.filter(error_code=errors.THROTTLED.code, done=True)
+        .order_by("position")
+        .values_list("position", "email", "name")
+    )
+    if not left:
+        return 0
+    wait = client.longest_retry_after or settings.GRAPH_RETRY_BACKOFF
+    time.sleep(max(0.0, min(wait, settings.GRAPH_MAX_RETRY_AFTER)))
+    accounts = [(n, Account(email, name)) for n, email, name in left]
+    for outcomes in client.pipeline(accounts, check_chunk):
+        record(run, outcomes, domains, owner, again=True)
+    return len(left)
+
+
+def fail_for_permissions(run: BulkAddRun, owner: str) -> bool:
+    """When Graph refused every account for a missing application permission (403
+    Authorization_RequestDenied on `/users`, or on mailboxSettings), the run fails with
+    APP_PERMISSION_MISSING naming it and the credential is marked so: one credential problem
+    for the manager to fix, not N mailbox problems. True when the run was failed."""
+    results = run.results.all()
+    if (
+        not results.exists()
+        or results.exclude(error_code=errors.APP_PERMISSION_MISSING.code).exists()
+    ):
+        return False
+    missing = [
+        p
+        for p in Credential.GRAPH_PERMISSIONS
+        if results.filter(error_detail__contains=f"application permission {p}:").exists()
+    ] or ["User.Read.All"]
+    failure = FleetError(
+        errors.APP_PERMISSION_MISSING,
+        f"The app lacks the Microsoft Graph application permission {', '.join(missing)}: Graph "
+        f"refused every account of this bulk add (403 Authorization_RequestDenied). Add it with "
+        "admin consent, Verify the credential, then run the bulk add again.",
+    )
+    credential = run.credential
+    if credential is not None:
+        credential.permissions = {**credential.permissions, **dict.fromkeys(missing, False)}
+        credential.save(update_fields=["permissions"])
+        record_outcome(credential, failure)
+    BulkAddRun.objects.filter(pk=run.pk, lease_owner=owner).update(
+        status=BulkAddRun.Status.FAILED,
+        outcome=BulkAddRun.Outcome.REJECTED,
+        error_code=failure.code,
+        error_message=failure.message,
+        finished_at=timezone.now(),
+        lease_owner="",
+        lease_expires_at=None,
+    )
+    return True
 
 
 def save_mailboxes(
     run: BulkAddRun, successes: list[Outcome], domains: dict[str, DomainCheck], now
-) -> dict[str, Mailbox]:
-    """Create the chunk's new mailboxes and update the existing ones (matched by address,
-    case-insensitively: running the same list again creates no duplicate)."""
+) -> None:
+    """Create the chunk's new mailboxes and update the existing ones, setting each outcome's
+    `mailbox`. A mailbox is matched by its address (case-insensitively) or by its Graph user id:
+    running the same list again, or listing a user's sign-in name beside their mail address,
+    creates no duplicate. A mailbox connected by OAuth consent is left as it is (its outcome
+    becomes ALREADY_CONNECTED) unless the run converts."""
     if not successes:
-        return {}
+        return
     workspace = run.workspace
-    existing = {
-        m.email.lower(): m
-        for m in Mailbox.objects.annotate(address=Lower("email")).filter(
-            workspace=workspace, address__in=[o.email for o in successes]
+    found = list(
+        Mailbox.objects.annotate(address=Lower("email")).filter(
+            Q(address__in={o.address for o in successes})
+            | Q(graph_user_id__in={o.graph_user_id for o in successes}),
+            workspace=workspace,
         )
-    }
+    )
+    by_address = {m.address: m for m in found}
+    by_user = {m.graph_user_id: m for m in found if m.graph_user_id}
     fields = [
         "display_name",
         "auth_method",
@@ -463,12 +627,29 @@ def save_mailboxes(
         "mx_correct",
         "last_checked_at",
     ]
-    new = []
+    chunk: dict[str, Mailbox] = {}  # Graph user id → its mailbox in this chunk
+    new: list[Mailbox] = []
+    changed: dict[int, Mailbox] = {}
+    converted: list[Mailbox] = []
     for o in successes:
-        check = domains.get(o.email.rsplit("@", 1)[1])
-        mailbox = existing.get(o.email) or mailboxes.new(
-            workspace, o.email, Mailbox.AuthMethod.GRAPH_APP_ONLY
-        )
+        seen = chunk.get(o.graph_user_id)
+        mailbox = seen or by_address.get(o.address) or by_user.get(o.graph_user_id)
+        if mailbox is None:
+            mailbox = mailboxes.new(workspace, o.address, Mailbox.AuthMethod.GRAPH_APP_ONLY)
+            new.append(mailbox)
+        chunk[o.graph_user_id] = o.mailbox = mailbox
+        if seen is not None and not o.detail:
+            o.detail = f"the same Microsoft 365 user as {seen.email}: one mailbox"
+        if mailbox.auth_method == Mailbox.AuthMethod.OAUTH:
+            if not run.convert:
+                o.error = errors.ALREADY_CONNECTED
+                o.detail = "; ".join(filter(None, [o.detail, "kept as it is (OAuth)"]))[:500]
+                continue
+            converted.append(mailbox)
+            o.detail = "; ".join(
+                filter(None, [o.detail, "switched from OAuth to Graph app-only (convert)"])
+            )[:500]
+        check = domains.get(domain_of(o.address))
         mailbox.display_name = o.name or o.graph_name or mailbox.display_name
         mailbox.auth_method = Mailbox.AuthMethod.GRAPH_APP_ONLY
         mailbox.graph_user_id = o.graph_user_id
@@ -479,8 +660,8 @@ def save_mailboxes(
         mailbox.dmarc_policy = check.dmarc_policy if check else ""
         mailbox.mx_correct = check.mx_correct if check else None
         mailbox.last_checked_at = mailbox.updated_at = now
-        if mailbox.pk is None:
-            new.append(mailbox)
+        if mailbox.pk is not None:
+            changed[mailbox.pk] = mailbox
     try:
         with transaction.atomic():
             Mailbox.objects.bulk_create(new)
@@ -490,29 +671,37 @@ def save_mailboxes(
             mailbox.pk = None
             mailbox.pk = (
                 Mailbox.objects.annotate(address=Lower("email"))
-                .filter(workspace=workspace, address=mailbox.email)
+                .filter(workspace=workspace, address=mailbox.email.lower())
                 .values_list("pk", flat=True)
                 .first()
             )
             mailbox._state.adding = mailbox.pk is None
             mailbox.save()
-    Mailbox.objects.bulk_update(list(existing.values()), [*fields, "updated_at"])
-    saved = {**existing, **{m.email.lower(): m for m in new}}
-    for mailbox in saved.values():
+    Mailbox.objects.bulk_update(list(changed.values()), [*fields, "updated_at"])
+    saved = [*changed.values(), *new]
+    for mailbox in saved:
         mailbox.workspace = workspace  # for webhooks, without a query each
+    if converted:
+        MailboxEvent.objects.bulk_create(
+            MailboxEvent(
+                workspace_id=workspace.pk,
+                mailbox=m,
+                email=m.email,
+                kind=MailboxEvent.Kind.NOTE,
+                message="Switched from OAuth to Graph app-only by a bulk add with 'convert'",
+                actor=run.created_by,
+                via="task",
+            )
+            for m in converted
+        )
     # A disabled mailbox stays disabled: re-enabling it is a manager's decision.
     Mailbox.set_status_many(
-        [
-            m
-            for m in saved.values()
-            if m.status not in (Mailbox.Status.ACTIVE, Mailbox.Status.DISABLED)
-        ],
+        [m for m in saved if m.status not in (Mailbox.Status.ACTIVE, Mailbox.Status.DISABLED)],
         Mailbox.Status.ACTIVE,
         message="Found in Microsoft Graph (bulk add)",
         actor=run.created_by,
         via="task",
     )
-    return saved
 
 
 def fail_run(run: BulkAddRun, failure: FleetError, owner: str) -> BulkAddRun:

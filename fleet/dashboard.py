@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from urllib.parse import urlencode
 
-from django.db.models import Count
+from django.db.models import Count, Max, Q, Window
 from django.db.models.functions import TruncDate
 from django.urls import reverse
 from django.utils import timezone
@@ -33,6 +33,8 @@ TREND_DAYS = 30
 CHART_AXIS = 100  # y of the axis in the SVG's 620 by 212 view box
 CHART_BAR_MAX = 90  # the tallest bar, in view-box units
 CHART_SLOT = 20  # view-box units per day
+DOMAINS_SHOWN = 12  # the deliverability block: domains with problems first
+CHECKS = ("spf", "dkim", "dmarc", "mx")
 
 
 @dataclass
@@ -62,6 +64,26 @@ class TrendDay:
 
 
 @dataclass
+class DomainHealth:
+    """SPF, DKIM, DMARC and MX of one domain of the user's mailboxes, each `ok`, `missing` (some
+    mailbox of the domain was found without it) or `unknown` (never checked)."""
+
+    domain: str
+    mailboxes: int
+    url: str
+    spf: str = "unknown"
+    dkim: str = "unknown"
+    dmarc: str = "unknown"
+    dmarc_policy: str = ""
+    mx: str = "unknown"
+    problems: int = 0  # mailboxes of the domain with a check found missing
+
+    @property
+    def checks(self) -> list[tuple[str, str]]:
+        return [("SPF", self.spf), ("DKIM", self.dkim), ("DMARC", self.dmarc), ("MX", self.mx)]
+
+
+@dataclass
 class Dashboard:
     workspaces: list[Workspace]
     selected: Workspace | None
@@ -80,6 +102,10 @@ class Dashboard:
     # App-password mailboxes still in use: what Basic auth's end (MC786329) stops.
     basic_auth_affected: Figure | None = None
     basic_auth_refused: Figure | None = None  # already refused: 550 5.7.30 / 535 5.7.139
+    # Deliverability per domain (Outlook.com rejects bulk senders without SPF, DKIM and DMARC:
+    # 550 5.7.515 since 5 May 2025); consumer addresses are Microsoft's domains, left out.
+    domains: list[DomainHealth] = field(default_factory=list)
+    domain_count: int = 0
 
     @property
     def trend_max(self) -> int:
@@ -186,6 +212,7 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
         plan_url,
     )
 
+    board.domains, board.domain_count = _domains(mailboxes, ws_param)
     board.trend = _trend(scoped(MailboxEvent), ws_param)
 
     consents = scoped(ConsentRequest).aggregate(
@@ -215,6 +242,44 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
     board.recent_bulk_adds = list(scoped(BulkAddRun).select_related("workspace")[:5])
     board.recent_imports = list(scoped(ImportBatch).select_related("workspace")[:5])
     return board
+
+
+def _domains(mailboxes, ws_param: dict) -> tuple[list[DomainHealth], int]:
+    """The DOMAINS_SHOWN domains with the most mailboxes missing a check (then the largest), and
+    how many domains there are: one aggregate query whatever the fleet's size."""
+    own = mailboxes.exclude(provider=Mailbox.Provider.OUTLOOK_COM)
+    counts = {}
+    for check in CHECKS:
+        counts[f"{check}_ok"] = Count("id", filter=Q(**{f"{check}_correct": True}))
+        counts[f"{check}_bad"] = Count("id", filter=Q(**{f"{check}_correct": False}))
+    problems = Count(
+        "id",
+        filter=Q(spf_correct=False)
+        | Q(dkim_correct=False)
+        | Q(dmarc_correct=False)
+        | Q(mx_correct=False),
+    )
+    rows = list(
+        own.values("domain")
+        .annotate(n=Count("id"), problems=problems, policy=Max("dmarc_policy"), **counts)
+        # COUNT(*) OVER () after GROUP BY: how many domains in all, in the same query.
+        .annotate(domains=Window(Count("*")))
+        .order_by("-problems", "-n", "domain")[:DOMAINS_SHOWN]
+    )
+    found = []
+    for row in rows:
+        health = DomainHealth(
+            row["domain"],
+            row["n"],
+            changelist(Mailbox, domain=row["domain"], **ws_param),
+            dmarc_policy=row["policy"] or "",
+            problems=row["problems"],
+        )
+        for check in CHECKS:
+            state = "missing" if row[f"{check}_bad"] else "ok" if row[f"{check}_ok"] else "unknown"
+            setattr(health, check, state)
+        found.append(health)
+    return found, (rows[0]["domains"] if found else 0)
 
 
 def _trend(events, ws_param: dict) -> list[TrendDay]:

@@ -421,6 +421,13 @@ class Mailbox(models.Model):
             # The list's default order, ORDER BY email, id DESC LIMIT 100, read from the index
             # instead of sorting the whole fleet.
             models.Index(fields=["email", "-id"], name="mailbox_email_order"),
+            # A bulk add matches Graph users to mailboxes by id as well as by address (a UPN and
+            # a mail address of one user are one mailbox); only Graph mailboxes carry one.
+            models.Index(
+                fields=["workspace", "graph_user_id"],
+                name="mailbox_ws_graph_user",
+                condition=~Q(graph_user_id=""),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -49,10 +49,15 @@ from fleet.models import (
 Group = MoveItem.Group
 State = MoveItem.State
 
-LEASE = timedelta(minutes=5)  # renewed after every chunk; a chunk takes seconds
 MAX_ATTEMPTS = 3  # a run whose worker died this often is failed (MOVE_INTERRUPTED)
 TENANT_MAX_AGE = timedelta(days=7)
 CHUNK = 20
+
+
+def lease() -> timedelta:
+    """How long a run is held (MOVE_LEASE_SECONDS): renewed after every chunk, which takes
+    seconds."""
+    return timedelta(seconds=settings.MOVE_LEASE_SECONDS)
 
 
 # --- domains and their tenants ----------------------------------------------------------------
@@ -253,7 +258,7 @@ def claim(run: MoveRun) -> bool:
         MoveRun.objects.filter(pk=run.pk, status=MoveRun.Status.QUEUED).update(
             status=MoveRun.Status.RUNNING,
             started_at=now,
-            lease_until=now + LEASE,
+            lease_until=now + lease(),
             attempts=F("attempts") + 1,
         )
     )
@@ -261,7 +266,7 @@ def claim(run: MoveRun) -> bool:
 
 def heartbeat(run: MoveRun) -> None:
     MoveRun.objects.filter(pk=run.pk, status=MoveRun.Status.RUNNING).update(
-        lease_until=timezone.now() + LEASE
+        lease_until=timezone.now() + lease()
     )
 
 

@@ -4,7 +4,10 @@ the demo domains (SPF/DKIM) that `run_sandbox` serves.
 
 A user may have aliases (secondary proxyAddresses), no Exchange Online mailbox (`"mailbox":
 false`, as an unlicensed user) or be outside every app's application access policy
-(`"app_access_denied": true`) or outside the apps' Exchange grant (`"exchange_excluded": true`).
+(`"app_access_denied": true`) or outside the apps' Exchange grant (`"exchange_excluded": true`),
+and may sign in with a name (`"upn"`, the userPrincipalName) other than its mail address, as
+Microsoft 365 users often do (`vng@contoso.onmicrosoft.com` for `victor.ng@contoso.com`): Graph's
+`/users/{key}` then finds them by that name, not by their mail address.
 An app may list `expired_secrets` (AADSTS7000222) and its application permissions (`roles`); a
 tenant names the apps Exchange lets at its mailboxes (`exchange_apps`) and may have Basic auth
 turned off (`basic_auth_off`)."""
@@ -47,6 +50,11 @@ class User:
     mailbox: bool = True  # False: no Exchange Online licence (MailboxNotEnabledForRESTAPI)
     app_access_denied: bool = False  # an application access policy leaves this mailbox out
     exchange_excluded: bool = False  # outside the apps' Exchange grant (management scope)
+    upn: str = ""  # the sign-in name when it is not the mail address (`username`)
+
+    @property
+    def user_principal_name(self) -> str:
+        return self.upn or self.username
 
     @property
     def oid(self) -> str:
@@ -89,6 +97,7 @@ class Directory:
             for t in data.get("tenants", [])
         ]
         self.users: dict[str, User] = {}
+        self.by_upn: dict[str, User] = {}  # sign-in names other than the mail address → user
         for u in data.get("users", []):
             self.add_user(u["username"], u.get("name", ""), **_opts(u))
         self.apps: dict[str, Application] = {}
@@ -124,15 +133,25 @@ class Directory:
             raise ValueError(f"no sandbox tenant has the domain {domain}")
         user = User(username=username, name=name or username, tenant=tenant, **opts)
         self.users[username.lower()] = user
+        if user.upn:
+            self.by_upn[user.upn.lower()] = user
         return user
 
     def user(self, username: str) -> User | None:
         return self.users.get((username or "").strip().lower())
 
     def user_by_id_or_upn(self, key: str, tenant: Tenant) -> User | None:
-        """Graph's `/users/{id | userPrincipalName}`, within one tenant."""
+        """Graph's `/users/{id | userPrincipalName}`, within one tenant: by sign-in name, not by
+        mail address (a user whose UPN differs is not found by their mail)."""
         key = key.strip().lower()
-        user = self.users.get(key) or next((u for u in self.users.values() if u.oid == key), None)
+        user = self.users.get(key)
+        if user is not None and user.user_principal_name.lower() != key:
+            user = None  # the mail address of a user who signs in with another name
+        if user is None:
+            user = self.by_upn.get(key)
+            if user is not None and self.users.get(user.username.lower()) is not user:
+                user = None  # removed from the directory since
+        user = user or next((u for u in self.users.values() if u.oid == key), None)
         return user if user is not None and user.tenant is tenant else None
 
     def users_with_proxy_address(self, address: str, tenant: Tenant) -> list[User]:
@@ -151,5 +170,13 @@ class Directory:
 
 
 def _opts(u: dict) -> dict:
-    keys = ("password", "admin", "aliases", "mailbox", "app_access_denied", "exchange_excluded")
+    keys = (
+        "password",
+        "admin",
+        "aliases",
+        "mailbox",
+        "app_access_denied",
+        "exchange_excluded",
+        "upn",
+    )
     return {k: u[k] for k in keys if k in u}

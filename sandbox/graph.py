@@ -67,7 +67,7 @@ def user_json(user, select: str = "") -> dict:
         "id": user.oid,
         "displayName": user.name,
         "mail": user.username,
-        "userPrincipalName": user.username,
+        "userPrincipalName": user.user_principal_name,
         "proxyAddresses": user.proxy_addresses,
     }
     if select:

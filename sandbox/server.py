@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import ssl
 import threading
@@ -105,6 +106,9 @@ class Switches:
     graph_throttle: int = 0  # next N Graph requests answer 429 …
     graph_retry_after: int = 1  # … with this Retry-After (seconds)
     graph_server_errors: int = 0  # then the next N Graph requests answer 503
+    # A share (0 to 1) of all Graph requests answered 429 at random, for as long as it is set:
+    # a tenant under steady throttling rather than a storm of N.
+    graph_throttle_rate: float = 0.0
     deny_consent: bool = False  # every Accept on a consent page acts as Deny
     require_admin_approval: bool = False  # every user consent needs an admin (AADSTS65001)
     revoked: set[str] = field(default_factory=set)  # usernames whose grants were revoked
@@ -266,8 +270,11 @@ class Sandbox:
 
     def _injected_failure(self, graph: bool = False) -> Response | None:
         with self.lock:
-            if graph and self.switches.graph_throttle > 0:
-                self.switches.graph_throttle -= 1
+            if graph and (
+                self.switches.graph_throttle > 0
+                or random.random() < self.switches.graph_throttle_rate  # noqa: S311
+            ):
+                self.switches.graph_throttle = max(0, self.switches.graph_throttle - 1)
                 return Response.json(
                     {
                         "error": {

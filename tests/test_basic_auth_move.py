@@ -327,7 +327,7 @@ def test_a_run_whose_worker_died_is_reclaimed_and_finishes_once(
     assert error is None
     move.switch_to_app_only(item, detail)
     assert move.reclaim_expired() == 0  # the lease still holds
-    later = timezone.now() + move.LEASE + timedelta(seconds=1)
+    later = timezone.now() + move.lease() + timedelta(seconds=1)
     with django_capture_on_commit_callbacks() as queued:
         assert move.reclaim_expired(later) == 1
     assert len(queued) == 1  # run_move enqueued again

@@ -225,19 +225,21 @@ def test_inner_429_waits_for_its_retry_after(graph_credential, sandbox):
 
 
 @pytest.mark.parametrize(
-    "switches, code",
+    "switches, code, passes",
     [
-        ({"graph_throttle": 1000, "graph_retry_after": 0}, "THROTTLED"),
-        ({"graph_server_errors": 1000}, "GRAPH_UNAVAILABLE"),
+        # Throttled accounts get one last pass (retry_throttled); outages do not.
+        ({"graph_throttle": 1000, "graph_retry_after": 0}, "THROTTLED", 2),
+        ({"graph_server_errors": 1000}, "GRAPH_UNAVAILABLE", 1),
     ],
 )
-def test_retries_run_out(graph_credential, sandbox, settings, switches, code):
+def test_retries_run_out(graph_credential, sandbox, settings, switches, code, passes):
     settings.GRAPH_MAX_ATTEMPTS = 3
     sandbox.switches.update(switches)
     run = run_list(graph_credential, [("ava@acme-outreach.com", ""), ("ben@acme-outreach.com", "")])
     assert (run.status, run.outcome) == ("finished", "rejected")
     assert [r.error_code for r in run.results.all()] == [code, code]
-    assert sandbox.counts["graph"] == 2 * 3  # bounded: three attempts each
+    assert (run.processed, run.failed) == (2, 2)
+    assert sandbox.counts["graph"] == 2 * 3 * passes  # bounded: three attempts each, per pass
     assert not Mailbox.objects.exists()
 
 

@@ -54,6 +54,12 @@ class BulkAddForm(forms.Form):
         label="…or a CSV / XLSX file",
         help_text="Columns mailbox_email and (optionally) display_name, with a header row.",
     )
+    convert = forms.BooleanField(
+        required=False,
+        label="Switch OAuth mailboxes too",
+        help_text="Mailboxes already connected by Microsoft OAuth consent are kept as they are "
+        "(ALREADY_CONNECTED) unless this is ticked; switched ones stop their token upkeep.",
+    )
 
     def __init__(self, user, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -129,7 +135,13 @@ class BulkAddRunAdmin(ScopedAdmin):
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
-                run = start_run(data["workspace"], data["resolved"], data["parsed"], request.user)
+                run = start_run(
+                    data["workspace"],
+                    data["resolved"],
+                    data["parsed"],
+                    request.user,
+                    convert=data["convert"],
+                )
             except FleetError as failure:
                 form.add_error(None, sentence(failure.message, failure.error.hint))
             else:

@@ -55,6 +55,27 @@ class ErrorCodeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class DomainFilter(admin.SimpleListFilter):
+    """`?domain=example.com`: one domain's mailboxes (the dashboard's deliverability links).
+    Shown only while it is applied: a fleet has too many domains to list them all."""
+
+    title = "domain"
+    parameter_name = "domain"
+
+    def lookups(self, request, model_admin):
+        value = self.value()
+        return [(value, value)] if value else []
+
+    def has_output(self) -> bool:
+        return bool(self.value())
+
+    def queryset(self, request, queryset):
+        if self.value():
+            # iexact: UPPER(domain) = UPPER(%s), the mailbox_domain_upper index.
+            return queryset.filter(domain__iexact=self.value().strip())
+        return queryset
+
+
 class WarmupForm(forms.Form):
     daily_volume = forms.IntegerField(min_value=0, max_value=2000, label="Daily volume (0-2000)")
     response_rate = forms.IntegerField(min_value=0, max_value=100, label="Response rate % (0-100)")
@@ -82,6 +103,7 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
         "status",
         "needs_approval",
         ErrorCodeFilter,
+        DomainFilter,
         "auth_method",
         "provider",
         "warmup_status",

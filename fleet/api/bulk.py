@@ -96,6 +96,15 @@ class StrictIdField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """JSON true or false only: DRF's BooleanField would also take "yes" or 1."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 class BulkAddSerializer(serializers.Serializer):
     auth_type = serializers.ChoiceField(
         choices=["APP_ONLY"],
@@ -111,6 +120,12 @@ class BulkAddSerializer(serializers.Serializer):
         "left out only when the workspace has exactly one valid Graph credential.",
     )
     accounts = AccountsField()
+    convert = StrictBooleanField(
+        default=False,
+        help_text="Also switch mailboxes already connected by Microsoft OAuth consent to Graph "
+        "app-only (their token upkeep stops). Without it they are kept as they are and reported "
+        "`ALREADY_CONNECTED`.",
+    )
 
 
 # --- The answer ----------------------------------------------------------------------------------
@@ -307,7 +322,9 @@ class BulkAddMicrosoft(FleetView):
             raise ApiError(errors.API_MALFORMED_REQUEST, 400)
         data = self.validated(BulkAddSerializer)
         credential = bulk_add.resolve_credential(workspace, data.get("credential_id"))
-        run = bulk_add.start_run(workspace, credential, data["accounts"], request.user)
+        run = bulk_add.start_run(
+            workspace, credential, data["accounts"], request.user, convert=data["convert"]
+        )
         run = wait_for(run, settings.API_BULK_WAIT_SECONDS)
         status = ended_status(run) if run.status in ENDED else 202
         response = answer(self, run, status)
