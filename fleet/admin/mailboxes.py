@@ -281,6 +281,11 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
                 name="fleet_mailbox_reconnect_reauth",
             ),
             path(
+                "retest-code/",
+                self.admin_site.admin_view(require_POST(self.retest_code_view)),
+                name="fleet_mailbox_retest_code",
+            ),
+            path(
                 "<path:object_id>/totp/",
                 self.admin_site.admin_view(require_POST(self.totp_view)),
                 name="fleet_mailbox_totp",
@@ -514,17 +519,40 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         """The dashboard's "Reconnect N mailboxes": the Reconnect action on the mailboxes that
         need reauthorization (of one workspace, or all the user operates)."""
         require_role(request, Role.OPERATOR, "Reconnecting mailboxes")
-        waiting = Mailbox.objects.restrict(request.user, Role.OPERATOR).filter(
-            status=Mailbox.Status.REAUTH_REQUIRED
-        )
-        if request.POST.get("workspace", "").isdigit():
-            waiting = waiting.filter(workspace_id=int(request.POST["workspace"]))
+        waiting = self._dashboard_selection(request).filter(status=Mailbox.Status.REAUTH_REQUIRED)
         response = self._connect(request, waiting, prompt="consent")
         if response is None:
             if not waiting.exists():
                 self.message_user(request, "No mailbox needs reauthorization any more.")
-            return HttpResponseRedirect(reverse("admin:index"))
+            return HttpResponseRedirect(self._dashboard_url(request))
         return response
+
+    def retest_code_view(self, request):
+        """The dashboard's "Test N again" beside an error code."""
+        require_role(request, Role.OPERATOR, "Testing mailboxes")
+        code = request.POST.get("code", "")
+        chosen = self._dashboard_selection(request).filter(error_code=code)
+        queued = mailboxes.queue_connection_tests(
+            chosen.only("pk", "status"), actor=request.user, via=mailboxes.ADMIN
+        )
+        self.message_user(
+            request,
+            f"Connection tests queued for {queued} mailbox(es) with {code}; "
+            "the dashboard updates as they finish.",
+        )
+        return HttpResponseRedirect(self._dashboard_url(request))
+
+    def _dashboard_selection(self, request):
+        """Mailboxes the user operates, of the dashboard's workspace when one was chosen."""
+        chosen = Mailbox.objects.restrict(request.user, Role.OPERATOR)
+        if request.POST.get("workspace", "").isdigit():
+            chosen = chosen.filter(workspace_id=int(request.POST["workspace"]))
+        return chosen
+
+    def _dashboard_url(self, request) -> str:
+        workspace = request.POST.get("workspace", "")
+        url = reverse("admin:index")
+        return f"{url}?workspace={workspace}" if workspace.isdigit() else url
 
     def totp_view(self, request, object_id):
         """The current TOTP code of a mailbox, shown once and recorded as an event."""
