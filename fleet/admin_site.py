@@ -4,7 +4,6 @@ site, so importing it while the site is being set up would register them on a th
 from django.contrib import admin
 
 from fleet import dashboard
-from fleet.models import Role
 
 
 class FleetAdminSite(admin.AdminSite):
@@ -24,10 +23,4 @@ class FleetAdminSite(admin.AdminSite):
         except ValueError:
             workspace_id = None
         board = dashboard.build(request.user, workspace_id)
-        # Loaded by now (the admin registered its models before any request): the one role rule.
-        from fleet.admin.base import has_role
-
-        can = {
-            "operate": has_role(request, Role.OPERATOR, board.selected.pk if board.selected else None)
-        }
-        return super().index(request, {"board": board, "fleet_can": can, **(extra_context or {})})
+        return super().index(request, {"board": board, **(extra_context or {})})

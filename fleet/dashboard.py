@@ -24,6 +24,7 @@ from fleet.models import (
     ImportBatch,
     Mailbox,
     MailboxEvent,
+    Role,
     Workspace,
 )
 
@@ -80,6 +81,8 @@ class Dashboard:
     # App-password mailboxes still in use: what Basic auth's end (MC786329) stops.
     basic_auth_affected: Figure | None = None
     basic_auth_refused: Figure | None = None  # already refused: 550 5.7.30 / 535 5.7.139
+    # The user operates (tests, reconnects) here: the calls to action are buttons for them.
+    can_operate: bool = False
 
     @property
     def trend_max(self) -> int:
@@ -116,6 +119,8 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
         return qs
 
     board = Dashboard(workspaces=workspaces, selected=selected)
+    operated = Workspace.objects.restrict(user, Role.OPERATOR)
+    board.can_operate = (operated.filter(pk=selected.pk) if selected else operated).exists()
     mailboxes = scoped(Mailbox)
 
     # One scan for three figures: counts per (status, warmup state, error code) are a few dozen
