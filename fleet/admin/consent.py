@@ -1,5 +1,3 @@
-import re
-
 from django import forms
 from django.contrib import admin, messages
 from django.urls import path
@@ -22,7 +20,6 @@ KIND_GUIDE = {
     "you mark it completed by hand",
 }
 KEY_VALUE_ROWS = 4
-NUMBER = re.compile(r"-?\d{1,9}")
 
 
 class KeyValueWidget(forms.MultiWidget):
@@ -49,7 +46,8 @@ class KeyValueWidget(forms.MultiWidget):
 
 
 class KeyValueField(forms.MultiValueField):
-    """{key: value}; whole numbers become numbers (email_per_day = 20), true/false booleans."""
+    """{key: value}, each value text as typed (a new mailbox's email_per_day and response_rate
+    are read as numbers when it is created)."""
 
     widget = KeyValueWidget
 
@@ -68,12 +66,7 @@ class KeyValueField(forms.MultiValueField):
                 raise forms.ValidationError(f"The value “{value}” has no key.")
             if key in data:
                 raise forms.ValidationError(f"The key “{key}” is given twice.")
-            if NUMBER.fullmatch(value):
-                data[key] = int(value)
-            elif value.lower() in ("true", "false"):
-                data[key] = value.lower() == "true"
-            else:
-                data[key] = value
+            data[key] = value  # as typed: an id of digits stays text
         return data
 
 

@@ -146,7 +146,7 @@ def test_add_form_guides_by_kind(laptop, live_server, people, ws_a, oauth_app):
     assert jim.kind == "user" and jim.mailbox is None and jim.domain == "acme-outreach.com"
     assert jim.request_data == {
         "display_name": "Jim H",
-        "email_per_day": 20,
+        "email_per_day": "20",
         "email": "jim@acme-outreach.com",
     }
 
