@@ -92,11 +92,12 @@ def _warmup_can_resume(m: Mailbox) -> bool:
 MAILBOX_ACTIONS = (
     ObjectAction(
         "test", "Test connection", Role.OPERATOR, "Testing a mailbox", _in_use,
-        "Sign in over SMTP and IMAP (or Graph) now; the status updates when it finishes",
+        "Test connection: sign in over SMTP and IMAP (or Graph) now", short="Test",
     ),
     ObjectAction(
         "connect", "Connect with Microsoft", Role.OPERATOR, "Connecting a mailbox",
-        _oauth_unconnected, "Sign in to Microsoft as this mailbox and consent",
+        _oauth_unconnected, "Connect with Microsoft: sign in as this mailbox and consent",
+        short="Connect",
     ),
     ObjectAction(
         "reconnect", "Reconnect", Role.OPERATOR, "Reconnecting a mailbox", _oauth_connected,

@@ -36,6 +36,7 @@ class ObjectAction:
     # copies `value(obj)` in the browser (static/fleet/copy.js), no request at all.
     method: str = "post"
     value: Callable[[object], str] | None = None
+    short: str = ""  # on a list row, where room is short ("Test"); the label by default
 
 
 class ObjectActionsMixin:
@@ -132,8 +133,8 @@ class ObjectActionsMixin:
                     'data-action="{}">{}</button>',
                     self.action_url(obj, name),
                     request.get_full_path(),
-                    action.title,
+                    action.title or action.label,
                     name,
-                    action.label,
+                    action.short or action.label,
                 )
         return ""
