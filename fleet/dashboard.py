@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from urllib.parse import urlencode
 
-from django.db.models import Count, Max, Q, Window
+from django.db.models import Count, Max, OuterRef, Q, Subquery, Window
 from django.db.models.functions import TruncDate
 from django.urls import reverse
 from django.utils import timezone
@@ -24,6 +24,8 @@ from fleet.models import (
     ImportBatch,
     Mailbox,
     MailboxEvent,
+    Membership,
+    Role,
     Workspace,
 )
 
@@ -106,6 +108,8 @@ class Dashboard:
     # 550 5.7.515 since 5 May 2025); consumer addresses are Microsoft's domains, left out.
     domains: list[DomainHealth] = field(default_factory=list)
     domain_count: int = 0
+    # The user operates (tests, reconnects) here: the calls to action are buttons for them.
+    can_operate: bool = False
 
     @property
     def trend_max(self) -> int:
@@ -131,7 +135,18 @@ def changelist(model, **params) -> str:
 
 
 def build(user, workspace_id: int | None = None) -> Dashboard:
-    workspaces = list(Workspace.objects.restrict(user).order_by("name"))
+    # With the user's role in each (one query): the calls to action are buttons for operators.
+    workspaces = list(
+        Workspace.objects.restrict(user)
+        .annotate(
+            user_role=Subquery(
+                Membership.objects.filter(workspace=OuterRef("pk"), user_id=user.pk).values(
+                    "role"
+                )[:1]
+            )
+        )
+        .order_by("name")
+    )
     selected = next((w for w in workspaces if w.pk == workspace_id), None)
     ws_param = {"workspace__id__exact": selected.pk} if selected else {}
 
@@ -142,6 +157,10 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
         return qs
 
     board = Dashboard(workspaces=workspaces, selected=selected)
+    operating = Role.at_least(Role.OPERATOR)
+    board.can_operate = user.is_superuser or any(
+        w.user_role in operating for w in ([selected] if selected else workspaces)
+    )
     mailboxes = scoped(Mailbox)
 
     # One scan for three figures: counts per (status, warmup state, error code) are a few dozen

@@ -217,7 +217,12 @@ class Credential(Leased):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.get_kind_display()})"
+        # "Sandbox app (Graph app-only)": the kind's label without its own parenthesis.
+        return f"{self.name} ({self.kind_short})"
+
+    @property
+    def kind_short(self) -> str:
+        return self.get_kind_display().split(" (")[0]
 
     def clean(self) -> None:
         from django.core.exceptions import ValidationError

@@ -91,7 +91,9 @@ def test_external_consent_request_completed_by_hand(ws_a, mailboxes, personas, c
             "kind": "external",
             "mailbox": mailboxes["a"].pk,
             "consent_url": "https://sequencer.example/consent?client_id=123456",
-            "request_data": '{"client_id": "123456"}',
+            # Request data as key and value rows (data_0 = key, data_1 = value, …).
+            "data_0": "client_id",
+            "data_1": "123456",
         },
     )
     assert add.status_code == 302, add.content.decode()[:2000]
@@ -106,7 +108,6 @@ def test_external_consent_request_completed_by_hand(ws_a, mailboxes, personas, c
             "kind": "external",
             "mailbox": mailboxes["a"].pk,
             "consent_url": "http://x.example/",
-            "request_data": "{}",
         },
     )
     # A sentence for people, without the internal code.

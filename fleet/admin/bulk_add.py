@@ -7,12 +7,15 @@ from django.db.models import Count
 from django.http import HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.http import urlencode
 
 from fleet import errors
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, require_role
 from fleet.admin.display import badge, sentence
+from fleet.admin.object_actions import ObjectAction, ObjectActionsMixin
 from fleet.bulk_add import (
     MAX_ACCOUNTS,
+    Account,
     AccountsInvalid,
     parse_lines,
     parse_upload,
@@ -100,8 +103,30 @@ class BulkAddForm(forms.Form):
 OUTCOME_BADGE = {"all_connected": "completed", "partly_connected": "expired", "rejected": "failed"}
 
 
+def _run_done_with_failures(run: BulkAddRun) -> bool:
+    return run.status in (BulkAddRun.Status.FINISHED, BulkAddRun.Status.FAILED) and run.failed > 0
+
+
 @admin.register(BulkAddRun)
-class BulkAddRunAdmin(ScopedAdmin):
+class BulkAddRunAdmin(ObjectActionsMixin, ScopedAdmin):
+    object_actions = (
+        ObjectAction(
+            "export",
+            "Export CSV",
+            Role.VIEWER,
+            "Exporting a bulk add",
+            title="Every account's result, with the code's hint (the filter shown applies)",
+            method="get",
+        ),
+        ObjectAction(
+            "run_again",
+            "Run again for failed",
+            Role.OPERATOR,
+            "Adding mailboxes in bulk",
+            _run_done_with_failures,
+            "A new run of the accounts that failed, with the same credential",
+        ),
+    )
     list_display = [
         "created_at",
         "workspace",
@@ -184,6 +209,11 @@ class BulkAddRunAdmin(ScopedAdmin):
             results = results.filter(error_code=code)
         if request.GET.get("format") == "csv":
             return self._export(run, results)
+        tools = self.available_actions(request, run)
+        if code is not None:  # the export follows the filter shown
+            for tool in tools:
+                if tool["name"] == "export":
+                    tool["url"] += "?" + urlencode({"code": code})
         codes = (
             run.results.exclude(error_code="")
             .values("error_code")
@@ -206,8 +236,28 @@ class BulkAddRunAdmin(ScopedAdmin):
                 for row in codes
             ],
             "has_view_permission": True,
+            "fleet_object_actions": tools,
         }
         return TemplateResponse(request, "fleet/bulk_add_run.html", context)
+
+    def do_export(self, request, run):
+        results = run.results.select_related("mailbox").order_by("position")
+        if request.GET.get("code") is not None:
+            results = results.filter(error_code=request.GET["code"])
+        return self._export(run, results)
+
+    def do_run_again(self, request, run):
+        """The failed accounts again, as a new run (the credential checked as at the start)."""
+        failed = run.results.filter(done=True, success=False).order_by("position")
+        accounts = [Account(r.email, r.name) for r in failed]
+        credential = resolve_credential(run.workspace, run.credential_id)
+        again = start_run(run.workspace, credential, accounts, request.user)
+        self.message_user(
+            request,
+            f"Bulk add of the {again.total} failed mailbox(es) started again.",
+            messages.SUCCESS,
+        )
+        return HttpResponseRedirect(reverse("admin:fleet_bulkaddrun_change", args=[again.pk]))
 
     def _export(self, run, results):
         response = HttpResponse(content_type="text/csv; charset=utf-8")

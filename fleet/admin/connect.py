@@ -12,12 +12,16 @@ from django.urls import reverse
 from fleet.models import ConsentRequest
 
 
-def links_page(model_admin, request, consent_requests: list[ConsentRequest], title: str):
+def links_page(
+    model_admin, request, consent_requests: list[ConsentRequest], title: str, *, admin=False
+):
+    """The links to hand out: to mailbox owners, or (`admin`) to a tenant's administrator."""
     uids = "&".join(f"uid={cr.uid}" for cr in consent_requests)
     context = {
         **model_admin.admin_site.each_context(request),
         "title": title,
         "consent_requests": consent_requests,
+        "for_admins": admin,
         "csv_url": f"{reverse('admin:fleet_consentrequest_links_csv')}?{uids}",
         "opts": ConsentRequest._meta,
     }

@@ -5,7 +5,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 
-from fleet import consent, errors
+from fleet import consent, credentials, errors
 from fleet.admin.base import (
     ScopedAdmin,
     ScopedRelatedFilter,
@@ -14,16 +14,52 @@ from fleet.admin.base import (
     secret_display,
 )
 from fleet.admin.connect import links_page
-from fleet.admin.display import badge, error_code, error_explained, short_time, truncated
+from fleet.admin.display import (
+    badge,
+    copyable,
+    error_code,
+    error_explained,
+    sentence,
+    short_time,
+)
 from fleet.admin.filters import SecretExpiryFilter
+from fleet.admin.object_actions import ObjectAction, ObjectActionsMixin
 from fleet.credentials import request_verification
 from fleet.errors import FleetError
 from fleet.models import Credential, Role
 from fleet.secrets import secret_status
 
+# Microsoft answers 65001 (no admin consent) or 700016 (app not in the tenant) until a tenant
+# administrator consents; a permission found missing by Verify needs it too.
+CONSENT_FIXES = {errors.ADMIN_APPROVAL_REQUIRED.code, errors.APP_NOT_FOUND_IN_TENANT.code}
+
+
+def needs_admin_consent(credential: Credential) -> bool:
+    return credential.last_error in CONSENT_FIXES or credential.last_error == (
+        errors.APP_PERMISSION_MISSING.code
+    ) or any(held is False for held in (credential.permissions or {}).values())
+
 
 @admin.register(Credential)
-class CredentialAdmin(ScopedAdmin):
+class CredentialAdmin(ObjectActionsMixin, ScopedAdmin):
+    object_actions = (
+        ObjectAction(
+            "verify",
+            "Verify",
+            Role.MANAGER,
+            "Verifying a credential",
+            lambda c: c.kind == Credential.Kind.GRAPH_APP_ONLY,
+            "Get a token from Microsoft and check the app's permissions now",
+        ),
+        ObjectAction(
+            "admin_consent",
+            "Request admin consent",
+            Role.MANAGER,
+            "Requesting tenant admin consent",
+            needs_admin_consent,
+            "A link for the tenant's administrator to consent for the whole organisation",
+        ),
+    )
     add_role = Role.MANAGER
     change_role = Role.MANAGER
     delete_role = Role.MANAGER
@@ -63,9 +99,7 @@ class CredentialAdmin(ScopedAdmin):
     ]
     client_secret_is_set = secret_display("client_secret")  # view-only pages
 
-    # Microsoft answers 65001 (no admin consent) or 700016 (app not in the tenant) until a tenant
-    # administrator consents: the credential offers the admin-consent request right there.
-    CONSENT_FIXES = {errors.ADMIN_APPROVAL_REQUIRED.code, errors.APP_NOT_FOUND_IN_TENANT.code}
+    CONSENT_FIXES = CONSENT_FIXES
 
     def get_urls(self):
         return [
@@ -81,11 +115,11 @@ class CredentialAdmin(ScopedAdmin):
     # pushed the status off-screen.
     @admin.display(description="tenant", ordering="tenant_id")
     def tenant(self, obj):
-        return truncated(obj.tenant_id, "fleet-cut fleet-cut-id")
+        return copyable(obj.tenant_id)
 
     @admin.display(description="client id", ordering="client_id")
     def client(self, obj):
-        return truncated(obj.client_id, "fleet-cut fleet-cut-id")
+        return copyable(obj.client_id)
 
     @admin.display(description="kind", ordering="kind")
     def kind_short(self, obj):
@@ -201,6 +235,28 @@ class CredentialAdmin(ScopedAdmin):
             checked,
         )
 
+    def do_verify(self, request, credential):
+        """Verify now, in the request: the manager reads the outcome on the page at once."""
+        credential = credentials.verify(credential)
+        if credential.status == Credential.Status.VALID:
+            missing = [p for p, held in (credential.permissions or {}).items() if held is False]
+            text = f"{credential.name} is valid."
+            if missing:
+                text += " Missing for app-only SMTP/IMAP: " + ", ".join(missing) + "."
+            self.message_user(request, text, messages.WARNING if missing else messages.SUCCESS)
+        else:
+            entry = errors.get(credential.last_error)
+            self.message_user(
+                request,
+                f"{credential.name} is invalid: {credential.last_error} — "
+                + sentence(credential.last_error_message, entry.hint if entry else ""),
+                messages.ERROR,
+            )
+
+    def do_admin_consent(self, request, credential):
+        created = consent.admin_request_for(credential)
+        return links_page(self, request, [created], "Admin-consent link", admin=True)
+
     def admin_consent_view(self, request, object_id):
         """Confirm, then create (or reuse) the credential's admin-consent request."""
         credential = self.get_object(request, object_id)
@@ -215,7 +271,7 @@ class CredentialAdmin(ScopedAdmin):
             except FleetError as failure:
                 self.message_user(request, f"{failure.code} — {failure.message}", messages.ERROR)
             else:
-                return links_page(self, request, [created], "Admin-consent link")
+                return links_page(self, request, [created], "Admin-consent link", admin=True)
         context = {
             **self.admin_site.each_context(request),
             "title": "Request tenant admin consent",
@@ -233,14 +289,14 @@ class CredentialAdmin(ScopedAdmin):
             except FleetError as failure:
                 self.message_user(request, f"{credential}: {failure.message}", messages.ERROR)
         if created:
-            return links_page(self, request, created, "Admin-consent links")
+            return links_page(self, request, created, "Admin-consent links", admin=True)
         return None
 
     @admin.action(description="Verify with Microsoft (client credentials)", permissions=["manage"])
     def verify_now(self, request, queryset):
-        credentials = self.scoped(request, queryset, Role.MANAGER).filter(
+        chosen = self.scoped(request, queryset, Role.MANAGER).filter(
             kind=Credential.Kind.GRAPH_APP_ONLY
         )
-        for credential in credentials:
+        for credential in chosen:
             request_verification(credential)
-        self.message_user(request, f"{credentials.count()} credential(s) queued for verification.")
+        self.message_user(request, f"{chosen.count()} credential(s) queued for verification.")

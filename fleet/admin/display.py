@@ -105,3 +105,20 @@ def short_time(moment) -> str:
 
 
 MOVE_PLAN_CODES = {errors.BASIC_AUTH_DISABLED.code, errors.SMTP_AUTH_DISABLED.code}
+
+
+def copyable(value: str, css: str = "fleet-cut fleet-cut-id") -> str:
+    """A long id cut to a few characters (whole in the tooltip) with a button that copies it
+    (static/fleet/copy.js)."""
+    if not value:
+        return "—"
+    return format_html(
+        '<span class="fleet-copyable"><span class="{}" title="{}">{}</span>'
+        '<button type="button" class="fleet-copy fleet-copy-icon" data-copy="{}" '
+        'title="Copy {}" aria-label="Copy">⧉</button></span>',
+        css,
+        value,
+        value,
+        value,
+        value,
+    )

@@ -21,8 +21,9 @@ from import_export.admin import ImportExportMixin
 from import_export.formats import base_formats
 from import_export.forms import ConfirmImportForm, ImportForm
 
-from fleet import errors, imports
+from fleet import errors, imports, mailboxes
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
+from fleet.admin.object_actions import ObjectAction, ObjectActionsMixin
 from fleet.models import ImportBatch, Mailbox, Role, Workspace
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -210,8 +211,26 @@ class MailboxImportExportMixin(ImportExportMixin):
         )
 
 
+FAILED_TEST = (Mailbox.Status.ERROR, Mailbox.Status.REAUTH_REQUIRED)
+
+
+def failed_of(batch: ImportBatch):
+    """The batch's mailboxes whose last connection test failed."""
+    return batch.mailboxes.filter(status__in=FAILED_TEST)
+
+
 @admin.register(ImportBatch)
-class ImportBatchAdmin(ScopedAdmin):
+class ImportBatchAdmin(ObjectActionsMixin, ScopedAdmin):
+    object_actions = (
+        ObjectAction(
+            "retest_failed",
+            "Retest failed",
+            Role.OPERATOR,
+            "Testing mailboxes",
+            lambda batch: failed_of(batch).exists(),
+            "Test the connection of this import's failed mailboxes again",
+        ),
+    )
     list_display = [
         "created_at",
         "file_name",
@@ -284,6 +303,16 @@ class ImportBatchAdmin(ScopedAdmin):
                 "mailboxes_url": reverse("admin:fleet_mailbox_changelist")
                 + f"?import_batches__id__exact={obj.pk}",
             },
+        )
+
+    def do_retest_failed(self, request, batch):
+        queued = mailboxes.queue_connection_tests(
+            failed_of(batch).only("pk", "status"), actor=request.user, via=mailboxes.ADMIN
+        )
+        self.message_user(
+            request,
+            f"Connection tests queued for {queued} failed mailbox(es) of this import; "
+            "the progress bar follows them.",
         )
 
     @admin.display(description="failed connection tests")

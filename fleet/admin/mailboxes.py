@@ -25,6 +25,7 @@ from fleet.admin.display import (
 )
 from fleet.admin.filters import ConnectionChangeFilter, DayFilter
 from fleet.admin.imports import MailboxImportExportMixin, totp_button
+from fleet.admin.object_actions import ObjectAction, ObjectActionsMixin
 from fleet.errors import FleetError
 from fleet.models import Mailbox, MailboxEvent, Role, Workspace
 
@@ -85,8 +86,79 @@ class NewMailboxForm(forms.Form):
     workspace = forms.ModelChoiceField(queryset=Workspace.objects.none())
 
 
+# When each button makes sense, by the mailbox's state (the services refuse the rest anyway).
+S, W = Mailbox.Status, Mailbox.Warmup
+
+
+def _in_use(m: Mailbox) -> bool:
+    return m.status != S.DISABLED
+
+
+def _oauth_unconnected(m: Mailbox) -> bool:
+    return m.auth_method == Mailbox.AuthMethod.OAUTH and m.status == S.PENDING
+
+
+def _oauth_connected(m: Mailbox) -> bool:
+    return m.auth_method == Mailbox.AuthMethod.OAUTH and m.status in (S.ACTIVE, S.ERROR, S.REAUTH_REQUIRED)
+
+
+def _warmup_can_start(m: Mailbox) -> bool:
+    return not m.needs_approval and m.status == S.ACTIVE and m.warmup_status == W.NOT_STARTED
+
+
+def _warmup_can_resume(m: Mailbox) -> bool:
+    return not m.needs_approval and m.status == S.ACTIVE and m.warmup_status == W.PAUSED
+
+
+MAILBOX_ACTIONS = (
+    ObjectAction(
+        "test", "Test connection", Role.OPERATOR, "Testing a mailbox", _in_use,
+        "Test connection: sign in over SMTP and IMAP (or Graph) now", short="Test",
+    ),
+    ObjectAction(
+        "connect", "Connect with Microsoft", Role.OPERATOR, "Connecting a mailbox",
+        _oauth_unconnected, "Connect with Microsoft: sign in as this mailbox and consent",
+        short="Connect",
+    ),
+    ObjectAction(
+        "reconnect", "Reconnect", Role.OPERATOR, "Reconnecting a mailbox", _oauth_connected,
+        "Sign in to Microsoft as this mailbox and consent again (a new grant)",
+    ),
+    ObjectAction(
+        "approve", "Approve", Role.MANAGER, "Approving a mailbox",
+        lambda m: m.needs_approval, "The mailbox was expected: let it be used and warmed up",
+    ),
+    ObjectAction(
+        "start_warmup", "Start warmup", Role.MANAGER, "Starting warmup", _warmup_can_start,
+        "Choose the daily volume and response rate, then start",
+    ),
+    ObjectAction(
+        "pause_warmup", "Pause warmup", Role.MANAGER, "Pausing warmup",
+        lambda m: m.warmup_status == W.ACTIVE, "Stop sending warmup mail for now",
+    ),
+    ObjectAction(
+        "resume_warmup", "Resume warmup", Role.MANAGER, "Resuming warmup", _warmup_can_resume,
+        "Go on with the same volume and response rate",
+    ),
+    ObjectAction(
+        "reveal_totp", "Reveal TOTP", Role.OPERATOR, "Showing a TOTP code",
+        lambda m: bool(m.totp_secret), "Show the current one-time code (recorded in the history)",
+    ),
+    ObjectAction(
+        "disable", "Disable", Role.MANAGER, "Disabling a mailbox", _in_use,
+        "Take the mailbox out of use: no tests, no warmup",
+    ),
+    ObjectAction(
+        "enable", "Enable", Role.MANAGER, "Enabling a mailbox",
+        lambda m: m.status == S.DISABLED, "Back in use; its connection is tested at once",
+    ),
+)
+# The one button a list row offers: the first that applies, most urgent first.
+ROW_ACTIONS = ("approve", "reconnect", "connect", "enable", "test")
+
+
 @admin.register(Mailbox)
-class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
+class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
     # Our buttons (connect a new mailbox, …); import-export puts Import/Export in front of them.
     change_list_template = "admin/fleet/mailbox/change_list.html"
     # Readable at 1280 px: long addresses are cut with the whole one in a tooltip, dates short.
@@ -199,6 +271,7 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
     password_is_set = secret_display("password")
     totp_secret_is_set = secret_display("totp_secret")
     refresh_token_is_set = secret_display("refresh_token")
+    object_actions = MAILBOX_ACTIONS
     actions = [
         "test_connection",
         "connect_with_microsoft",
@@ -223,6 +296,16 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
                 "connect-new/",
                 self.admin_site.admin_view(self.connect_new_view),
                 name="fleet_mailbox_connect_new",
+            ),
+            path(
+                "reconnect-reauth/",
+                self.admin_site.admin_view(require_POST(self.reconnect_reauth_view)),
+                name="fleet_mailbox_reconnect_reauth",
+            ),
+            path(
+                "retest-code/",
+                self.admin_site.admin_view(require_POST(self.retest_code_view)),
+                name="fleet_mailbox_retest_code",
             ),
             path(
                 "<path:object_id>/totp/",
@@ -362,15 +445,150 @@ class MailboxAdmin(MailboxImportExportMixin, ScopedAdmin):
             request, queryset, "resume_warmup", "Resume warmup", mailboxes.resume_warmup
         )
 
+    # --- the buttons on a mailbox's page and row (fleet.admin.object_actions) ------------------
+    def do_test(self, request, mailbox):
+        mailboxes.queue_connection_test(mailbox, actor=request.user, via=mailboxes.ADMIN)
+        self.message_user(
+            request,
+            f"Connection test of {mailbox.email} queued; its status updates when it finishes.",
+        )
+
+    def do_connect(self, request, mailbox):
+        return self._connect(request, Mailbox.objects.filter(pk=mailbox.pk))
+
+    def do_reconnect(self, request, mailbox):
+        return self._connect(request, Mailbox.objects.filter(pk=mailbox.pk), prompt="consent")
+
+    def do_approve(self, request, mailbox):
+        mailboxes.approve(mailbox, actor=request.user, via=mailboxes.ADMIN)
+        self.message_user(request, f"{mailbox.email} approved; warmup can start.", messages.SUCCESS)
+
+    def do_start_warmup(self, request, mailbox):
+        return self._warmup_one(request, mailbox, "start_warmup", mailboxes.start_warmup)
+
+    def do_pause_warmup(self, request, mailbox):
+        mailboxes.pause_warmup(mailbox, actor=request.user, via=mailboxes.ADMIN)
+        self.message_user(request, f"Warmup of {mailbox.email} paused.", messages.SUCCESS)
+
+    def do_resume_warmup(self, request, mailbox):
+        mailboxes.resume_warmup(mailbox, actor=request.user, via=mailboxes.ADMIN)
+        self.message_user(
+            request,
+            f"Warmup of {mailbox.email} resumed ({mailbox.warmup_daily_volume}/day, "
+            f"{mailbox.warmup_response_rate}% responses).",
+            messages.SUCCESS,
+        )
+
+    def do_reveal_totp(self, request, mailbox):
+        return self._totp_page(request, mailbox)
+
+    def do_disable(self, request, mailbox):
+        mailboxes.disable(mailbox, actor=request.user, via=mailboxes.ADMIN)
+        self.message_user(
+            request, f"{mailbox.email} disabled: no tests and no warmup until it is enabled."
+        )
+
+    def do_enable(self, request, mailbox):
+        mailboxes.enable(mailbox, actor=request.user, via=mailboxes.ADMIN)
+        self.message_user(
+            request, f"{mailbox.email} enabled again; its connection is being tested.", messages.SUCCESS
+        )
+
+    def _warmup_one(self, request, mailbox, name, operation):
+        """The warmup form for one mailbox; on submit the service starts it and we go back."""
+        form = WarmupForm(
+            request.POST if "apply" in request.POST else None,
+            initial={
+                "daily_volume": mailbox.warmup_daily_volume,
+                "response_rate": mailbox.warmup_response_rate,
+            },
+        )
+        if form.is_bound and form.is_valid():
+            operation(mailbox, actor=request.user, via=mailboxes.ADMIN, **form.cleaned_data)
+            self.message_user(
+                request,
+                f"Warmup of {mailbox.email} started ({mailbox.warmup_daily_volume}/day, "
+                f"{mailbox.warmup_response_rate}% responses).",
+                messages.SUCCESS,
+            )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Start warmup: {mailbox.email}",
+            "button": "Start warmup",
+            "opts": self.model._meta,
+            "form": form,
+            "mailboxes": [mailbox],
+            "original": mailbox,
+            "form_action": self.action_url(mailbox, name),
+            "back_url": reverse("admin:fleet_mailbox_change", args=[mailbox.pk]),
+        }
+        return TemplateResponse(request, "admin/fleet/warmup_form.html", context)
+
+    def get_list_display(self, request):
+        # Under the status, the row's one button: it depends on the user's role in the row's
+        # workspace (the status cell, not a column of its own: the list fits 1280 px).
+        @admin.display(description="status", ordering="status")
+        def status_badge(obj):
+            button = self.row_button(request, obj, ROW_ACTIONS)
+            shown = self.status_badge(obj)
+            if not button:
+                return shown
+            return format_html('{}<span class="fleet-row-tools">{}</span>', shown, button)
+
+        return [status_badge if f == "status_badge" else f for f in self.list_display]
+
+    def reconnect_reauth_view(self, request):
+        """The dashboard's "Reconnect N mailboxes": the Reconnect action on the mailboxes that
+        need reauthorization (of one workspace, or all the user operates)."""
+        require_role(request, Role.OPERATOR, "Reconnecting mailboxes")
+        waiting = self._dashboard_selection(request).filter(status=Mailbox.Status.REAUTH_REQUIRED)
+        response = self._connect(request, waiting, prompt="consent")
+        if response is None:
+            if not waiting.exists():
+                self.message_user(request, "No mailbox needs reauthorization any more.")
+            return HttpResponseRedirect(self._dashboard_url(request))
+        return response
+
+    def retest_code_view(self, request):
+        """The dashboard's "Test N again" beside an error code."""
+        require_role(request, Role.OPERATOR, "Testing mailboxes")
+        code = request.POST.get("code", "")
+        chosen = self._dashboard_selection(request).filter(error_code=code)
+        queued = mailboxes.queue_connection_tests(
+            chosen.only("pk", "status"), actor=request.user, via=mailboxes.ADMIN
+        )
+        self.message_user(
+            request,
+            f"Connection tests queued for {queued} mailbox(es) with {code}; "
+            "the dashboard updates as they finish.",
+        )
+        return HttpResponseRedirect(self._dashboard_url(request))
+
+    def _dashboard_selection(self, request):
+        """Mailboxes the user operates, of the dashboard's workspace when one was chosen."""
+        chosen = Mailbox.objects.restrict(request.user, Role.OPERATOR)
+        if request.POST.get("workspace", "").isdigit():
+            chosen = chosen.filter(workspace_id=int(request.POST["workspace"]))
+        return chosen
+
+    def _dashboard_url(self, request) -> str:
+        workspace = request.POST.get("workspace", "")
+        url = reverse("admin:index")
+        return f"{url}?workspace={workspace}" if workspace.isdigit() else url
+
     def totp_view(self, request, object_id):
         """The current TOTP code of a mailbox, shown once and recorded as an event."""
         mailbox = self.get_object(request, object_id)
         if mailbox is None or not self.has_operate_permission(request, mailbox):
             raise Http404("No mailbox with this id.")
         try:
-            shown = mailboxes.reveal_totp(mailbox, actor=request.user, via=mailboxes.ADMIN)
+            return self._totp_page(request, mailbox)
         except FleetError as failure:
             raise Http404(failure.message) from None
+
+    def _totp_page(self, request, mailbox):
+        shown = mailboxes.reveal_totp(mailbox, actor=request.user, via=mailboxes.ADMIN)
         context = {
             **self.admin_site.each_context(request),
             "title": f"TOTP code for {mailbox.email}",

@@ -3,6 +3,7 @@ on screen, hints visible without hovering, and a viewer's 403 page (issue 14).""
 
 import pytest
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from fleet import errors
 from fleet.models import Credential, Mailbox, MailboxEvent, Membership
@@ -111,7 +112,7 @@ def test_hints_are_visible_without_hovering(laptop, live_server, people, ws_a):
     laptop.shots("list-hint")
     laptop.locator("#result_list tbody a").first.click()
     explained = laptop.locator(".fleet-error-explained")
-    assert explained.is_visible()
+    expect(explained).to_be_visible()  # once the mailbox's page has loaded
     text = explained.inner_text()
     assert errors.SMTP_AUTH_DISABLED.code in text and errors.SMTP_AUTH_DISABLED.hint in text
     assert "Seen " in text
