@@ -385,8 +385,19 @@ FLEET_BASE_URL = _env("FLEET_BASE_URL", env.str, "http://127.0.0.1:8000").rstrip
 OAUTH_STATE_TTL = _env("OAUTH_STATE_TTL", env.int, 15 * 60)
 # Days a consent request stays open before the expiry task marks it `expired`.
 CONSENT_REQUEST_TTL_DAYS = _env("CONSENT_REQUEST_TTL_DAYS", env.int, 7)
-# Access tokens expiring within this many seconds are refreshed by the upkeep task.
-TOKEN_REFRESH_AHEAD = _env("TOKEN_REFRESH_AHEAD", env.int, 15 * 60)
+# Token upkeep (fleet/tokens.py). Access tokens are fetched when a test or a program needs one;
+# a refresh token nothing used for TOKEN_KEEPALIVE_DAYS is redeemed once by the keep-alive, well
+# inside Microsoft's 90 days of inactivity
+# (https://learn.microsoft.com/entra/identity-platform/refresh-tokens#token-lifetime).
+TOKEN_KEEPALIVE_DAYS = _env("TOKEN_KEEPALIVE_DAYS", env.float, 7.0)
+if not 0 < TOKEN_KEEPALIVE_DAYS <= 60:
+    raise ImproperlyConfigured("TOKEN_KEEPALIVE_DAYS must be more than 0 and at most 60")
+# Token requests one keep-alive task has in flight at once (threads of one worker).
+TOKEN_REFRESH_CONCURRENCY = _env("TOKEN_REFRESH_CONCURRENCY", env.int, 16)
+# Mailboxes per keep-alive task (the dispatcher claims due ones in chunks of this size).
+TOKEN_KEEPALIVE_CHUNK = _env("TOKEN_KEEPALIVE_CHUNK", env.int, 500)
+if TOKEN_REFRESH_CONCURRENCY < 1 or TOKEN_KEEPALIVE_CHUNK < 1:
+    raise ImproperlyConfigured("TOKEN_REFRESH_CONCURRENCY and TOKEN_KEEPALIVE_CHUNK must be >= 1")
 # A move off Basic auth (fleet/move.py) holds its run for this many seconds, renewed after every
 # chunk of 20 mailboxes; a run whose worker died is queued again by the reaper once it expires.
 MOVE_LEASE_SECONDS = _env("MOVE_LEASE_SECONDS", env.int, 5 * 60)

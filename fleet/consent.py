@@ -290,6 +290,8 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> ConsentResul
         mailbox.refresh_token = signed.refresh_token
         mailbox.access_token = signed.access_token
         mailbox.token_expires_at = signed.expires_at
+        mailbox.refresh_token_used_at = timezone.now()
+        mailbox.token_keepalive_due_at = identity.next_keepalive(mailbox.refresh_token_used_at)
         mailbox.save()
         if created:
             # Mailivery's Microsoft connect API: an unannounced mailbox waits for a manager to confirm it was expected.

@@ -351,6 +351,15 @@ class Mailbox(models.Model):
     refresh_token = EncryptedTextField(blank=True)
     access_token = EncryptedTextField(blank=True)
     token_expires_at = models.DateTimeField(null=True, blank=True)
+    # Token upkeep (fleet/microsoft/identity.py, fleet/tokens.py). A refresh holds a lease on the
+    # row instead of a transaction across the HTTP call: `token_lease_owner` is the refresh (or
+    # the keep-alive task) redeeming the refresh token now, until `token_lease_expires_at`.
+    token_lease_owner = models.CharField(max_length=64, blank=True, editable=False)
+    token_lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When the refresh token was last redeemed (or granted), and when the keep-alive refreshes it
+    # if nothing else needed a token before then (TOKEN_KEEPALIVE_DAYS after, spread out).
+    refresh_token_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    token_keepalive_due_at = models.DateTimeField(null=True, blank=True, editable=False)
     graph_user_id = models.CharField(max_length=64, blank=True)
     # The app registration that holds this mailbox's OAuth grant (refresh tokens are bound to it).
     credential = models.ForeignKey(
@@ -432,6 +441,19 @@ class Mailbox(models.Model):
                 fields=["workspace", "graph_user_id"],
                 name="mailbox_ws_graph_user",
                 condition=~Q(graph_user_id=""),
+            ),
+            # The keep-alive dispatcher reads the next due refresh tokens in due order, LIMIT a
+            # chunk; only mailboxes with a refresh token to keep are indexed.
+            models.Index(
+                fields=["token_keepalive_due_at"],
+                name="mailbox_token_keepalive_due",
+                condition=Q(token_keepalive_due_at__isnull=False),
+            ),
+            # The reaper finds token leases of workers that died; only held leases are indexed.
+            models.Index(
+                fields=["token_lease_expires_at"],
+                name="mailbox_token_lease",
+                condition=~Q(token_lease_owner=""),
             ),
         ]
 
@@ -526,9 +548,7 @@ class Mailbox(models.Model):
                 )
         return events
 
-    def note(
-        self, message: str, actor=None, via: str = "", kind: str = "note"
-    ) -> MailboxEvent:
+    def note(self, message: str, actor=None, via: str = "", kind: str = "note") -> MailboxEvent:
         """A line in the mailbox's history that is not a status change."""
         return MailboxEvent.objects.create(
             workspace_id=self.workspace_id,

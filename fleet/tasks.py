@@ -70,13 +70,29 @@ def check_mailboxes(mailbox_ids: list[int], actor_id: int | None = None) -> dict
     return dict(mailbox_checks.check_mailboxes(mailbox_ids, actor=actor))
 
 
-# --- Microsoft OAuth upkeep -----------------------------------------------------------------
-@task()
-def refresh_expiring_tokens() -> dict[str, int]:
-    """Periodic (see `manage.py run_periodic`): refresh access tokens ahead of expiry."""
-    from fleet.microsoft.identity import refresh_expiring
+# --- Microsoft OAuth upkeep (fleet/tokens.py) ------------------------------------------------
+@task(priority=UPKEEP_PRIORITY)
+def dispatch_token_keepalive() -> int:
+    """Periodic: hand the refresh tokens due for their keep-alive to `keep_tokens_alive` tasks."""
+    from fleet import tokens
 
-    return refresh_expiring()
+    return tokens.dispatch()
+
+
+@task(takes_context=True)
+def keep_tokens_alive(context: TaskContext, queued_owner: str) -> dict[str, int]:
+    """Redeem one chunk of due refresh tokens, TOKEN_REFRESH_CONCURRENCY at a time."""
+    from fleet import leases, tokens
+
+    return tokens.run(queued_owner, owner=leases.owner_of(context))
+
+
+@task()
+def refresh_expiring_tokens() -> int:
+    """Tasks queued before access tokens were fetched when needed: the keep-alive dispatch."""
+    from fleet import tokens
+
+    return tokens.dispatch()
 
 
 @task()
@@ -116,6 +132,7 @@ RECLAIMERS = [
     "fleet.webhooks.reclaim_expired",
     "fleet.credentials.reclaim_expired",
     "fleet.move.reclaim_expired",
+    "fleet.tokens.reclaim_expired",
 ]
 
 
@@ -148,7 +165,7 @@ def finish_consent_move(item_id: int) -> str:
 
 # Periodic tasks and their interval in seconds, for `manage.py run_periodic`.
 PERIODIC = {
-    refresh_expiring_tokens: 5 * 60,
+    dispatch_token_keepalive: settings.JOB_REAPER_SECONDS,
     expire_consent_requests: 15 * 60,
     reap: settings.JOB_REAPER_SECONDS,
     sweep_webhooks: settings.JOB_REAPER_SECONDS,

@@ -17,6 +17,7 @@ import json
 import secrets
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from html import escape
 from urllib.parse import urlencode
@@ -35,7 +36,16 @@ class IdentityState:
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     codes: dict[str, dict] = field(default_factory=dict)
     refresh_tokens: dict[str, dict] = field(default_factory=dict)
+    # Redemption attempts per refresh token (issued or not): a token redeemed twice shows as 2.
+    redemptions: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def redeem(self, token: str) -> dict | None:
+        """A refresh token's grant, once: the sandbox rotates strictly (Microsoft keeps an old
+        refresh token valid until it expires; a stricter sandbox shows any second use)."""
+        with self.lock:
+            self.redemptions[token] += 1
+            return self.refresh_tokens.pop(token, None)
 
     def take(self, table: dict, key: str) -> dict | None:
         with self.lock:
@@ -399,6 +409,8 @@ def token(request: Request, tenant: str) -> Response:
     sandbox, f = request.sandbox, request.form
     with sandbox.lock:
         sandbox.counts["token"] += 1
+    if sandbox.switches.token_latency:
+        time.sleep(sandbox.switches.token_latency)
     app, refused = client_of(request)
     if app is None:
         return refused
@@ -430,7 +442,9 @@ def token(request: Request, tenant: str) -> Response:
         )
     if grant == "refresh_token":
         # Rotation: a refresh token is good once; the answer carries its successor.
-        old = sandbox.identity.take(sandbox.identity.refresh_tokens, f.get("refresh_token", ""))
+        with sandbox.lock:
+            sandbox.counts["refresh"] += 1
+        old = sandbox.identity.redeem(f.get("refresh_token", ""))
         if old is None or old["client_id"] != app.client_id:
             return token_error(
                 "invalid_grant", 70043, "The refresh token has expired or is invalid."

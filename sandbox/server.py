@@ -98,6 +98,7 @@ class Switches:
     """Failures the sandbox injects. Counts are used up one request at a time."""
 
     latency: float = 0.0  # seconds added to every HTTP reply (a `$batch` is one reply)
+    token_latency: float = 0.0  # seconds added to the token endpoint's replies only
     throttle: int = 0  # next N API requests answer 429 …
     retry_after: int = 2  # … with this Retry-After
     server_errors: int = 0  # next N API requests answer 503
