@@ -79,6 +79,7 @@ def dispatch(now: datetime | None = None) -> int:
     from fleet.tasks import enqueue_on_commit, keep_tokens_alive
 
     now = now or timezone.now()
+    take_back_expired(now)  # whichever of the dispatcher and the reaper comes first
     _forget_unkept(now)
     chunk = settings.TOKEN_KEEPALIVE_CHUNK
     handed = 0
@@ -202,17 +203,29 @@ def keep_alive(mailbox: Mailbox, owner: str) -> str:
     return "refreshed"
 
 
-def reclaim_expired(now: datetime) -> int:
-    """The reaper's part (fleet.tasks.RECLAIMERS): token leases whose holder died are freed, the
-    dead keep-alive tasks marked FAILED with a note, and the rows dispatched again."""
+def take_back_expired(now: datetime) -> int:
+    """Token leases whose holder died (or stalled) are freed, and the dead keep-alive tasks
+    marked FAILED with a note. Returns how many rows."""
     expired = Mailbox.objects.exclude(token_lease_owner="").filter(token_lease_expires_at__lt=now)
-    owners = set(expired.order_by().values_list("token_lease_owner", flat=True).distinct()[:1000])
-    freed = expired.update(token_lease_owner="", token_lease_expires_at=None)
-    if owners:
-        leases.fail_task_rows(
-            owners,
-            "Its worker stopped during a token keep-alive run (Fleet's reaper gave the "
-            "mailboxes it had not refreshed yet to a new task).",
-        )
+    owners = set(
+        expired.order_by().values_list("token_lease_owner", flat=True).distinct()[:1000]
+    )
+    if not owners:
+        return 0
+    freed = expired.filter(token_lease_owner__in=owners).update(
+        token_lease_owner="", token_lease_expires_at=None
+    )
+    leases.fail_task_rows(
+        owners,
+        "Its worker stopped during a token keep-alive run (Fleet's reaper gave the "
+        "mailboxes it had not refreshed yet to a new task).",
+    )
+    return freed
+
+
+def reclaim_expired(now: datetime) -> int:
+    """The reaper's part (fleet.tasks.RECLAIMERS): expired token leases taken back and the rows
+    dispatched again."""
+    freed = take_back_expired(now)
     dispatch(now)
     return freed

@@ -40,11 +40,15 @@ class IdentityState:
     redemptions: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def redeem(self, token: str) -> dict | None:
-        """A refresh token's grant, once: the sandbox rotates strictly (Microsoft keeps an old
-        refresh token valid until it expires; a stricter sandbox shows any second use)."""
+    def redeem(self, token: str, keep: bool = False) -> dict | None:
+        """A refresh token's grant. The sandbox rotates strictly by default (a used token is
+        refused, so any second use shows); `keep` is Microsoft's own behaviour, which does not
+        revoke a refresh token when it is used
+        (https://learn.microsoft.com/entra/identity-platform/refresh-tokens#token-lifetime)."""
         with self.lock:
             self.redemptions[token] += 1
+            if keep:
+                return self.refresh_tokens.get(token)
             return self.refresh_tokens.pop(token, None)
 
     def take(self, table: dict, key: str) -> dict | None:
@@ -444,7 +448,9 @@ def token(request: Request, tenant: str) -> Response:
         # Rotation: a refresh token is good once; the answer carries its successor.
         with sandbox.lock:
             sandbox.counts["refresh"] += 1
-        old = sandbox.identity.redeem(f.get("refresh_token", ""))
+        old = sandbox.identity.redeem(
+            f.get("refresh_token", ""), keep=sandbox.switches.keep_used_refresh_tokens
+        )
         if old is None or old["client_id"] != app.client_id:
             return token_error(
                 "invalid_grant", 70043, "The refresh token has expired or is invalid."

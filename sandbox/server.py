@@ -99,6 +99,8 @@ class Switches:
 
     latency: float = 0.0  # seconds added to every HTTP reply (a `$batch` is one reply)
     token_latency: float = 0.0  # seconds added to the token endpoint's replies only
+    # Used refresh tokens stay valid, as at Microsoft (strict rotation when off).
+    keep_used_refresh_tokens: bool = False
     throttle: int = 0  # next N API requests answer 429 …
     retry_after: int = 2  # … with this Retry-After
     server_errors: int = 0  # next N API requests answer 503
