@@ -775,6 +775,7 @@ class AlertKind(models.TextChoices):
 class AlertDigestStatus(models.TextChoices):
     PENDING = "pending", "Waiting to be sent"
     SENT = "sent", "Sent"
+    NO_RECIPIENTS = "no_recipients", "Nobody to send to"  # no manager/owner wants alert e-mails
     FAILED = "failed", "Gave up"
 
 
