@@ -432,6 +432,26 @@ MAIL_CHECK_CONCURRENCY = _env("MAIL_CHECK_CONCURRENCY", env.int, 20)
 if MAIL_CHECK_CONCURRENCY < 1:
     raise ImproperlyConfigured("MAIL_CHECK_CONCURRENCY must be at least 1")
 
+# --- E-mail (alert digests, fleet/alerts.py) -------------------------------------------------
+# Django's own settings, from the environment. The demo (bin/run) uses the console backend, which
+# prints each e-mail to the worker's output.
+EMAIL_BACKEND = _env("EMAIL_BACKEND", env.str, "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = _env("EMAIL_HOST", env.str, "localhost")
+EMAIL_PORT = _env("EMAIL_PORT", env.int, 25)
+EMAIL_HOST_USER = _env("EMAIL_HOST_USER", env.str, "")
+EMAIL_HOST_PASSWORD = _env("EMAIL_HOST_PASSWORD", env.str, "")
+EMAIL_USE_TLS = _env("EMAIL_USE_TLS", strict_bool, False)  # STARTTLS (port 587)
+EMAIL_USE_SSL = _env("EMAIL_USE_SSL", strict_bool, False)  # implicit TLS (port 465)
+EMAIL_TIMEOUT = _env("EMAIL_TIMEOUT", env.float, 20.0)
+DEFAULT_FROM_EMAIL = _env("DEFAULT_FROM_EMAIL", env.str, "Fleet <fleet@localhost>")
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be on")
+# A workspace's managers and owners get at most one digest of disconnects and recoveries per
+# this many minutes (the first change after a quiet spell goes out at the next run).
+ALERT_DIGEST_MINUTES = _env("ALERT_DIGEST_MINUTES", env.float, 15.0)
+if ALERT_DIGEST_MINUTES < 0:
+    raise ImproperlyConfigured("ALERT_DIGEST_MINUTES must not be negative")
+
 # CSV/XLSX mailbox imports: files above this size (bytes) are refused before they are read.
 IMPORT_MAX_FILE_SIZE = _env("IMPORT_MAX_FILE_SIZE", env.int, 2 * 1024 * 1024)
 # Between preview and confirm, the uploaded file waits encrypted (it holds app passwords).

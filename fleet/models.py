@@ -137,6 +137,14 @@ class Membership(models.Model):
     )
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    # Managers and owners get the workspace's disconnect digests (fleet/alerts.py) unless they
+    # turn this off; members change it for themselves, managers for anyone in the workspace.
+    alert_emails = models.BooleanField(
+        "alert e-mails",
+        default=True,
+        help_text="E-mail me a digest when this workspace's mailboxes disconnect or come back "
+        "(managers and owners with an e-mail address).",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ScopedQuerySet.as_manager()
@@ -464,6 +472,13 @@ class Mailbox(models.Model):
     def error(self) -> errors.ErrorCode | None:
         return errors.get(self.error_code)
 
+    def admin_url(self) -> str:
+        """The mailbox's page in the admin, absolute (FLEET_BASE_URL): for e-mails and webhooks,
+        which are read outside any request."""
+        from django.urls import reverse
+
+        return settings.FLEET_BASE_URL + reverse("admin:fleet_mailbox_change", args=[self.pk])
+
     def webhook_data(self) -> dict:
         """How a mailbox appears in webhook payloads (and never with a secret)."""
         entry = self.error
@@ -535,17 +550,31 @@ class Mailbox(models.Model):
             error_message=message if error else "",
             updated_at=now,
         )
+        outbox: dict[int, tuple[Workspace, list[tuple[str, dict]]]] = {}
+        alerts = []
         for m in mailboxes:
-            previous = m.status
+            previous, previous_code = m.status, m.error_code
             m.status, m.updated_at = status, now
             m.error_code = error.code if error else ""
             m.error_message = message if error else ""
-            if previous != status:
-                WebhookDelivery.objects.emit(
-                    m.workspace,
-                    "mailbox.status_changed",
-                    {"mailbox": m.webhook_data(), "from": previous, "to": status},
-                )
+            if previous == status:
+                continue
+            if m.workspace_id not in outbox:
+                outbox[m.workspace_id] = (m.workspace, [])
+            data = m.webhook_data()
+            pending = outbox[m.workspace_id][1]
+            pending.append(
+                ("mailbox.status_changed", {"mailbox": data, "from": previous, "to": status})
+            )
+            alert = AlertItem.for_change(m, previous, previous_code, now)
+            if alert is not None:
+                alerts.append(alert)
+                pending.append((alert.webhook_event, alert.webhook_data(data)))
+        # Leaving `active` for an error, or coming back: a line for the workspace's digest
+        # e-mail (fleet/alerts.py), in the same transaction as the change; one INSERT for all.
+        AlertItem.objects.bulk_create(alerts)
+        for workspace, pending in outbox.values():
+            WebhookDelivery.objects.emit_many(workspace, pending)
         return events
 
     def note(self, message: str, actor=None, via: str = "", kind: str = "note") -> MailboxEvent:
@@ -758,6 +787,155 @@ class MailboxEvent(models.Model):
         return f"{self.email}: {self.get_kind_display()}"
 
 
+class AlertKind(models.TextChoices):
+    DISCONNECTED = "disconnected", "Disconnected"
+    RECONNECTED = "reconnected", "Reconnected"
+
+
+class AlertDigestStatus(models.TextChoices):
+    PENDING = "pending", "Waiting to be sent"
+    SENT = "sent", "Sent"
+    NO_RECIPIENTS = "no_recipients", "Nobody to send to"  # no manager/owner wants alert e-mails
+    FAILED = "failed", "Gave up"
+
+
+class AlertDigest(Leased):
+    """One digest e-mail of a workspace: the alert items it carries (claimed when it is made, in
+    the same transaction), who it goes to, and whether it went. Sent by the task that leases it
+    (fleet/alerts.py); at most one per workspace per ALERT_DIGEST_MINUTES."""
+
+    workspace_lookup = "workspace"
+
+    Status = AlertDigestStatus
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="alert_digests")
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING, editable=False
+    )
+    # The addresses it goes to, fixed when it is made (a resend goes to the same people).
+    recipients = models.JSONField(default=list, blank=True, editable=False)
+    attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+    last_error = models.CharField(max_length=300, blank=True, editable=False)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    sent_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=AlertDigestStatus.values), name="alertdigest_status_valid"
+            )
+        ]
+        indexes = [
+            # The window check: a workspace's latest digest.
+            models.Index(fields=["workspace", "-created_at"], name="alertdigest_ws_time"),
+            # The sender's question: digests still to send.
+            models.Index(
+                fields=["next_attempt_at"], condition=Q(status="pending"), name="alertdigest_due"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Alert digest of {self.workspace_id}, {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class AlertItem(models.Model):
+    """A mailbox that left `active` for an error (or reauth), or came back to `active` from one:
+    written by `Mailbox.set_status_many` with the change, waiting for its workspace's next digest
+    (`digest` is null until a digest claims it)."""
+
+    workspace_lookup = "workspace"
+
+    Kind = AlertKind
+
+    DROPPED_TO = (MailboxStatus.ERROR, MailboxStatus.REAUTH_REQUIRED)
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="alert_items")
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    email = models.CharField(max_length=254)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    from_status = models.CharField(max_length=16)
+    to_status = models.CharField(max_length=16)
+    # Disconnected: the code it dropped with; reconnected: the code it had until it came back.
+    error_code = models.CharField(max_length=64, blank=True)
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    digest = models.ForeignKey(
+        AlertDigest, null=True, blank=True, on_delete=models.SET_NULL, related_name="items"
+    )
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=AlertKind.values), name="alertitem_kind")
+        ]
+        indexes = [
+            # Items waiting for a digest: few rows at any time, whatever the history's size.
+            models.Index(
+                fields=["workspace", "created_at"],
+                condition=Q(digest__isnull=True),
+                name="alertitem_waiting",
+            ),
+            models.Index(fields=["digest"], name="alertitem_digest"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} {self.get_kind_display().lower()} ({self.from_status} → {self.to_status})"
+
+    @classmethod
+    def for_change(
+        cls, mailbox: Mailbox, previous: str, previous_code: str, when
+    ) -> AlertItem | None:
+        """The alert a status change makes, or None: only leaving `active` for an error or
+        reauth (disconnected), or coming back to `active` from one (reconnected)."""
+        if previous == MailboxStatus.ACTIVE and mailbox.status in cls.DROPPED_TO:
+            kind, code, message = AlertKind.DISCONNECTED, mailbox.error_code, mailbox.error_message
+        elif previous in cls.DROPPED_TO and mailbox.status == MailboxStatus.ACTIVE:
+            kind, code, message = AlertKind.RECONNECTED, previous_code, ""
+        else:
+            return None
+        return cls(
+            workspace_id=mailbox.workspace_id,
+            mailbox=mailbox,
+            email=mailbox.email,
+            kind=kind,
+            from_status=previous,
+            to_status=mailbox.status,
+            error_code=code,
+            message=message,
+            created_at=when,
+        )
+
+    @property
+    def error(self) -> errors.ErrorCode | None:
+        return errors.get(self.error_code)
+
+    @property
+    def webhook_event(self) -> str:
+        return f"mailbox.{self.kind}"
+
+    def webhook_data(self, mailbox_data: dict) -> dict:
+        """`mailbox.disconnected` / `mailbox.reconnected`: the mailbox, the code (dropped with,
+        or recovered from) with the catalogue's message and hint, and its admin page."""
+        entry = self.error
+        return {
+            "mailbox": mailbox_data,
+            "from": self.from_status,
+            "to": self.to_status,
+            "code": self.error_code,
+            "message": entry.message if entry else self.message,
+            "hint": entry.hint if entry else "",
+            "link": self.mailbox.admin_url() if self.mailbox_id else "",
+        }
+
+
 class WebhookCounter(models.Model):
     """The last webhook `sequence` given out in a workspace. Its row is locked by the transaction
     that emits an event (so a rolled-back event gives its number back: no gaps) and by the
@@ -772,19 +950,19 @@ class WebhookCounter(models.Model):
         return f"{self.workspace_id}: {self.last_sequence}"
 
     @classmethod
-    def next_sequence(cls, workspace_id: int) -> int:
-        """The workspace's next webhook sequence number. The UPDATE locks the counter row until
-        the caller's transaction ends, so numbers are handed out (and given back on rollback)
-        in commit order."""
+    def next_sequence(cls, workspace_id: int, count: int = 1) -> int:
+        """The workspace's next webhook sequence number (the last of `count` reserved at once).
+        The UPDATE locks the counter row until the caller's transaction ends, so numbers are
+        handed out (and given back on rollback) in commit order."""
         for _ in range(2):
             if cls.objects.filter(pk=workspace_id).update(
-                last_sequence=models.F("last_sequence") + 1
+                last_sequence=models.F("last_sequence") + count
             ):
                 return cls.objects.values_list("last_sequence", flat=True).get(pk=workspace_id)
             try:
                 with transaction.atomic():
-                    cls.objects.create(workspace_id=workspace_id, last_sequence=1)
-                return 1
+                    cls.objects.create(workspace_id=workspace_id, last_sequence=count)
+                return count
             except IntegrityError:
                 continue  # created by a concurrent transaction meanwhile: count on from theirs
         raise RuntimeError(f"no webhook counter for workspace {workspace_id}")
@@ -801,19 +979,57 @@ class WebhookDeliveryQuerySet(ScopedQuerySet):
         if not workspace.webhooks_on:
             return None
         with transaction.atomic():
-            sequence = WebhookCounter.next_sequence(workspace.pk)
-            delivery = WebhookDelivery(workspace=workspace, event=event, sequence=sequence)
-            delivery.payload = {
-                "id": str(delivery.uid),
-                "event": event,
-                "sequence": sequence,
-                "occurred_at": delivery.created_at.isoformat(),
-                "created_at": delivery.created_at.isoformat(),
-                "workspace": {"slug": workspace.slug, "name": workspace.name},
-                "data": data,
-            }
+            delivery = self._numbered(
+                workspace, event, WebhookCounter.next_sequence(workspace.pk), data
+            )
             delivery.save()
         return delivery
+
+    @staticmethod
+    def _numbered(workspace: Workspace, event: str, sequence: int, data: dict) -> WebhookDelivery:
+        delivery = WebhookDelivery(workspace=workspace, event=event, sequence=sequence)
+        delivery.payload = {
+            "id": str(delivery.uid),
+            "event": event,
+            "sequence": sequence,
+            "occurred_at": delivery.created_at.isoformat(),
+            "created_at": delivery.created_at.isoformat(),
+            "workspace": {"slug": workspace.slug, "name": workspace.name},
+            "data": data,
+        }
+        return delivery
+
+    def emit_many(
+        self, workspace: Workspace, events: list[tuple[str, dict]]
+    ) -> list[WebhookDelivery]:
+        """`emit` for several events of one workspace (a bulk add's chunk, its alerts): their
+        sequence numbers in one UPDATE, the rows in one INSERT, in the order given."""
+        for event, _ in events:
+            if event not in WebhookDelivery.EVENTS:
+                raise ValueError(f"unknown webhook event {event!r}")
+        if not events or not workspace.webhooks_on:
+            return []
+        if len(events) == 1:
+            return [self.emit(workspace, *events[0])]
+        with transaction.atomic():
+            last = WebhookCounter.next_sequence(workspace.pk, len(events))
+            first = last - len(events) + 1
+            deliveries = WebhookDelivery.objects.bulk_create(
+                self._numbered(workspace, event, sequence, data)
+                for sequence, (event, data) in enumerate(events, start=first)
+            )
+            # bulk_create sends no post_save: send it, so the receiver in fleet/webhooks.py has
+            # them sent on commit (one send task per workspace and transaction all the same).
+            for delivery in deliveries:
+                models.signals.post_save.send(
+                    sender=WebhookDelivery,
+                    instance=delivery,
+                    created=True,
+                    update_fields=None,
+                    raw=False,
+                    using=self.db,
+                )
+        return deliveries
 
 
 class WebhookDelivery(Leased):
@@ -828,6 +1044,8 @@ class WebhookDelivery(Leased):
         "mailbox.status_changed": "A mailbox's connection status changed",
         "mailbox.warmup_changed": "A mailbox's warmup was started, paused or resumed",
         "mailbox.deleted": "A mailbox was deleted",
+        "mailbox.disconnected": "An active mailbox dropped to error or reauth_required",
+        "mailbox.reconnected": "A mailbox in error or reauth_required is active again",
         "consent_request.status_changed": "A consent request moved to another status",
         "webhook.test": "A test event sent from the admin",
     }

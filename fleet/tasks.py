@@ -123,6 +123,15 @@ def run_bulk_add(context: TaskContext, run_id: int) -> str:
     return execute(run, owner=leases.owner_of(context)).status if run else "gone"
 
 
+# --- Disconnect alerts (fleet/alerts.py) ------------------------------------------------------
+@task(takes_context=True, priority=UPKEEP_PRIORITY)
+def send_alert_digests(context: TaskContext) -> dict[str, int]:
+    """Periodic: open the workspaces' due alert digests and send them (leased)."""
+    from fleet import alerts, leases
+
+    return alerts.send_due(owner=leases.owner_of(context))
+
+
 # --- Work of dead workers (fleet/leases.py) ---------------------------------------------------
 # Each job kind's `reclaim_expired(now) -> int`, in the service module of that job: it takes
 # back the kind's rows whose lease expired (a conditional UPDATE, safe on many hosts at once),
@@ -133,6 +142,7 @@ RECLAIMERS = [
     "fleet.credentials.reclaim_expired",
     "fleet.move.reclaim_expired",
     "fleet.tokens.reclaim_expired",
+    "fleet.alerts.reclaim_expired",
 ]
 
 
@@ -169,4 +179,6 @@ PERIODIC = {
     expire_consent_requests: 15 * 60,
     reap: settings.JOB_REAPER_SECONDS,
     sweep_webhooks: settings.JOB_REAPER_SECONDS,
+    # Every minute whatever ALERT_DIGEST_MINUTES is: the window is kept per workspace.
+    send_alert_digests: 60,
 }

@@ -3,7 +3,8 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db.models import Count
 
-from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, secret_display
+from fleet import access, alerts
+from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role, secret_display
 from fleet.models import Membership, Role, Tag, WebhookDelivery, Workspace
 from fleet.webhook_targets import validate_webhook_url
 
@@ -15,7 +16,7 @@ class MembershipForm(forms.ModelForm):
 
     class Meta:
         model = Membership
-        fields = ["workspace", "username", "role"]
+        fields = ["workspace", "username", "role", "alert_emails"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -128,16 +129,59 @@ class WorkspaceAdmin(ScopedAdmin):
         return obj.member_total
 
 
+class MembershipAlertsForm(forms.ModelForm):
+    """What a member may change on their own membership, and a manager on anyone's: whether the
+    workspace's alert digests come to them (owners get the whole form)."""
+
+    class Meta:
+        model = Membership
+        fields = ["alert_emails"]
+
+
 @admin.register(Membership)
 class MembershipAdmin(ScopedAdmin):
     add_role = Role.OWNER
     change_role = Role.OWNER
     delete_role = Role.OWNER
     form = MembershipForm
-    list_display = ["user", "workspace", "role", "created_at"]
-    list_filter = ["role", ("workspace", ScopedRelatedFilter)]
+    list_display = ["user", "workspace", "role", "alert_emails", "created_at"]
+    list_filter = ["role", "alert_emails", ("workspace", ScopedRelatedFilter)]
     search_fields = ["user__username", "user__email", "workspace__name"]
     list_select_related = ["user", "workspace"]
+    ALERTS_ONLY_READONLY = ["user", "workspace", "role"]
+
+    def _alerts_only(self, request, obj) -> bool:
+        """Not the owner, but the member themself or a manager: only "alert e-mails" is theirs."""
+        return (
+            obj is not None
+            and not has_role(request, Role.OWNER, obj.workspace_id)
+            and request.user.is_staff
+            and access.may_change_alert_emails(request.user, obj)
+        )
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) or self._alerts_only(request, obj)
+
+    def get_fields(self, request, obj=None):
+        if self._alerts_only(request, obj):
+            return [*self.ALERTS_ONLY_READONLY, "alert_emails"]
+        return super().get_fields(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        if self._alerts_only(request, obj):
+            return self.ALERTS_ONLY_READONLY
+        return super().get_readonly_fields(request, obj)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if self._alerts_only(request, obj):
+            kwargs["form"] = MembershipAlertsForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        if change and self._alerts_only(request, obj):
+            alerts.set_alert_emails(obj, form.cleaned_data["alert_emails"], request.user)
+            return
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(Tag)
