@@ -110,6 +110,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request's address, id and API key for the audit log (fleet/audit.py).
+    "fleet.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -385,6 +387,8 @@ FLEET_BASE_URL = _env("FLEET_BASE_URL", env.str, "http://127.0.0.1:8000").rstrip
 OAUTH_STATE_TTL = _env("OAUTH_STATE_TTL", env.int, 15 * 60)
 # Days a consent request stays open before the expiry task marks it `expired`.
 CONSENT_REQUEST_TTL_DAYS = _env("CONSENT_REQUEST_TTL_DAYS", env.int, 7)
+# Audit entries older than this are deleted by the periodic `prune_audit_log` task (0: keep all).
+AUDIT_RETENTION_DAYS = _env("AUDIT_RETENTION_DAYS", env.int, 365)
 # Access tokens expiring within this many seconds are refreshed by the upkeep task.
 TOKEN_REFRESH_AHEAD = _env("TOKEN_REFRESH_AHEAD", env.int, 15 * 60)
 # A move off Basic auth (fleet/move.py) holds its run for this many seconds, renewed after every
