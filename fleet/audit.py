@@ -37,6 +37,25 @@ NEVER_SHOWN = {(ApiKey, "hashed_key"), (ConsentRequest, "oauth_state")}
 PRUNE_BATCH = 5000
 ADMIN_PREFIX, API_PREFIX = "/admin/", "/api/"  # config/urls.py
 
+# Every action the log records, "<object type>.<verb>" (the admin's filter offers these: a list
+# of the distinct actions of ten million rows would be a scan). Admin form saves add
+# "<type>.created" / ".updated" / ".deleted" of the types below.
+OBJECT_TYPES = [
+    "mailbox", "workspace", "membership", "credential", "apikey", "tag", "consentrequest",
+    "bulkaddrun", "importbatch", "moverun",
+]
+ACTIONS = sorted(
+    {f"{kind}.{verb}" for kind in OBJECT_TYPES for verb in ("created", "updated", "deleted")}
+    | {
+        "mailbox.approved", "mailbox.warmup_started", "mailbox.warmup_paused",
+        "mailbox.warmup_resumed", "mailbox.disabled", "mailbox.enabled", "mailbox.tags_set",
+        "mailbox.test_queued", "mailbox.totp_revealed", "mailbox.connected",
+        "bulkaddrun.started", "moverun.started", "apikey.revoked", "workspace.webhook_updated",
+        "credential.admin_consented", "consentrequest.completed", "consentrequest.cancelled",
+        "consentrequest.expired",
+    }
+)
+
 _request: ContextVar[HttpRequest | None] = ContextVar("fleet_audit_request", default=None)
 
 
@@ -138,6 +157,22 @@ def set_fields(obj: models.Model, names: Iterable[str]) -> dict[str, Any]:
             continue
         changes[name] = CHANGED if is_secret(model, name) else {"before": None, "after": _plain(value)}
     return changes
+
+
+def summary(changes: Mapping[str, Any]) -> str:
+    """One line for a list: `status: active → disabled, password: changed`."""
+    parts = []
+    for name, change in changes.items():
+        if isinstance(change, dict) and set(change) == {"before", "after"}:
+            parts.append(f"{name}: {_short(change['before'])} → {_short(change['after'])}")
+        else:
+            parts.append(f"{name}: {_short(change)}")
+    return ", ".join(parts)
+
+
+def _short(value: Any) -> str:
+    text = "—" if value in (None, "") else str(value)
+    return text if len(text) <= 60 else text[:57] + "…"
 
 
 # --- Writing entries --------------------------------------------------------------------------

@@ -242,7 +242,7 @@ def start_run(
             for n, a in enumerate(accounts)
         )
         audit.record(
-            "bulk_add.started", run, actor=user, via=via,
+            "bulkaddrun.started", run, actor=user, via=via,
             changes=audit.set_fields(run, ["credential_id", "total", "convert"]),
         )
         enqueue_on_commit(run_bulk_add, run.pk)

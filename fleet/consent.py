@@ -163,7 +163,7 @@ def record(request: ConsentRequest, *, base_url: str | None = None) -> ConsentRe
         request.consent_url = consent_link(request, base_url)
         request.save(update_fields=["consent_url"])
     audit.record(
-        "consent_request.created", request, actor=request.created_by,
+        "consentrequest.created", request, actor=request.created_by,
         changes=audit.set_fields(
             request, ["kind", "mailbox_id", "username", "domain", "credential_id", "consent_url"]
         ),
@@ -320,7 +320,7 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> ConsentResul
             changes=audit.set_fields(mailbox, [*mailboxes.CREATED_FIELDS, "access_token"]),
         )
         audit.record(
-            "consent_request.completed", cr, actor=None,
+            "consentrequest.completed", cr, actor=None,
             changes={"status": {"before": "processing", "after": cr.status}},
         )
         after_consent(mailbox, cr)
@@ -349,7 +349,7 @@ def _complete_admin(cr: ConsentRequest, params: dict) -> ConsentResult:
         cr.set_status(ConsentRequest.Status.COMPLETED)
         audit.record(
             "credential.admin_consented", credential, actor=None,
-            changes={"tenant_id": credential.tenant_id},
+            changes={"tenant_id": {"before": None, "after": credential.tenant_id}},
         )
         if credential.kind == Credential.Kind.GRAPH_APP_ONLY:
             request_verification(credential)
@@ -394,7 +394,7 @@ def complete_by_hand(consent_request: ConsentRequest, actor=None, via: str | Non
     before = consent_request.status
     consent_request.set_status(ConsentRequest.Status.COMPLETED)
     audit.record(
-        "consent_request.completed", consent_request, actor=actor, via=via,
+        "consentrequest.completed", consent_request, actor=actor, via=via,
         changes={"status": {"before": before, "after": consent_request.status}},
     )
     if consent_request.mailbox_id:
@@ -411,7 +411,7 @@ def cancel(consent_request: ConsentRequest, actor=None, via: str | None = None) 
     before = consent_request.status
     consent_request.set_status(ConsentRequest.Status.CANCELLED)
     audit.record(
-        "consent_request.cancelled", consent_request, actor=actor, via=via,
+        "consentrequest.cancelled", consent_request, actor=actor, via=via,
         changes={"status": {"before": before, "after": consent_request.status}},
     )
     return True
@@ -428,7 +428,7 @@ def expire_stale(now=None) -> int:
         before = consent_request.status
         consent_request.set_status(ConsentRequest.Status.EXPIRED)
         audit.record(
-            "consent_request.expired", consent_request, actor=None, via=audit.AuditEntry.Via.TASK,
+            "consentrequest.expired", consent_request, actor=None, via=audit.AuditEntry.Via.TASK,
             changes={"status": {"before": before, "after": consent_request.status}},
         )
         count += 1

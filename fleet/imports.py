@@ -296,7 +296,7 @@ class MailboxImportResource(resources.ModelResource):
         self.result.batch = batch
         actor = batch.created_by
         audit.record(
-            "import.completed", batch, actor=actor, via=self.via,
+            "importbatch.created", batch, actor=actor, via=self.via,
             changes=audit.set_fields(batch, ["file_name", "imported", "skipped", "failed"]),
         )
         audit.record_many(

@@ -658,7 +658,7 @@ class ConsentRequest(models.Model):
         if previous != status:
             WebhookDelivery.objects.emit(
                 self.workspace,
-                "consent_request.status_changed",
+                "consentrequest.status_changed",
                 {
                     "uid": str(self.uid),
                     "kind": self.kind,
@@ -808,7 +808,7 @@ class WebhookDelivery(Leased):
         "mailbox.status_changed": "A mailbox's connection status changed",
         "mailbox.warmup_changed": "A mailbox's warmup was started, paused or resumed",
         "mailbox.deleted": "A mailbox was deleted",
-        "consent_request.status_changed": "A consent request moved to another status",
+        "consentrequest.status_changed": "A consent request moved to another status",
         "webhook.test": "A test event sent from the admin",
     }
 

@@ -146,10 +146,20 @@ def finish_consent_move(item_id: int) -> str:
     return finish(item_id)
 
 
+# --- The audit log (fleet/audit.py) ---------------------------------------------------------
+@task(priority=UPKEEP_PRIORITY)
+def prune_audit_log() -> int:
+    """Periodic: delete audit entries older than AUDIT_RETENTION_DAYS, in batches."""
+    from fleet import audit
+
+    return audit.prune()
+
+
 # Periodic tasks and their interval in seconds, for `manage.py run_periodic`.
 PERIODIC = {
     refresh_expiring_tokens: 5 * 60,
     expire_consent_requests: 15 * 60,
     reap: settings.JOB_REAPER_SECONDS,
     sweep_webhooks: settings.JOB_REAPER_SECONDS,
+    prune_audit_log: 60 * 60,
 }
