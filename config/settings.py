@@ -110,6 +110,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request's address, id and API key for the audit log (fleet/audit.py).
+    "fleet.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -398,6 +400,8 @@ TOKEN_REFRESH_CONCURRENCY = _env("TOKEN_REFRESH_CONCURRENCY", env.int, 16)
 TOKEN_KEEPALIVE_CHUNK = _env("TOKEN_KEEPALIVE_CHUNK", env.int, 500)
 if TOKEN_REFRESH_CONCURRENCY < 1 or TOKEN_KEEPALIVE_CHUNK < 1:
     raise ImproperlyConfigured("TOKEN_REFRESH_CONCURRENCY and TOKEN_KEEPALIVE_CHUNK must be >= 1")
+# Audit entries older than this are deleted by the periodic `prune_audit_log` task (0: keep all).
+AUDIT_RETENTION_DAYS = _env("AUDIT_RETENTION_DAYS", env.int, 365)
 # A move off Basic auth (fleet/move.py) holds its run for this many seconds, renewed after every
 # chunk of 20 mailboxes; a run whose worker died is queued again by the reaper once it expires.
 MOVE_LEASE_SECONDS = _env("MOVE_LEASE_SECONDS", env.int, 5 * 60)

@@ -41,7 +41,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Lower, Now
 from django.utils import timezone
 
-from fleet import access, errors, leases, mailboxes
+from fleet import access, audit, errors, leases, mailboxes
 from fleet.credentials import record_outcome
 from fleet.deliverability import DomainCheck, check_domains
 from fleet.errors import ErrorCode, FleetError
@@ -214,6 +214,7 @@ def start_run(
     user=None,
     *,
     convert: bool = False,
+    via: str = "task",
 ) -> BulkAddRun:
     """Record the run and one pending result per account; the task starts once this commits.
     `user` (None for the platform itself) must be an operator of the workspace, and the
@@ -239,6 +240,10 @@ def start_run(
         BulkAddResult.objects.bulk_create(
             BulkAddResult(run=run, position=n, email=a.email, name=a.name)
             for n, a in enumerate(accounts)
+        )
+        audit.record(
+            "bulkaddrun.started", run, actor=user, via=via,
+            changes=audit.set_fields(run, ["credential_id", "total", "convert"]),
         )
         enqueue_on_commit(run_bulk_add, run.pk)
     return run
@@ -631,6 +636,7 @@ def save_mailboxes(
     new: list[Mailbox] = []
     changed: dict[int, Mailbox] = {}
     converted: list[Mailbox] = []
+    before: dict[int, dict] = {}  # existing mailboxes' fields, for their audit entries
     for o in successes:
         seen = chunk.get(o.graph_user_id)
         mailbox = seen or by_address.get(o.address) or by_user.get(o.graph_user_id)
@@ -650,6 +656,10 @@ def save_mailboxes(
                 filter(None, [o.detail, "switched from OAuth to Graph app-only (convert)"])
             )[:500]
         check = domains.get(domain_of(o.address))
+        if mailbox.pk is not None and mailbox.pk not in before:
+            before[mailbox.pk] = audit.snapshot(
+                mailbox, [Mailbox._meta.get_field(f).attname for f in fields]
+            )
         mailbox.display_name = o.name or o.graph_name or mailbox.display_name
         mailbox.auth_method = Mailbox.AuthMethod.GRAPH_APP_ONLY
         mailbox.graph_user_id = o.graph_user_id
@@ -679,6 +689,14 @@ def save_mailboxes(
             mailbox.save()
     Mailbox.objects.bulk_update(list(changed.values()), [*fields, "updated_at"])
     saved = [*changed.values(), *new]
+    audit.record_many(
+        "mailbox.created", new, actor=run.created_by, via="task",
+        changes=lambda m: audit.set_fields(m, mailboxes.CREATED_FIELDS),
+    )
+    audit.record_many(
+        "mailbox.updated", changed.values(), actor=run.created_by, via="task",
+        changes=lambda m: audit.diff(m, before[m.pk]),
+    )
     for mailbox in saved:
         mailbox.workspace = workspace  # for webhooks, without a query each
     if converted:

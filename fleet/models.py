@@ -1444,3 +1444,79 @@ class MoveItem(models.Model):
 
     def __str__(self) -> str:
         return self.email
+
+
+class AuditVia(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    API = "api", "API"
+    TASK = "task", "Task"
+    # A public page with no Fleet user behind it: Microsoft's consent callback.
+    WEB = "web", "Consent page"
+
+
+class AuditEntry(models.Model):
+    """Who changed what, from where: one row per state-changing operation (fleet/audit.py writes
+    them, in the transaction of the change). Instantly's audit log answers the same questions:
+    who, what, from which address, whether through the API.
+
+    The workspace and actor are kept as plain ids (no foreign-key constraint, nothing cascades):
+    the log outlives a deleted workspace, user or object, and a delete never touches 10M rows."""
+
+    workspace_lookup = "workspace"
+
+    Via = AuditVia
+    SYSTEM = "system"
+
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    workspace = models.ForeignKey(
+        Workspace,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    # The actor's username at the time, or "system": the log reads the same after a rename.
+    actor_name = models.CharField(max_length=150)
+    api_key_prefix = models.CharField(max_length=24, blank=True)
+    via = models.CharField(max_length=8, choices=Via.choices)
+    client_address = models.CharField(max_length=45, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    object_type = models.CharField(max_length=40)
+    # The object's public id (a mailbox's or consent request's uid, else its pk) and its pk (for
+    # the admin's link); its name as it was then.
+    object_id = models.CharField(max_length=64)
+    object_pk = models.PositiveBigIntegerField(null=True, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    action = models.CharField(max_length=64)
+    # {"field": {"before": …, "after": …}}; a secret field is only ever "changed".
+    changes = models.JSONField(default=dict, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit log"
+        default_permissions = ("view",)
+        indexes = [
+            # The list and the API page: one (or a few) workspaces' newest entries, read from
+            # the index in order (keyset), never sorted or counted.
+            models.Index(fields=["workspace", "-created_at", "-id"], name="audit_ws_time"),
+            # Superusers' unfiltered list, and pruning (created_at < cutoff) in batches.
+            models.Index(fields=["-created_at", "-id"], name="audit_time"),
+            # "What happened to this object" (the link from an object's page).
+            models.Index(fields=["object_type", "object_id", "-created_at"], name="audit_object"),
+            models.Index(fields=["actor", "-created_at"], name="audit_actor_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.actor_name} {self.action} {self.object_type} {self.object_repr}"

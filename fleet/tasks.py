@@ -173,6 +173,15 @@ def finish_consent_move(item_id: int) -> str:
     return finish(item_id)
 
 
+# --- The audit log (fleet/audit.py) ---------------------------------------------------------
+@task(priority=UPKEEP_PRIORITY)
+def prune_audit_log() -> int:
+    """Periodic: delete audit entries older than AUDIT_RETENTION_DAYS, in batches."""
+    from fleet import audit
+
+    return audit.prune()
+
+
 # Periodic tasks and their interval in seconds, for `manage.py run_periodic`.
 PERIODIC = {
     dispatch_token_keepalive: settings.JOB_REAPER_SECONDS,
@@ -181,4 +190,5 @@ PERIODIC = {
     sweep_webhooks: settings.JOB_REAPER_SECONDS,
     # Every minute whatever ALERT_DIGEST_MINUTES is: the window is kept per workspace.
     send_alert_digests: 60,
+    prune_audit_log: 60 * 60,
 }

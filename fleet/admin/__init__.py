@@ -1,5 +1,6 @@
 from fleet.admin import (  # noqa: F401
     api_keys,
+    audit,
     auth,
     bulk_add,
     consent,

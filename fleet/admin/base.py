@@ -12,7 +12,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest
 
-from fleet import access
+from fleet import access, audit
 from fleet.models import Role, Workspace
 from fleet.secrets import EncryptedTextField, secret_status
 
@@ -105,6 +105,31 @@ class ValidatedChangeListMixin:
         return ValidatedChangeList
 
 
+def form_before(form) -> dict:
+    """The model fields a form changed, with their values before (the form's initial data)."""
+    model = form._meta.model
+    names = {f.name: f.attname for f in model._meta.concrete_fields}
+    return {names[n]: form.initial.get(n) for n in form.changed_data if n in names}
+
+
+def record_form(request: HttpRequest, obj, before: dict, change: bool) -> None:
+    """The audit entry of an admin form's save: the changed fields before → after, or for a new
+    object every field it was given (secrets only as "changed")."""
+    name = obj._meta.model_name
+    if change:
+        changes = audit.diff(obj, before)
+        if changes:
+            audit.record(f"{name}.updated", obj, actor=request.user, via="admin", changes=changes)
+        return
+    fields = [
+        f.attname for f in obj._meta.concrete_fields if not f.primary_key and f.editable
+    ]
+    audit.record(
+        f"{name}.created", obj, actor=request.user, via="admin",
+        changes=audit.set_fields(obj, fields),
+    )
+
+
 class ScopedAdmin(ValidatedChangeListMixin, admin.ModelAdmin):
     """Roles needed to see, add, change and delete; subclasses raise them where they must."""
 
@@ -189,11 +214,51 @@ class ScopedAdmin(ValidatedChangeListMixin, admin.ModelAdmin):
             kwargs["queryset"] = related.objects.restrict(request.user, self.add_role)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
+    # Form saves and deletes of models no service owns (workspaces and their webhook settings,
+    # memberships, credentials, tags) are audited here; False where a service records them.
+    audited = True
+
     def save_model(self, request, obj, form, change):
         # The form's choices are scoped already; this guards a forged POST as well.
         if not self._role_allows(request, self.change_role if change else self.add_role, obj):
             raise Http404
+        before = form_before(form)
         super().save_model(request, obj, form, change)
+        if self.audited:
+            record_form(request, obj, before, change)
+
+    def delete_model(self, request, obj):
+        if self.audited:
+            audit.record(f"{obj._meta.model_name}.deleted", obj, actor=request.user, via="admin")
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        if self.audited:
+            audit.record_many(
+                f"{queryset.model._meta.model_name}.deleted", queryset,
+                actor=request.user, via="admin",
+            )
+        super().delete_queryset(request, queryset)
+
+    def save_formset(self, request, form, formset, change):
+        """Inline rows (a workspace's memberships): each added, changed or deleted row is an
+        entry."""
+        if not self.audited:
+            return super().save_formset(request, form, formset, change)
+        for gone in formset.deleted_forms:
+            if gone.instance.pk is not None:
+                audit.record(
+                    f"{gone.instance._meta.model_name}.deleted", gone.instance,
+                    actor=request.user, via="admin",
+                )
+        kept = [
+            (f, form_before(f), f.instance.pk is not None)
+            for f in formset.forms
+            if f.has_changed() and f not in formset.deleted_forms
+        ]
+        super().save_formset(request, form, formset, change)
+        for f, before, existed in kept:
+            record_form(request, f.instance, before, existed)
 
     def delete_view(self, request, object_id, extra_context=None):
         # Django checks the delete permission before it looks the object up; look it up first,

@@ -679,10 +679,15 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         )
         self.message_user(request, f"{changed} mailbox(es) re-enabled; their connection is tested.")
 
+    audited = False  # fleet/mailboxes.py records its saves and deletes
+
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if change:
-            mailboxes.record_changes(obj, form.changed_data, actor=request.user, via="admin")
+            mailboxes.record_changes(
+                obj, form.changed_data, actor=request.user, via="admin",
+                before={name: form.initial.get(name) for name in form.changed_data},
+            )
         else:
             mailboxes.record_created(obj, actor=request.user, via=mailboxes.ADMIN)
 

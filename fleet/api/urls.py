@@ -7,7 +7,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerSplitView,
 )
 
-from fleet.api import bulk, connect, credentials, imports, mailboxes, move, workspaces
+from fleet.api import audit, bulk, connect, credentials, imports, mailboxes, move, workspaces
 from fleet.api.envelope import page_not_found
 
 urlpatterns = [
@@ -39,6 +39,7 @@ urlpatterns = [
     path("mailboxes/consent-request/initiate", connect.ConsentRequestInitiate.as_view()),
     path("mailboxes/consent-request", connect.ConsentRequestList.as_view()),
     path("mailboxes/consent-request/<uuid:uid>", connect.ConsentRequestDetail.as_view()),
+    path("audit-log", audit.AuditLogList.as_view()),
     path("credentials", credentials.CredentialList.as_view()),
     path("credentials/<int:pk>", credentials.CredentialDetail.as_view()),
     path("credentials/<int:pk>/verify", credentials.CredentialVerify.as_view()),
