@@ -19,16 +19,13 @@ import pyotp
 from django.db import transaction
 from django.db.models import Q
 
-from fleet import errors, providers
+from fleet import errors, health, providers
 from fleet.errors import FleetError
 from fleet.models import EventKind, Mailbox, MailboxEvent, Tag, WebhookDelivery, Workspace
 from fleet.secrets import is_unreadable
-from fleet.tasks import check_mailboxes, enqueue_on_commit
 
 ADMIN, API, TASK = "admin", "api", "task"
 VIA = (ADMIN, API, TASK)
-# Mailboxes per connection-test task: a large selection spreads over the workers.
-CHECK_CHUNK = 500
 
 
 def _event(mailbox: Mailbox, kind: str, message: str, *, actor, via: str) -> MailboxEvent:
@@ -234,7 +231,7 @@ def enable(mailbox: Mailbox, *, actor, via: str) -> bool:
     if mailbox.status != Mailbox.Status.DISABLED:
         return False
     mailbox.set_status(Mailbox.Status.PENDING, message="Re-enabled", actor=actor, via=via)
-    queue_connection_tests([mailbox], actor=actor, via=via)
+    health.queue_tests([mailbox], actor=actor, via=via)
     return True
 
 
@@ -309,13 +306,8 @@ def update(
 
 # --- connection tests and secrets -------------------------------------------------------------
 def queue_connection_tests(mailboxes: Iterable[Mailbox], *, actor, via: str) -> int:
-    """Queue connection tests (SMTP/IMAP sign-in, or Graph for app-only mailboxes) of these
-    mailboxes, disabled ones excepted; returns how many were queued. Runs after commit."""
-    ids = [m.pk for m in mailboxes if m.status != Mailbox.Status.DISABLED]
-    actor_id = getattr(actor, "pk", None)
-    for start in range(0, len(ids), CHECK_CHUNK):
-        enqueue_on_commit(check_mailboxes, ids[start : start + CHECK_CHUNK], actor_id)
-    return len(ids)
+    """Kept for callers written before health sweeps: `fleet.health.queue_tests`."""
+    return health.queue_tests(mailboxes, actor=actor, via=via)
 
 
 def queue_connection_test(mailbox: Mailbox, *, actor, via: str) -> None:
@@ -324,7 +316,7 @@ def queue_connection_test(mailbox: Mailbox, *, actor, via: str) -> None:
         raise FleetError(
             errors.MAILBOX_DISABLED, f"{mailbox.email} is disabled; enable it to test it"
         )
-    queue_connection_tests([mailbox], actor=actor, via=via)
+    health.queue_tests([mailbox], actor=actor, via=via)
 
 
 class AccountTOTP(pyotp.TOTP):

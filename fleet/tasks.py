@@ -70,6 +70,22 @@ def check_mailboxes(mailbox_ids: list[int], actor_id: int | None = None) -> dict
     return dict(mailbox_checks.check_mailboxes(mailbox_ids, actor=actor))
 
 
+@task(takes_context=True)
+def test_due_mailboxes(context: TaskContext) -> dict[str, int]:
+    """Claim a chunk of mailboxes whose test is due (leased, fleet/health.py) and test them."""
+    from fleet import health, leases
+
+    return dict(health.run_due(leases.owner_of(context)))
+
+
+@task(priority=UPKEEP_PRIORITY)
+def dispatch_health_checks() -> dict[str, int]:
+    """Periodic: schedule new mailboxes' health checks and queue tasks for the due ones."""
+    from fleet import health
+
+    return health.dispatch()
+
+
 # --- Microsoft OAuth upkeep -----------------------------------------------------------------
 @task()
 def refresh_expiring_tokens() -> dict[str, int]:
@@ -116,6 +132,7 @@ RECLAIMERS = [
     "fleet.webhooks.reclaim_expired",
     "fleet.credentials.reclaim_expired",
     "fleet.move.reclaim_expired",
+    "fleet.health.reclaim_expired",
 ]
 
 
@@ -152,4 +169,5 @@ PERIODIC = {
     expire_consent_requests: 15 * 60,
     reap: settings.JOB_REAPER_SECONDS,
     sweep_webhooks: settings.JOB_REAPER_SECONDS,
+    dispatch_health_checks: settings.JOB_REAPER_SECONDS,
 }
