@@ -455,6 +455,21 @@ if EMAIL_USE_TLS and EMAIL_USE_SSL:
 ALERT_DIGEST_MINUTES = _env("ALERT_DIGEST_MINUTES", env.float, 15.0)
 if ALERT_DIGEST_MINUTES < 0:
     raise ImproperlyConfigured("ALERT_DIGEST_MINUTES must not be negative")
+# Health sweeps (fleet/health.py): every mailbox not disabled is tested once per its workspace's
+# interval (this is the default for new workspaces, at least 1 hour). A worker tests up to
+# HEALTH_CHECK_CONCURRENCY mailboxes at once, HEALTH_CHECK_CHUNK per task, and never more than
+# HEALTH_CHECK_PER_HOST at once against one mail server host nor HEALTH_CHECK_PER_TENANT
+# against one Microsoft tenant (or mail domain), so that a sweep never looks like an attack.
+HEALTH_CHECK_INTERVAL_HOURS = _env("HEALTH_CHECK_INTERVAL_HOURS", env.float, 24.0)
+HEALTH_CHECK_CONCURRENCY = _env("HEALTH_CHECK_CONCURRENCY", env.int, 200)
+HEALTH_CHECK_CHUNK = _env("HEALTH_CHECK_CHUNK", env.int, 500)
+HEALTH_CHECK_PER_HOST = _env("HEALTH_CHECK_PER_HOST", env.int, 200)
+HEALTH_CHECK_PER_TENANT = _env("HEALTH_CHECK_PER_TENANT", env.int, 20)
+if HEALTH_CHECK_INTERVAL_HOURS < 1:
+    raise ImproperlyConfigured("HEALTH_CHECK_INTERVAL_HOURS must be at least 1")
+if min(HEALTH_CHECK_CONCURRENCY, HEALTH_CHECK_CHUNK, HEALTH_CHECK_PER_HOST,
+       HEALTH_CHECK_PER_TENANT) < 1:  # fmt: skip
+    raise ImproperlyConfigured("HEALTH_CHECK_* concurrency and chunk settings must be at least 1")
 
 # CSV/XLSX mailbox imports: files above this size (bytes) are refused before they are read.
 IMPORT_MAX_FILE_SIZE = _env("IMPORT_MAX_FILE_SIZE", env.int, 2 * 1024 * 1024)

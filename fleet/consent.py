@@ -28,7 +28,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from fleet import audit, errors, mailboxes
+from fleet import audit, errors, health, mailboxes
 from fleet.credentials import request_verification
 from fleet.errors import FleetError
 from fleet.microsoft import identity
@@ -383,7 +383,7 @@ def after_consent(mailbox: Mailbox, consent_request: ConsentRequest | None = Non
     if isinstance(move_item, int):
         enqueue_on_commit(finish_consent_move, move_item)
     else:
-        mailboxes.queue_connection_tests([mailbox], actor=None, via=mailboxes.TASK)
+        health.queue_tests([mailbox], actor=None, via=mailboxes.TASK)
 
 
 # --- by hand and by time ----------------------------------------------------------------------

@@ -31,7 +31,7 @@ from import_export import fields, resources, widgets
 from import_export.formats import base_formats
 from import_export.tmp_storages import TempFolderStorage
 
-from fleet import access, audit, errors, mailboxes, providers
+from fleet import access, audit, errors, health, mailboxes, providers
 from fleet.models import ImportBatch, Mailbox, Role, Workspace
 from fleet.secrets import fernet
 from fleet.uploads import FILE_EMPTY as FILE_EMPTY  # the seed's texts, re-exported
@@ -303,7 +303,7 @@ class MailboxImportResource(resources.ModelResource):
             "mailbox.created", self.created, actor=actor, via=self.via,
             changes=lambda m: audit.set_fields(m, mailboxes.CREATED_FIELDS),
         )
-        mailboxes.queue_connection_tests(self.created, actor=batch.created_by, via=self.via)
+        health.queue_tests(self.created, actor=batch.created_by, via=self.via)
 
 
 def import_mailboxes(

@@ -19,16 +19,13 @@ import pyotp
 from django.db import transaction
 from django.db.models import Q
 
-from fleet import audit, errors, providers
+from fleet import audit, errors, health, providers
 from fleet.errors import FleetError
 from fleet.models import EventKind, Mailbox, MailboxEvent, Tag, WebhookDelivery, Workspace
 from fleet.secrets import is_unreadable
-from fleet.tasks import check_mailboxes, enqueue_on_commit
 
 ADMIN, API, TASK = "admin", "api", "task"
 VIA = (ADMIN, API, TASK)
-# Mailboxes per connection-test task: a large selection spreads over the workers.
-CHECK_CHUNK = 500
 # What a new mailbox's audit entry shows (secrets as "changed" only).
 CREATED_FIELDS = [
     "email", "display_name", "provider", "auth_method", "status", "smtp_host", "imap_host",
@@ -277,7 +274,7 @@ def enable(mailbox: Mailbox, *, actor, via: str) -> bool:
     audit.record(
         "mailbox.enabled", mailbox, actor=actor, via=via, changes=audit.diff(mailbox, before)
     )
-    queue_connection_tests([mailbox], actor=actor, via=via)
+    health.queue_tests([mailbox], actor=actor, via=via)
     return True
 
 
@@ -361,18 +358,8 @@ def update(
 
 # --- connection tests and secrets -------------------------------------------------------------
 def queue_connection_tests(mailboxes: Iterable[Mailbox], *, actor, via: str) -> int:
-    """Queue connection tests (SMTP/IMAP sign-in, or Graph for app-only mailboxes) of these
-    mailboxes, disabled ones excepted; returns how many were queued. Runs after commit."""
-    testable = [m for m in mailboxes if m.status != Mailbox.Status.DISABLED]
-    ids = [m.pk for m in testable]
-    if actor is not None:
-        # A person's or a program's request; the system's periodic tests of the whole fleet
-        # are recorded in each mailbox's history, not here (a million entries a sweep).
-        audit.record_many("mailbox.test_queued", testable, actor=actor, via=via)
-    actor_id = getattr(actor, "pk", None)
-    for start in range(0, len(ids), CHECK_CHUNK):
-        enqueue_on_commit(check_mailboxes, ids[start : start + CHECK_CHUNK], actor_id)
-    return len(ids)
+    """Kept for callers written before health sweeps: `fleet.health.queue_tests`."""
+    return health.queue_tests(mailboxes, actor=actor, via=via)
 
 
 def queue_connection_test(mailbox: Mailbox, *, actor, via: str) -> None:
@@ -381,7 +368,7 @@ def queue_connection_test(mailbox: Mailbox, *, actor, via: str) -> None:
         raise FleetError(
             errors.MAILBOX_DISABLED, f"{mailbox.email} is disabled; enable it to test it"
         )
-    queue_connection_tests([mailbox], actor=actor, via=via)
+    health.queue_tests([mailbox], actor=actor, via=via)
 
 
 class AccountTOTP(pyotp.TOTP):

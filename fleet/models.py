@@ -87,6 +87,24 @@ class Leased(models.Model):
         abstract = True
 
 
+def default_health_check_interval() -> timedelta:
+    """A new workspace's health-sweep cadence: HEALTH_CHECK_INTERVAL_HOURS (fleet/health.py)."""
+    return timedelta(hours=settings.HEALTH_CHECK_INTERVAL_HOURS)
+
+
+# The shortest cadence a workspace may choose: one test per mailbox per hour.
+MIN_HEALTH_CHECK_INTERVAL = timedelta(hours=1)
+
+
+def validate_health_check_interval(value: timedelta) -> None:
+    from django.core.exceptions import ValidationError
+
+    if value is None or value < MIN_HEALTH_CHECK_INTERVAL:
+        raise ValidationError("The health check interval must be at least 1 hour.")
+    if value > timedelta(days=90):
+        raise ValidationError("The health check interval must be at most 90 days.")
+
+
 class Workspace(models.Model):
     """An agency client: its mailboxes, credentials and members live inside it."""
 
@@ -101,6 +119,12 @@ class Workspace(models.Model):
     # Cleared when the receiver answers 410 Gone; saving a URL again turns it back on.
     webhook_enabled = models.BooleanField(default=True)
     webhook_disabled_reason = models.CharField(max_length=200, blank=True)
+    # Every mailbox that is not disabled is tested once per interval (fleet/health.py).
+    health_check_interval = models.DurationField(
+        default=default_health_check_interval,
+        validators=[validate_health_check_interval],
+        help_text="How often every mailbox is tested (at least 1 hour), e.g. 24:00:00 for daily.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ScopedQuerySet.as_manager()
@@ -395,6 +419,22 @@ class Mailbox(models.Model):
     mx_correct = models.BooleanField(null=True, blank=True)
 
     last_checked_at = models.DateTimeField(null=True, blank=True)
+    # Connection tests live on the mailbox row (fleet/health.py): when the next one is due
+    # (null: none scheduled yet), the task testing it now (a lease renewed by a heartbeat,
+    # taken back by the reaper when its worker dies), who asked for it, and how many transient
+    # failures in a row it has had (the third counts as a disconnect).
+    check_due_at = models.DateTimeField(null=True, blank=True, editable=False)
+    check_lease_owner = models.CharField(max_length=64, blank=True, editable=False)
+    check_lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    check_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    check_transient_failures = models.PositiveSmallIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -462,6 +502,26 @@ class Mailbox(models.Model):
                 fields=["token_lease_expires_at"],
                 name="mailbox_token_lease",
                 condition=~Q(token_lease_owner=""),
+            ),
+            # The health dispatcher's "what is due", oldest first, LIMIT a chunk; only
+            # scheduled mailboxes are indexed.
+            models.Index(
+                fields=["check_due_at"],
+                name="mailbox_check_due",
+                condition=Q(check_due_at__isnull=False),
+            ),
+            # Mailboxes nobody scheduled yet (new since the last pass): the dispatcher gives
+            # them their slot, a chunk at a time, without reading the rest of the fleet.
+            models.Index(
+                fields=["id"],
+                name="mailbox_check_unscheduled",
+                condition=Q(check_due_at__isnull=True) & ~Q(status="disabled"),
+            ),
+            # The reaper's "whose test lease ran out".
+            models.Index(
+                fields=["check_lease_expires_at"],
+                name="mailbox_check_lease",
+                condition=Q(check_lease_expires_at__isnull=False),
             ),
         ]
 

@@ -70,6 +70,22 @@ def check_mailboxes(mailbox_ids: list[int], actor_id: int | None = None) -> dict
     return dict(mailbox_checks.check_mailboxes(mailbox_ids, actor=actor))
 
 
+@task(takes_context=True)
+def test_due_mailboxes(context: TaskContext) -> dict[str, int]:
+    """Claim a chunk of mailboxes whose test is due (leased, fleet/health.py) and test them."""
+    from fleet import health, leases
+
+    return dict(health.run_due(leases.owner_of(context)))
+
+
+@task(priority=UPKEEP_PRIORITY)
+def dispatch_health_checks() -> dict[str, int]:
+    """Periodic: schedule new mailboxes' health checks and queue tasks for the due ones."""
+    from fleet import health
+
+    return health.dispatch()
+
+
 # --- Microsoft OAuth upkeep (fleet/tokens.py) ------------------------------------------------
 @task(priority=UPKEEP_PRIORITY)
 def dispatch_token_keepalive() -> int:
@@ -143,6 +159,7 @@ RECLAIMERS = [
     "fleet.move.reclaim_expired",
     "fleet.tokens.reclaim_expired",
     "fleet.alerts.reclaim_expired",
+    "fleet.health.reclaim_expired",
 ]
 
 
@@ -191,4 +208,5 @@ PERIODIC = {
     # Every minute whatever ALERT_DIGEST_MINUTES is: the window is kept per workspace.
     send_alert_digests: 60,
     prune_audit_log: 60 * 60,
+    dispatch_health_checks: settings.JOB_REAPER_SECONDS,
 }

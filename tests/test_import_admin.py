@@ -68,7 +68,8 @@ def test_upload_preview_confirm(client_for, personas, ws_a, django_capture_on_co
     assert done["Location"] == reverse("admin:fleet_importbatch_change", args=[batch.pk])
     assert (batch.imported, batch.skipped, batch.failed) == (2, 1, 1)
     assert batch.tag.name == "spring" and batch.file_name == "boxes.csv"
-    assert DBTaskResult.objects.filter(task_path="fleet.tasks.check_mailboxes").count() == 1
+    assert DBTaskResult.objects.filter(task_path="fleet.tasks.test_due_mailboxes").count() == 1
+    assert Mailbox.objects.filter(check_due_at__isnull=False).count() == 2
 
     page = client.get(done["Location"])
     assert page.status_code == 200
@@ -225,5 +226,8 @@ def test_test_connection_action_queues_only_permitted_mailboxes(
                 "_selected_action": [mailboxes["a"].pk, mailboxes["b"].pk],
             },
         )
-    task = DBTaskResult.objects.get()
-    assert task.args_kwargs["args"] == [[mailboxes["a"].pk], personas["bob"].pk]
+    assert DBTaskResult.objects.get().task_path == "fleet.tasks.test_due_mailboxes"
+    due = Mailbox.objects.filter(check_due_at__isnull=False)
+    assert list(due.values_list("pk", "check_requested_by")) == [
+        (mailboxes["a"].pk, personas["bob"].pk)
+    ]

@@ -21,7 +21,7 @@ from import_export.admin import ImportExportMixin
 from import_export.formats import base_formats
 from import_export.forms import ConfirmImportForm, ImportForm
 
-from fleet import errors, imports, mailboxes
+from fleet import errors, health, imports, mailboxes
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
 from fleet.admin.object_actions import ObjectAction, ObjectActionsMixin
 from fleet.models import ImportBatch, Mailbox, Role, Workspace
@@ -306,7 +306,7 @@ class ImportBatchAdmin(ObjectActionsMixin, ScopedAdmin):
         )
 
     def do_retest_failed(self, request, batch):
-        queued = mailboxes.queue_connection_tests(
+        queued = health.queue_tests(
             failed_of(batch).only("pk", "status"), actor=request.user, via=mailboxes.ADMIN
         )
         self.message_user(

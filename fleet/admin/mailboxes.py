@@ -7,7 +7,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from fleet import consent, mailboxes
+from fleet import consent, health, mailboxes
 from fleet.admin.base import (
     ScopedAdmin,
     ScopedRelatedFilter,
@@ -555,7 +555,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         require_role(request, Role.OPERATOR, "Testing mailboxes")
         code = request.POST.get("code", "")
         chosen = self._dashboard_selection(request).filter(error_code=code)
-        queued = mailboxes.queue_connection_tests(
+        queued = health.queue_tests(
             chosen.only("pk", "status"), actor=request.user, via=mailboxes.ADMIN
         )
         self.message_user(
@@ -607,7 +607,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
 
     @admin.action(description="Test connection (SMTP and IMAP)", permissions=["operate"])
     def test_connection(self, request, queryset):
-        queued = mailboxes.queue_connection_tests(
+        queued = health.queue_tests(
             self.scoped(request, queryset, Role.OPERATOR).select_related(None).only("pk", "status"),
             actor=request.user,
             via=mailboxes.ADMIN,

@@ -1,0 +1,312 @@
+"""Connection tests that live on the mailbox rows (fleet/health.py): leased, reclaimed after a
+`kill -9` of their worker, scheduled once per interval and evenly spread, transient failures
+retried before they count, "Sweep now" across real workers.
+
+The recovery tests run real `db_worker` processes and a real `run_periodic` (reaper and health
+dispatcher) against PostgreSQL, with the loopback SMTP/IMAP servers slowed down so that the
+kill lands in the middle of an import's 200 connection tests.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from fleet import errors, health, imports
+from fleet.models import Mailbox, MailboxEvent
+from fleet.tasks import test_due_mailboxes
+from sandbox import mailservers as ms
+from tests.mail_fixtures import mail, point_at, servers  # noqa: F401
+from tests.test_job_recovery import (
+    LEASE,
+    REAPER,
+    Fleet,
+    assert_dead_task_failed_with_a_note,
+    wait_for,
+)
+
+on_postgres = pytest.mark.skipif(
+    "postgres" not in os.environ.get("DATABASE_URL", ""),
+    reason="kill -9 recovery is shown on PostgreSQL (DATABASE_URL=postgres://…)",
+)
+
+
+@pytest.fixture
+def fleet(settings):
+    settings.JOB_LEASE_SECONDS = LEASE
+    running = Fleet()
+    yield running
+    running.stop()
+
+
+def import_boxes(ws, user, mail, count: int, prefix: str = "box"):
+    names = [f"{prefix}{n:03}@contoso.com" for n in range(count)]
+    for name in names:
+        mail.add(name, "pw")
+    body = "email,password\n" + "".join(f"{n},pw\n" for n in names)
+    result = imports.import_mailboxes(ws, io.BytesIO(body.encode()), user=user)
+    # The demo points imported mailboxes at Microsoft; here at the loopback servers.
+    Mailbox.objects.filter(workspace=ws).update(
+        smtp_host=mail.host, smtp_port=mail.smtp_port, imap_host=mail.host, imap_port=mail.imap_port
+    )
+    return result.batch, names
+
+
+def holder(mailbox_ids) -> tuple[str, str] | None:
+    """(lease owner, worker id) of a task testing one of these mailboxes right now."""
+    owner = (
+        Mailbox.objects.filter(pk__in=mailbox_ids)
+        .exclude(check_lease_owner="")
+        .values_list("check_lease_owner", flat=True)
+        .first()
+    )
+    if not owner:
+        return None
+    task = DBTaskResult.objects.filter(id=owner).first()
+    return (owner, task.worker_ids[-1]) if task and task.worker_ids else None
+
+
+@on_postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("mode", ["restart", "survivor"])
+def test_import_tests_killed_mid_batch_are_all_done_once(
+    mode, fleet, mail, monkeypatch, ws_a, personas
+):
+    total = 200
+    mail.reply_delay = 0.03  # every reply: a mailbox's test takes a few tenths of a second
+    monkeypatch.setenv("HEALTH_CHECK_CONCURRENCY", "5")
+    monkeypatch.setenv("HEALTH_CHECK_CHUNK", "25")
+    batch, names = import_boxes(ws_a, personas["alice"], mail, total)
+    ids = list(batch.mailboxes.values_list("pk", flat=True))
+    assert batch.progress()["pending"] == total
+
+    fleet.worker("worker-1")
+    if mode == "survivor":
+        fleet.worker("worker-2")
+    fleet.reaper()
+
+    def working():
+        return batch.progress()["tested"] >= 20 and holder(ids)
+
+    owner, worker_id = wait_for(working, 90, "the first tests")
+    killed = fleet.kill(worker_id)
+    tested_at_kill = batch.progress()["tested"]
+    assert tested_at_kill < total, "the batch ended before the kill: nothing was shown"
+    if mode == "restart":
+        fleet.worker("worker-3")
+
+    def taken_back():
+        return not Mailbox.objects.filter(check_lease_owner=owner).exists()
+
+    wait_for(taken_back, 60, "the reaper to take the dead worker's mailboxes back")
+    takeover = time.monotonic() - killed
+    wait_for(lambda: batch.progress()["pending"] == 0, 180, "every mailbox of the import")
+    done = time.monotonic() - killed
+    print(
+        f"\n[recovery] import connection tests ({mode}): {tested_at_kill} of {total} tested at "
+        f"kill -9, leases taken back {takeover:.1f} s after it, all {total} tested "
+        f"{done:.1f} s after it (lease {LEASE:.0f} s + reaper {REAPER:.0f} s)"
+    )
+
+    assert batch.progress() == {
+        "total": total,
+        "tested": total,
+        "active": total,
+        "failed": 0,
+        "pending": 0,
+    }
+    # One connection-test event per mailbox: the tests the dead worker had in flight were
+    # never recorded, and their second attempt is recorded once.
+    tests = Counter(
+        MailboxEvent.objects.filter(kind="connection_test").values_list("email", flat=True)
+    )
+    assert set(tests) == set(names) and set(tests.values()) == {1}
+    assert not Mailbox.objects.exclude(check_lease_owner="").exists()
+    # Each is scheduled for its next health check, within one interval.
+    horizon = timezone.now() + timedelta(hours=24, minutes=1)
+    assert not Mailbox.objects.filter(check_due_at=None).exists()
+    assert not Mailbox.objects.filter(check_due_at__gt=horizon).exists()
+    assert_dead_task_failed_with_a_note(owner)
+    assert takeover < LEASE + REAPER + 6.0 or mode == "restart", f"{takeover:.1f} s"
+    assert not DBTaskResult.objects.filter(
+        task_path=test_due_mailboxes.module_path, status="FAILED"
+    ).exclude(id=owner)
+
+
+# --- the schedule -----------------------------------------------------------------------------
+def test_slots_are_stable_evenly_spread_and_once_per_interval():
+    """A simulated day of 24,000 mailboxes: every one is due exactly once in the day, none is
+    skipped, and the per-minute load stays close to its mean (no thundering herd)."""
+    interval = timedelta(hours=24)
+    uids = [uuid.uuid4() for _ in range(24_000)]
+    start = datetime(2026, 12, 2, 0, 0, tzinfo=UTC)
+    first = {uid: health.next_slot(uid, interval, start) for uid in uids}
+    assert all(start < slot <= start + interval for slot in first.values())
+    # Tested a little late (a busy worker) or early: the next slot is still one interval on.
+    for uid, slot in list(first.items())[:500]:
+        late = health.next_slot(uid, interval, slot + timedelta(minutes=7))
+        assert late == slot + interval
+        assert health.next_slot(uid, interval, slot) == slot + interval
+    # Minute of the day (a slot at the interval's very end is the next day's minute 0).
+    per_minute = Counter(
+        int((slot - start).total_seconds() // 60) % (24 * 60) for slot in first.values()
+    )
+    mean = len(uids) / (24 * 60)
+    assert len(per_minute) == 24 * 60  # no empty minute
+    assert max(per_minute.values()) < mean * 2.0, (max(per_minute.values()), mean)
+    # Shorter cadences keep the same spread.
+    hourly = Counter(
+        int((health.next_slot(u, timedelta(hours=1), start) - start).total_seconds() // 60) % 60
+        for u in uids
+    )
+    assert len(hourly) == 60 and max(hourly.values()) < (len(uids) / 60) * 1.3
+
+
+@pytest.mark.django_db
+def test_a_simulated_day_tests_each_mailbox_once_and_never_disabled_ones(ws_a, ws_b, mail):
+    """The dispatcher's steps at every simulated 10 minutes of a day, the tests themselves
+    in-process against the loopback servers: every mailbox not disabled is tested exactly once,
+    disabled ones never, and no 10 minutes holds much more than its share."""
+    from fleet import mailbox_checks
+
+    ws_b.health_check_interval = timedelta(hours=12)
+    ws_b.save()
+    boxes = []
+    for ws in (ws_a, ws_b):
+        for n in range(60):
+            email = f"day{n}@{ws.slug}.example"
+            mail.add(email, "pw")
+            boxes.append(
+                point_at(
+                    Mailbox.objects.create(
+                        workspace=ws, email=email, auth_method="app_password", password="pw",
+                        status="active",
+                    ),
+                    mail,
+                )
+            )  # fmt: skip
+    off = boxes[5]
+    Mailbox.objects.filter(pk=off.pk).update(status="disabled")
+    start = timezone.now()
+    assert health.schedule_unscheduled(start) == len(boxes) - 1
+    assert Mailbox.objects.get(pk=off.pk).check_due_at is None
+
+    tested_at: dict[int, list[datetime]] = {}
+    step = timedelta(minutes=10)
+    clock = start
+    while clock < start + timedelta(hours=24):
+        clock += step
+        ids = health.claim_due("sim", limit=1000, now=clock)
+        for mailbox in Mailbox.objects.filter(pk__in=ids):
+            tested_at.setdefault(mailbox.pk, []).append(clock)
+            error, detail = mailbox_checks.probe(mailbox)
+            health.record(mailbox, error, detail, "sim")
+            # The next slot was taken from the real clock; move it to the simulated one.
+            Mailbox.objects.filter(pk=mailbox.pk).update(
+                check_due_at=health.next_slot(
+                    mailbox.uid, mailbox.workspace.health_check_interval, clock
+                )
+            )
+    daily = {b.pk for b in boxes if b.workspace_id == ws_a.pk and b.pk != off.pk}
+    twice = {b.pk for b in boxes if b.workspace_id == ws_b.pk}
+    assert off.pk not in tested_at
+    assert {pk for pk, t in tested_at.items() if len(t) == 1} == daily
+    assert {pk for pk, t in tested_at.items() if len(t) == 2} == twice
+    # The 12-hour workspace's two tests are 12 hours apart (to the 10-minute step).
+    for pk in twice:
+        first, second = tested_at[pk]
+        assert abs((second - first) - timedelta(hours=12)) <= step
+    assert MailboxEvent.objects.filter(kind="connection_test").count() == len(daily) + 2 * 60
+    assert not MailboxEvent.objects.filter(mailbox_id=off.pk, kind="connection_test").exists()
+
+
+# --- transient failures -------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_one_blip_changes_nothing_three_in_a_row_are_a_disconnect(ws_a, mail):
+    mail.add("blip@contoso.com", "pw")
+    box = point_at(
+        Mailbox.objects.create(
+            workspace=ws_a, email="blip@contoso.com", auth_method="app_password", password="pw",
+            status="active",
+        ),
+        mail,
+    )  # fmt: skip
+    refused = {"smtp_host": "127.0.0.1", "smtp_port": ms.refused_port()}
+
+    def test_once(**servers):
+        Mailbox.objects.filter(pk=box.pk).update(check_due_at=timezone.now(), **servers)
+        before = timezone.now()
+        outcome = health.run_due("local-test", concurrency=2)
+        box.refresh_from_db()
+        return outcome, box.check_due_at - before
+
+    # One blip: recorded, the status stays, a retry in 15 minutes.
+    outcome, retry_in = test_once(**refused)
+    assert outcome == {"active": 1}
+    assert (box.status, box.error_code, box.check_transient_failures) == ("active", "", 1)
+    assert timedelta(minutes=14) < retry_in <= timedelta(minutes=15, seconds=5)
+    blip = MailboxEvent.objects.filter(kind="connection_test").latest("id")
+    assert (blip.to_status, blip.error_code) == ("active", "CONNECTION_REFUSED")
+    assert "try 1 of 3" in blip.message
+    # The retry passes: the count starts again, the next test is the normal slot.
+    outcome, next_in = test_once(smtp_host=mail.host, smtp_port=mail.smtp_port)
+    assert (box.status, box.check_transient_failures) == ("active", 0)
+    assert timedelta(minutes=15) < next_in <= timedelta(hours=24)
+    assert not MailboxEvent.objects.filter(kind="status").exists()
+
+    # Three in a row: the first two retried (15, then 45 minutes), the third is a disconnect.
+    outcome, retry_in = test_once(**refused)
+    assert box.check_transient_failures == 1 and box.status == "active"
+    outcome, retry_in = test_once(**refused)
+    assert box.check_transient_failures == 2 and box.status == "active"
+    assert timedelta(minutes=44) < retry_in <= timedelta(minutes=45, seconds=5)
+    outcome, _ = test_once(**refused)
+    assert outcome == {"error": 1}
+    assert (box.status, box.error_code, box.check_transient_failures) == (
+        "error",
+        errors.CONNECTION_REFUSED.code,
+        0,
+    )
+    assert MailboxEvent.objects.filter(kind="status", to_status="error").count() == 1
+    assert MailboxEvent.objects.filter(kind="connection_test").count() == 5
+
+
+@pytest.mark.django_db
+def test_a_permanent_failure_counts_at_once(ws_a, mail):
+    mail.add("off@contoso.com", "pw", smtp_reply=ms.SMTP_AUTH_DISABLED)
+    box = point_at(
+        Mailbox.objects.create(
+            workspace=ws_a, email="off@contoso.com", auth_method="app_password", password="pw",
+            status="active", check_due_at=timezone.now(),
+        ),
+        mail,
+    )  # fmt: skip
+    assert health.run_due("local-test") == {"error": 1}
+    box.refresh_from_db()
+    assert (box.status, box.error_code) == ("error", "SMTP_AUTH_DISABLED")
+
+
+@pytest.mark.django_db
+def test_a_result_after_the_lease_was_taken_back_is_not_recorded(ws_a, mail):
+    box = Mailbox.objects.create(
+        workspace=ws_a, email="x@contoso.com", auth_method="app_password", password="pw",
+        check_due_at=timezone.now(),
+    )  # fmt: skip
+    assert health.claim_due("task-a") == [box.pk]
+    assert health.claim_due("task-b") == []  # held
+    Mailbox.objects.filter(pk=box.pk).update(
+        check_lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    assert health.reclaim_expired(timezone.now()) == 1
+    assert health.claim_due("task-b") == [box.pk]
+    assert health.record(box, None, "late", "task-a") == health.LEASE_LOST
+    assert health.record(box, None, "ok", "task-b") == "active"
+    assert MailboxEvent.objects.filter(kind="connection_test").count() == 1
