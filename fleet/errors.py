@@ -230,6 +230,12 @@ CONSENT_REQUEST_CLOSED = define(
     "Ask the person who sent it for a new consent link (links expire, and a completed or "
     "cancelled consent cannot be reused).",
 )
+NOTHING_TO_RECONNECT = define(
+    "NOTHING_TO_RECONNECT",
+    "No mailbox of this selection needs reconnecting",
+    "Reconnect all failing asks for consent again from OAuth mailboxes in reauth_required; "
+    "app-password mailboxes in error are fixed by a new password or the move off Basic auth.",
+)
 MAILBOX_NOT_APPROVED = define(
     "MAILBOX_NOT_APPROVED",
     "This mailbox is waiting for a manager's approval",

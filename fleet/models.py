@@ -1580,3 +1580,86 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_name} {self.action} {self.object_type} {self.object_repr}"
+
+
+class ReconnectRun(models.Model):
+    """One "Reconnect all failing": the consent requests asked of a workspace's OAuth mailboxes
+    that need reauthorization, grouped so that one page lists their links and shows progress.
+    Progress is read from the mailboxes themselves (`active` again), not kept here."""
+
+    workspace_lookup = "workspace"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="reconnects")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # What was chosen, as the person chose it ("all failing", "tag=…"), for the page's title.
+    selection = models.CharField(max_length=300, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="reconnect_ws_time")]
+
+    def __str__(self) -> str:
+        return f"Reconnect of {self.total} mailbox(es), {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ReconnectItem(models.Model):
+    """One mailbox of a reconnect run and the consent request it was given (a new one, or the
+    open one it already had)."""
+
+    workspace_lookup = "run__workspace"
+
+    run = models.ForeignKey(ReconnectRun, on_delete=models.CASCADE, related_name="items")
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, on_delete=models.SET_NULL, related_name="reconnect_items"
+    )
+    email = models.CharField(max_length=254)
+    consent_request = models.ForeignKey(
+        ConsentRequest, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reused = models.BooleanField(default=False, help_text="An open consent request was reused.")
+    emailed_to = models.CharField(max_length=254, blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["run", "email"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "mailbox"], name="reconnect_item_once")
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class UptimeHour(models.Model):
+    """Connection tests and disconnections of one workspace in one hour (UTC): the dashboard's
+    uptime without reading the events (1M mailboxes tested daily write 30M events a month).
+    Kept in step with MailboxEvent by database triggers (migration 0016), so every writer of
+    events counts, whatever code path it takes; Fleet's code never writes these rows."""
+
+    workspace_lookup = "workspace"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    checks = models.PositiveIntegerField(default=0)  # CONNECTION_TEST events
+    passed = models.PositiveIntegerField(default=0)  # … of them without an error code
+    disconnections = models.PositiveIntegerField(default=0)  # MailboxEvent.LOST events
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["workspace", "-hour"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "hour"], name="uptime_ws_hour")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id} {self.hour:%Y-%m-%d %H}:00"

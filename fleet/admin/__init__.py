@@ -8,6 +8,7 @@ from fleet.admin import (  # noqa: F401
     imports,
     mailboxes,
     move,
+    reconnect,
     tasks,
     webhooks,
     workspaces,

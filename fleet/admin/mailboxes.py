@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.http import Http404, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -7,7 +8,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from fleet import consent, health, mailboxes
+from fleet import consent, errors, health, mailboxes, reconnect
 from fleet.admin.base import (
     ScopedAdmin,
     ScopedRelatedFilter,
@@ -26,6 +27,7 @@ from fleet.admin.display import (
 from fleet.admin.filters import ConnectionChangeFilter, DayFilter
 from fleet.admin.imports import MailboxImportExportMixin, totp_button
 from fleet.admin.object_actions import ObjectAction, ObjectActionsMixin
+from fleet.admin.reconnect import start_runs
 from fleet.errors import FleetError
 from fleet.models import Mailbox, MailboxEvent, Role, Workspace
 
@@ -276,6 +278,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         "test_connection",
         "connect_with_microsoft",
         "reconnect",
+        "reconnect_all_failing",
         "approve",
         "start_warmup",
         "pause_warmup",
@@ -301,6 +304,11 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
                 "reconnect-reauth/",
                 self.admin_site.admin_view(require_POST(self.reconnect_reauth_view)),
                 name="fleet_mailbox_reconnect_reauth",
+            ),
+            path(
+                "reconnect-failing/",
+                self.admin_site.admin_view(require_POST(self.reconnect_failing_view)),
+                name="fleet_mailbox_reconnect_failing",
             ),
             path(
                 "retest-code/",
@@ -353,6 +361,44 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
     )
     def reconnect(self, request, queryset):
         return self._connect(request, queryset, prompt="consent")
+
+    @admin.action(
+        description="Reconnect all failing (consent links for those in reauth required)",
+        permissions=["operate"],
+    )
+    def reconnect_all_failing(self, request, queryset):
+        return self._reconnect_failing(request, queryset, "selected on the mailbox list")
+
+    def _reconnect_failing(self, request, mailboxes_chosen, selection: str):
+        """A bulk reconnect run per workspace the user operates among `mailboxes_chosen`
+        (fleet/reconnect.py), then its links page."""
+        chosen = self.scoped(request, mailboxes_chosen, Role.OPERATOR)
+        workspace_ids = set(
+            reconnect.failing(chosen).order_by().values_list("workspace_id", flat=True).distinct()
+        )
+        if not workspace_ids:
+            self.message_user(
+                request,
+                sentence(errors.NOTHING_TO_RECONNECT.message, errors.NOTHING_TO_RECONNECT.hint),
+                messages.WARNING,
+            )
+            return None
+        workspaces = Workspace.objects.filter(pk__in=workspace_ids).order_by("name")
+        return start_runs(self, request, [(w, chosen) for w in workspaces], selection)
+
+    def reconnect_failing_view(self, request):
+        """The list's "Reconnect all failing" button: the list as filtered (its query string)."""
+        require_role(request, Role.OPERATOR, "Reconnecting mailboxes")
+        back = reverse("admin:fleet_mailbox_changelist")
+        query = request.GET.urlencode()
+        try:
+            listed = self.get_changelist_instance(request).get_queryset(request)
+        except IncorrectLookupParameters:
+            self.message_user(request, "The list's filters are not valid.", messages.ERROR)
+            return HttpResponseRedirect(back)
+        selection = f"filtered list: {query}" if query else "all failing"
+        response = self._reconnect_failing(request, listed, selection[:300])
+        return response or HttpResponseRedirect(f"{back}?{query}" if query else back)
 
     def connect_new_view(self, request):
         """Connect a new Outlook mailbox: a consent link for a workspace; the mailbox is created
@@ -542,13 +588,10 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         """The dashboard's "Reconnect N mailboxes": the Reconnect action on the mailboxes that
         need reauthorization (of one workspace, or all the user operates)."""
         require_role(request, Role.OPERATOR, "Reconnecting mailboxes")
-        waiting = self._dashboard_selection(request).filter(status=Mailbox.Status.REAUTH_REQUIRED)
-        response = self._connect(request, waiting, prompt="consent")
-        if response is None:
-            if not waiting.exists():
-                self.message_user(request, "No mailbox needs reauthorization any more.")
-            return HttpResponseRedirect(self._dashboard_url(request))
-        return response
+        response = self._reconnect_failing(
+            request, self._dashboard_selection(request), "all failing (dashboard)"
+        )
+        return response or HttpResponseRedirect(self._dashboard_url(request))
 
     def retest_code_view(self, request):
         """The dashboard's "Test N again" beside an error code."""

@@ -3,9 +3,11 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db.models import Count
 
-from fleet import access, alerts
+from fleet import access, alerts, reconnect
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role, secret_display
-from fleet.models import Membership, Role, Tag, WebhookDelivery, Workspace
+from fleet.admin.object_actions import ObjectAction, ObjectActionsMixin
+from fleet.admin.reconnect import start_runs
+from fleet.models import Mailbox, Membership, Role, Tag, WebhookDelivery, Workspace
 from fleet.webhook_targets import validate_webhook_url
 
 
@@ -63,8 +65,12 @@ class WorkspaceForm(forms.ModelForm):
         return url
 
 
+def _has_failing(workspace: Workspace) -> bool:
+    return reconnect.failing(Mailbox.objects.filter(workspace=workspace)).exists()
+
+
 @admin.register(Workspace)
-class WorkspaceAdmin(ScopedAdmin):
+class WorkspaceAdmin(ObjectActionsMixin, ScopedAdmin):
     form = WorkspaceForm
     change_role = Role.OWNER
     delete_role = Role.OWNER
@@ -75,7 +81,22 @@ class WorkspaceAdmin(ScopedAdmin):
     webhook_secret_is_set = secret_display("webhook_secret")  # view-only pages
     readonly_fields = ["webhook_disabled_reason"]
     inlines = [MembershipInline]
-    actions = ["send_test_event"]
+    actions = ["send_test_event", "reconnect_all_failing"]
+    object_actions = (
+        ObjectAction(
+            "reconnect_failing", "Reconnect all failing", Role.OPERATOR, "Reconnecting mailboxes",
+            _has_failing,
+            "A consent link for every OAuth mailbox in reauth required, on one page to send out",
+        ),
+    )
+
+    def do_reconnect_failing(self, request, workspace):
+        return start_runs(self, request, [(workspace, None)], "all failing")
+
+    @admin.action(description="Reconnect all failing mailboxes", permissions=["operate"])
+    def reconnect_all_failing(self, request, queryset):
+        chosen = self.scoped(request, queryset, Role.OPERATOR).order_by("name")
+        return start_runs(self, request, [(w, None) for w in chosen], "all failing")
 
     def save_model(self, request, obj, form, change):
         if {"webhook_url", "webhook_secret"} & set(form.changed_data):

@@ -7,7 +7,17 @@ from drf_spectacular.views import (
     SpectacularSwaggerSplitView,
 )
 
-from fleet.api import audit, bulk, connect, credentials, imports, mailboxes, move, workspaces
+from fleet.api import (
+    audit,
+    bulk,
+    connect,
+    credentials,
+    imports,
+    mailboxes,
+    move,
+    reconnect,
+    workspaces,
+)
 from fleet.api.envelope import page_not_found
 
 urlpatterns = [
@@ -22,7 +32,10 @@ urlpatterns = [
     path("mailboxes/move-plan", move.MovePlanView.as_view()),
     path("mailboxes/move-to-oauth", move.MoveToOAuth.as_view()),
     path("mailboxes/move-to-oauth/<uuid:run_uid>", move.MoveRunDetail.as_view()),
+    path("mailboxes/reconnect", reconnect.MailboxReconnect.as_view()),
+    path("mailboxes/reconnect/<uuid:run_uid>", reconnect.ReconnectRunDetail.as_view()),
     path("mailboxes/<uuid:uid>", mailboxes.MailboxDetail.as_view()),
+    path("mailboxes/<uuid:uid>/health", reconnect.MailboxHealth.as_view()),
     path("mailboxes/<uuid:uid>/warmup/start", mailboxes.WarmupStart.as_view()),
     path("mailboxes/<uuid:uid>/warmup/pause", mailboxes.WarmupPause.as_view()),
     path("mailboxes/<uuid:uid>/warmup/resume", mailboxes.WarmupResume.as_view()),

@@ -316,8 +316,8 @@ def test_dashboard_buttons(laptop, live_server, people, val, ws_a, oauth_app, se
     assert DBTaskResult.objects.filter(task_path="fleet.tasks.test_due_mailboxes").count() == 1
 
     laptop.get_by_role("button", name="Reconnect 2 mailboxes").click()
-    expect(laptop.locator("h1")).to_contain_text("Consent links (2)")
-    expect(laptop.locator("#consent-links")).to_contain_text("eve@acme-outreach.com")
+    expect(laptop.locator("#reconnect-progress")).to_contain_text("0 of 2 reconnected")
+    expect(laptop.locator("#reconnect-links")).to_contain_text("eve@acme-outreach.com")
     assert ConsentRequest.objects.filter(kind="user", mailbox__status="reauth_required").count() == 2
     laptop.shots("reconnect-links")
 
