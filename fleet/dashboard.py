@@ -1,18 +1,20 @@
 """The managers' dashboard: what is broken and why, across the user's workspaces or one of them.
 
 Every figure comes with the admin list it was counted from, so a click shows exactly those rows.
-Each block is one aggregate query; the number of queries does not grow with the fleet.
+Each block is one aggregate query; the number of queries does not grow with the fleet. The
+mailbox, deliverability and trend blocks read the rolled-up tallies (fleet/tallies.py: a few rows
+per workspace, kept by database triggers), so their cost does not grow with it either.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 from urllib.parse import urlencode
 
-from django.db.models import Count, Max, OuterRef, Q, Subquery, Window
-from django.db.models.functions import TruncDate
+from django.db.models import Count, Max, OuterRef, Q, Subquery, Sum, Window
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
@@ -21,9 +23,12 @@ from fleet.models import (
     BulkAddRun,
     ConsentRequest,
     Credential,
+    DomainTally,
+    EventDayTally,
     ImportBatch,
     Mailbox,
     MailboxEvent,
+    MailboxTally,
     Membership,
     Role,
     Workspace,
@@ -140,9 +145,9 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
         Workspace.objects.restrict(user)
         .annotate(
             user_role=Subquery(
-                Membership.objects.filter(workspace=OuterRef("pk"), user_id=user.pk).values(
-                    "role"
-                )[:1]
+                Membership.objects.filter(workspace=OuterRef("pk"), user_id=user.pk).values("role")[
+                    :1
+                ]
             )
         )
         .order_by("name")
@@ -161,17 +166,17 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
     board.can_operate = user.is_superuser or any(
         w.user_role in operating for w in ([selected] if selected else workspaces)
     )
-    mailboxes = scoped(Mailbox)
-
-    # One scan for three figures: counts per (status, warmup state, error code) are a few dozen
-    # rows whatever the fleet's size, summed here.
+    # Counts per (status, warmup state, error code, auth method): a few dozen tally rows per
+    # workspace whatever the fleet's size, summed here.
     status_counts: Counter = Counter()
     warmup_counts: Counter = Counter()
     code_counts: Counter = Counter()
     affected = refused = 0
     for status, warmup, code, auth, n in (
-        mailboxes.values_list("status", "warmup_status", "error_code", "auth_method")
-        .annotate(n=Count("id"))
+        scoped(MailboxTally)
+        .filter(mailboxes__gt=0)
+        .values_list("status", "warmup_status", "error_code", "auth_method")
+        .annotate(n=Sum("mailboxes"))
         .order_by()
     ):
         status_counts[status] += n
@@ -231,8 +236,8 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
         plan_url,
     )
 
-    board.domains, board.domain_count = _domains(mailboxes, ws_param)
-    board.trend = _trend(scoped(MailboxEvent), ws_param)
+    board.domains, board.domain_count = _domains(scoped(DomainTally), ws_param)
+    board.trend = _trend(scoped(EventDayTally), ws_param)
 
     consents = scoped(ConsentRequest).aggregate(
         waiting=Count("id", filter=ConsentRequest.open_q()),
@@ -263,24 +268,19 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
     return board
 
 
-def _domains(mailboxes, ws_param: dict) -> tuple[list[DomainHealth], int]:
+def _domains(tallies, ws_param: dict) -> tuple[list[DomainHealth], int]:
     """The DOMAINS_SHOWN domains with the most mailboxes missing a check (then the largest), and
-    how many domains there are: one aggregate query whatever the fleet's size."""
-    own = mailboxes.exclude(provider=Mailbox.Provider.OUTLOOK_COM)
+    how many domains there are: one aggregate query over the domain tally (consumer domains are
+    not tallied), whatever the fleet's size."""
+    tallies = tallies.filter(mailboxes__gt=0)
     counts = {}
     for check in CHECKS:
-        counts[f"{check}_ok"] = Count("id", filter=Q(**{f"{check}_correct": True}))
-        counts[f"{check}_bad"] = Count("id", filter=Q(**{f"{check}_correct": False}))
-    problems = Count(
-        "id",
-        filter=Q(spf_correct=False)
-        | Q(dkim_correct=False)
-        | Q(dmarc_correct=False)
-        | Q(mx_correct=False),
-    )
+        counts[f"{check}_ok"] = Sum("mailboxes", filter=Q(**{check: 1}))
+        counts[f"{check}_bad"] = Sum("mailboxes", filter=Q(**{check: 0}))
+    problems = Coalesce(Sum("mailboxes", filter=Q(spf=0) | Q(dkim=0) | Q(dmarc=0) | Q(mx=0)), 0)
     rows = list(
-        own.values("domain")
-        .annotate(n=Count("id"), problems=problems, policy=Max("dmarc_policy"), **counts)
+        tallies.values("domain")
+        .annotate(n=Sum("mailboxes"), problems=problems, policy=Max("dmarc_policy"), **counts)
         # COUNT(*) OVER () after GROUP BY: how many domains in all, in the same query.
         .annotate(domains=Window(Count("*")))
         .order_by("-problems", "-n", "domain")[:DOMAINS_SHOWN]
@@ -301,17 +301,15 @@ def _domains(mailboxes, ws_param: dict) -> tuple[list[DomainHealth], int]:
     return found, (rows[0]["domains"] if found else 0)
 
 
-def _trend(events, ws_param: dict) -> list[TrendDay]:
-    """Connections made (→ active) and lost (active → error or reauth) per day, 30 days."""
-    today = timezone.localdate()
+def _trend(tallies, ws_param: dict) -> list[TrendDay]:
+    """Connections made (→ active) and lost (active → error or reauth) per UTC day, 30 days,
+    from the event tally."""
+    today = timezone.now().astimezone(UTC).date()
     first = today - timedelta(days=TREND_DAYS - 1)
     rows = (
-        events.filter(kind=MailboxEvent.Kind.STATUS, created_at__date__gte=first)
-        .annotate(day=TruncDate("created_at"))
+        tallies.filter(day__gte=first)
         .values("day")
-        .annotate(
-            made=Count("id", filter=MailboxEvent.MADE), lost=Count("id", filter=MailboxEvent.LOST)
-        )
+        .annotate(made=Sum("made"), lost=Sum("lost"))
         .order_by()
     )
     per_day = {row["day"]: row for row in rows}

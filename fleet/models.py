@@ -996,6 +996,101 @@ class AlertItem(models.Model):
         }
 
 
+# --- Rolled-up counts for the dashboard ------------------------------------------------------------
+# Counting a million mailboxes (or their events) on every dashboard view takes seconds; these
+# tables hold the same counts, a few rows per workspace. Database triggers (migration
+# 0017_scale_tallies: statement-level with transition tables on PostgreSQL, row-level on SQLite)
+# keep them in step with every INSERT, UPDATE and DELETE of the source rows — the ORM's bulk
+# writes, `QuerySet.update`, cascades and raw SQL included — in the same transaction. Rows are
+# never written by Fleet's code; `fleet/tallies.py` reads them and can recount them from scratch.
+# Their workspace column carries no foreign key: a workspace's rows fall to zero as its mailboxes
+# are deleted, whatever order Django's cascade deletes in.
+
+
+class MailboxTally(models.Model):
+    """Mailboxes per workspace, status, warmup state, error code and auth method."""
+
+    workspace_lookup = "workspace"
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    status = models.CharField(max_length=16)
+    warmup_status = models.CharField(max_length=16)
+    error_code = models.CharField(max_length=64)
+    auth_method = models.CharField(max_length=16)
+    mailboxes = models.BigIntegerField(default=0)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "status", "warmup_status", "error_code", "auth_method"],
+                name="mailbox_tally_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status}/{self.warmup_status}/{self.error_code}: {self.mailboxes}"
+
+
+class DomainTally(models.Model):
+    """Mailboxes per workspace, domain and deliverability state (Microsoft's own consumer
+    domains, provider outlook_com, left out as on the dashboard). Each check is 1 found, 0
+    missing, -1 never checked (the mailbox's boolean or NULL)."""
+
+    workspace_lookup = "workspace"
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    domain = models.CharField(max_length=254)
+    spf = models.SmallIntegerField()
+    dkim = models.SmallIntegerField()
+    dmarc = models.SmallIntegerField()
+    mx = models.SmallIntegerField()
+    dmarc_policy = models.CharField(max_length=16)
+    mailboxes = models.BigIntegerField(default=0)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "domain", "spf", "dkim", "dmarc", "mx", "dmarc_policy"],
+                name="domain_tally_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.domain}: {self.mailboxes}"
+
+
+class EventDayTally(models.Model):
+    """Connections made (→ active) and lost (active → error or reauth) per workspace and UTC
+    day: the dashboard's trend chart."""
+
+    workspace_lookup = "workspace"
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    day = models.DateField()
+    made = models.BigIntegerField(default=0)
+    lost = models.BigIntegerField(default=0)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "day"], name="event_day_tally_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day}: +{self.made} -{self.lost}"
+
+
 class WebhookCounter(models.Model):
     """The last webhook `sequence` given out in a workspace. Its row is locked by the transaction
     that emits an event (so a rolled-back event gives its number back: no gaps) and by the
