@@ -7,7 +7,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerSplitView,
 )
 
-from fleet.api import bulk, connect, credentials, imports, mailboxes, move, workspaces
+from fleet.api import alerts, bulk, connect, credentials, imports, mailboxes, move, workspaces
 from fleet.api.envelope import page_not_found
 
 urlpatterns = [
@@ -18,6 +18,7 @@ urlpatterns = [
     path("workspaces", workspaces.WorkspaceList.as_view()),
     path("workspaces/<int:pk>", workspaces.WorkspaceDetail.as_view()),
     path("workspaces/<int:pk>/webhook", workspaces.WorkspaceWebhook.as_view()),
+    path("workspaces/<int:pk>/alerts", alerts.WorkspaceAlerts.as_view()),
     path("mailboxes", mailboxes.MailboxList.as_view()),
     path("mailboxes/move-plan", move.MovePlanView.as_view()),
     path("mailboxes/move-to-oauth", move.MoveToOAuth.as_view()),
