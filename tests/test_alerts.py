@@ -497,3 +497,29 @@ def test_the_api_reads_and_changes_the_keys_own_alert_emails(api, api_keys, pers
         api("PUT", path, api_keys["alice_platform"], data={"alert_emails": False}).status_code
         == 403
     )
+
+
+def test_managers_see_the_digests_of_their_workspaces_in_the_admin(
+    ws_a, ws_b, people, smtp, client_for
+):
+    make(ws_a, "ann@alpha.example").set_status("error", errors.INVALID_CREDENTIALS)
+    make(ws_b, "ben@beta.example").set_status("error", errors.TLS_FAILED)
+    alerts.send_due(owner="local-test")
+    mine = AlertDigest.objects.get(workspace=ws_a)
+    theirs = AlertDigest.objects.get(workspace=ws_b)
+
+    client = client_for(people["mona"])
+    listed = client.get(reverse("admin:fleet_alertdigest_changelist")).content.decode()
+    assert "mona@agency.example" in listed and "bea@agency.example" not in listed
+    page = client.get(reverse("admin:fleet_alertdigest_change", args=[mine.pk])).content.decode()
+    assert "ann@alpha.example" in page and errors.INVALID_CREDENTIALS.hint[:40] in page.replace(
+        "&#x27;", "'"
+    )
+    assert (
+        client.get(reverse("admin:fleet_alertdigest_change", args=[theirs.pk])).status_code == 404
+    )
+    # Operators do not see the digests at all.
+    assert (
+        client_for(people["otto"]).get(reverse("admin:fleet_alertdigest_changelist")).status_code
+        == 403
+    )

@@ -62,3 +62,11 @@ def test_the_digest_reads_well_and_a_manager_opts_out(laptop, live_server, ws_a,
     page.shots("after-opting-out")
     mine.refresh_from_db()
     assert mine.alert_emails is False
+
+    # The digest as the admin keeps it: to whom, what it carried, each code with its hint.
+    page.goto(f"{live_server.url}/admin/fleet/alertdigest/")
+    expect(page.locator("#result_list")).to_contain_text("mona@agency.example")
+    page.shots("digest-list")
+    page.locator("#result_list tbody a").first.click()
+    expect(page.get_by_text(errors.SMTP_AUTH_DISABLED.hint[:30])).to_be_visible()
+    page.shots("digest-page")
