@@ -169,8 +169,9 @@ def record_failure(digest: AlertDigest, owner: str, error: str) -> None:
 
 
 def reclaim_expired(now: datetime) -> int:
-    """The reaper's part: a digest whose sender died (its lease ran out) is due again; it is
-    sent once more (its recipients may get it twice if the first copy went out)."""
+    """The reaper's part: a digest whose sender died (its lease ran out) is due again, and a
+    send task is queued; it is sent once more (its recipients may get it twice if the first
+    copy went out)."""
     expired = AlertDigest.objects.filter(
         status=AlertDigest.Status.PENDING, lease_expires_at__lt=now
     ).exclude(lease_owner="")
@@ -188,9 +189,14 @@ def reclaim_expired(now: datetime) -> int:
         if taken:
             leases.fail_task_rows(
                 [owner],
-                f"Its worker stopped while sending alert digest {pk}; the next run sends it again.",
+                f"Its worker stopped while sending alert digest {pk}; Fleet's reaper has it "
+                "sent again.",
             )
             count += 1
+    if count:
+        from fleet.tasks import enqueue_on_commit, send_alert_digests
+
+        enqueue_on_commit(send_alert_digests)  # at once, not at the next periodic run
     return count
 
 

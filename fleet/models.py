@@ -899,7 +899,7 @@ class AlertDigest(Leased):
         ]
 
     def __str__(self) -> str:
-        return f"Alert digest of {self.workspace_id}, {self.created_at:%Y-%m-%d %H:%M}"
+        return f"Alert digest #{self.pk}, {self.created_at:%Y-%m-%d %H:%M}"
 
 
 class AlertItem(models.Model):

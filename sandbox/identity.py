@@ -26,6 +26,19 @@ from sandbox.server import RUNNING, Request, Response, route
 
 RESERVED_SCOPES = {"openid", "profile", "offline_access", "email"}
 TOKEN_LIFETIME = 3600
+# The demo's grants (`Sandbox.grant_demo_refresh_tokens`): the refresh token
+# `sandbox-demo-grant:<username>` of every directory user, redeemable once by any app of the
+# directory, which `manage.py seed_demo` stores on the demo's connected OAuth mailboxes (grants
+# given before this sandbox started). Rotated on first use like any other.
+DEMO_GRANT_PREFIX = "sandbox-demo-grant:"
+DEMO_GRANT_ANY_APP = "*"
+DEMO_GRANT_SCOPES = [
+    "https://outlook.office.com/IMAP.AccessAsUser.All",
+    "https://outlook.office.com/SMTP.Send",
+    "offline_access",
+    "openid",
+    "profile",
+]
 CODE_LIFETIME = 600
 
 
@@ -101,7 +114,7 @@ def validate_access_token(
         return (
             claims.get("upn", "").lower() == (username or "").lower()
             and claims.get("aud") == resource
-            and username.lower() not in sandbox.switches.revoked
+            and not sandbox.switches.grant_revoked(username)
         )
     return False
 
@@ -133,6 +146,7 @@ def issue_tokens(
 ) -> dict:
     sandbox = request.sandbox
     now = int(time.time())
+    lifetime = sandbox.switches.token_lifetime
     resource = resource_of(scopes)
     named = [s for s in scopes if s not in RESERVED_SCOPES]
     access = sign(
@@ -141,7 +155,7 @@ def issue_tokens(
             "aud": resource,
             "iss": f"https://sts.sandbox/{user.tenant.id}/",
             "iat": now,
-            "exp": now + TOKEN_LIFETIME,
+            "exp": now + lifetime,
             "appid": client_id,
             "upn": user.username,
             "oid": user.oid,
@@ -153,8 +167,8 @@ def issue_tokens(
     answer = {
         "token_type": "Bearer",
         "scope": " ".join(named),
-        "expires_in": TOKEN_LIFETIME,
-        "ext_expires_in": TOKEN_LIFETIME,
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
         "access_token": access,
     }
     if "openid" in scopes:
@@ -451,11 +465,11 @@ def token(request: Request, tenant: str) -> Response:
         old = sandbox.identity.redeem(
             f.get("refresh_token", ""), keep=sandbox.switches.keep_used_refresh_tokens
         )
-        if old is None or old["client_id"] != app.client_id:
+        if old is None or old["client_id"] not in (app.client_id, DEMO_GRANT_ANY_APP):
             return token_error(
                 "invalid_grant", 70043, "The refresh token has expired or is invalid."
             )
-        if old["username"].lower() in sandbox.switches.revoked:
+        if sandbox.switches.grant_revoked(old["username"]):
             return token_error(
                 "invalid_grant",
                 50173,

@@ -37,6 +37,9 @@ class SmtpSink:
     port: int = 0
     messages: list[Message] = field(default_factory=list)
     refuse_with: str | None = None  # e.g. "451 4.3.0 Try again later": every DATA refused
+    # Seconds to hold back the answer to the first message (kept already): a sender that dies
+    # while it waits has had its e-mail delivered without knowing it.
+    stall_first: float = 0.0
 
     def start(self) -> SmtpSink:
         self._loop = asyncio.new_event_loop()
@@ -64,11 +67,16 @@ class SmtpSink:
         if self.refuse_with:
             return self.refuse_with
         self.messages.append(Message(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        if self.stall_first and len(self.messages) == 1:
+            await asyncio.sleep(self.stall_first)
         return "250 OK"
 
     def stop(self) -> None:
         async def close():
             self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

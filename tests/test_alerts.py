@@ -455,3 +455,71 @@ def test_opting_out_is_refused_to_outsiders(ws_a, ws_b, people):
         alerts.set_alert_emails(mine, False, people["otto"])  # an operator colleague
     assert alerts.set_alert_emails(mine, False, people["mona"]) is True
     assert alerts.set_alert_emails(mine, True, people["olive"]) is True
+
+
+# --- the API: one's own alert e-mails -------------------------------------------------------------
+def test_the_api_reads_and_changes_the_keys_own_alert_emails(api, api_keys, personas, ws_a, ws_b):
+    path = f"/api/v1/workspaces/{ws_a.pk}/alerts"
+    bob = Membership.objects.get(user=personas["bob"], workspace=ws_a)  # manager of A
+
+    got = api("GET", path, api_keys["bob_platform"])
+    assert got.status_code == 200
+    assert got.json()["data"] == {
+        "workspace_id": ws_a.pk,
+        "role": "manager",
+        "alert_emails": True,
+        "receives_digests": False,  # bob has no e-mail address
+    }
+    changed = api("PUT", path, api_keys["a_manager"], data={"alert_emails": False})
+    assert changed.status_code == 200 and changed.json()["data"]["alert_emails"] is False
+    bob.refresh_from_db()
+    assert bob.alert_emails is False
+
+    # A read-only key reads, never writes; another workspace's key is refused; bad bodies named.
+    assert api("GET", path, api_keys["a_viewer"]).status_code == 200
+    refused = api("PUT", path, api_keys["a_viewer"], data={"alert_emails": True})
+    assert (refused.status_code, refused.json()["error"]["code"]) == (403, "PERMISSION_DENIED")
+    bad = api("PUT", path, api_keys["a_manager"], data={"alert_emails": "maybe"})
+    assert (bad.status_code, bad.json()["error"]["code"]) == (400, "VALIDATION_ERROR")
+    assert "alert_emails" in bad.json()["error"]["fields"]
+    bob.refresh_from_db()
+    assert bob.alert_emails is False
+
+    other = api("GET", path, api_keys["b_viewer"])  # a key of workspace B
+    assert (other.status_code, other.json()["error"]["code"]) == (403, "OUTSIDE_KEY_WORKSPACE")
+    # Outsiders see nothing; a superuser without a membership has no setting here.
+    assert api("GET", path, api_keys["olga_platform"]).status_code == 404
+    nobody = api("GET", path, api_keys["root_platform"])
+    assert (nobody.status_code, nobody.json()["error"]["code"]) == (404, "NOT_FOUND")
+    # An operator's platform key may read its own, not change it (digests go to managers).
+    assert api("GET", path, api_keys["alice_platform"]).json()["data"]["role"] == "operator"
+    assert (
+        api("PUT", path, api_keys["alice_platform"], data={"alert_emails": False}).status_code
+        == 403
+    )
+
+
+def test_managers_see_the_digests_of_their_workspaces_in_the_admin(
+    ws_a, ws_b, people, smtp, client_for
+):
+    make(ws_a, "ann@alpha.example").set_status("error", errors.INVALID_CREDENTIALS)
+    make(ws_b, "ben@beta.example").set_status("error", errors.TLS_FAILED)
+    alerts.send_due(owner="local-test")
+    mine = AlertDigest.objects.get(workspace=ws_a)
+    theirs = AlertDigest.objects.get(workspace=ws_b)
+
+    client = client_for(people["mona"])
+    listed = client.get(reverse("admin:fleet_alertdigest_changelist")).content.decode()
+    assert "mona@agency.example" in listed and "bea@agency.example" not in listed
+    page = client.get(reverse("admin:fleet_alertdigest_change", args=[mine.pk])).content.decode()
+    assert "ann@alpha.example" in page and errors.INVALID_CREDENTIALS.hint[:40] in page.replace(
+        "&#x27;", "'"
+    )
+    assert (
+        client.get(reverse("admin:fleet_alertdigest_change", args=[theirs.pk])).status_code == 404
+    )
+    # Operators do not see the digests at all.
+    assert (
+        client_for(people["otto"]).get(reverse("admin:fleet_alertdigest_changelist")).status_code
+        == 403
+    )

@@ -1,4 +1,5 @@
 from fleet.admin import (  # noqa: F401
+    alerts,
     api_keys,
     audit,
     auth,

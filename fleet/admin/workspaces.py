@@ -169,7 +169,14 @@ class MembershipAdmin(ScopedAdmin):
     list_filter = ["role", "alert_emails", ("workspace", ScopedRelatedFilter)]
     search_fields = ["user__username", "user__email", "workspace__name"]
     list_select_related = ["user", "workspace"]
-    ALERTS_ONLY_READONLY = ["user", "workspace", "role"]
+    # The member as text: a link to their user page would end in a 403 for everyone but
+    # superusers. The workspace's page is open to every member.
+    ALERTS_ONLY_READONLY = ["member", "workspace", "role"]
+
+    @admin.display(description="member")
+    def member(self, obj):
+        user = obj.user
+        return f"{user.get_username()} <{user.email}>" if user.email else user.get_username()
 
     def _alerts_only(self, request, obj) -> bool:
         """Not the owner, but the member themself or a manager: only "alert e-mails" is theirs."""

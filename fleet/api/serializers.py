@@ -248,3 +248,27 @@ class CredentialCreateSerializer(serializers.Serializer):
     client_secret = serializers.CharField(max_length=2000, write_only=True, trim_whitespace=False)
     secret_expires_at = serializers.DateField(required=False, allow_null=True)
     redirect_uri = serializers.URLField(max_length=500, required=False, allow_blank=True)
+
+
+class AlertSettingsSerializer(serializers.Serializer):
+    """The key's user's alert e-mails in one workspace (their Membership)."""
+
+    workspace_id = serializers.IntegerField(read_only=True)
+    role = serializers.CharField(read_only=True)
+    alert_emails = serializers.BooleanField(
+        help_text="Whether this workspace's disconnect digests are e-mailed to you."
+    )
+    receives_digests = serializers.SerializerMethodField(
+        help_text="True when digests reach you: manager or owner, an e-mail address, not opted out."
+    )
+
+    def get_receives_digests(self, membership) -> bool:
+        return bool(
+            membership.alert_emails
+            and membership.user.email
+            and Role.includes(membership.role, Role.MANAGER)
+        )
+
+
+class AlertSettingsWriteSerializer(serializers.Serializer):
+    alert_emails = serializers.BooleanField()

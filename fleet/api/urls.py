@@ -8,6 +8,7 @@ from drf_spectacular.views import (
 )
 
 from fleet.api import (
+    alerts,
     audit,
     bulk,
     connect,
@@ -28,6 +29,7 @@ urlpatterns = [
     path("workspaces", workspaces.WorkspaceList.as_view()),
     path("workspaces/<int:pk>", workspaces.WorkspaceDetail.as_view()),
     path("workspaces/<int:pk>/webhook", workspaces.WorkspaceWebhook.as_view()),
+    path("workspaces/<int:pk>/alerts", alerts.WorkspaceAlerts.as_view()),
     path("mailboxes", mailboxes.MailboxList.as_view()),
     path("mailboxes/move-plan", move.MovePlanView.as_view()),
     path("mailboxes/move-to-oauth", move.MoveToOAuth.as_view()),
