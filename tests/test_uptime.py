@@ -112,9 +112,10 @@ def test_the_mailbox_page_shows_uptime(boxes, personas, client_for):
     page = client_for(personas["alice"]).get(
         reverse("admin:fleet_mailbox_change", args=[boxes["ann"].pk])
     ).content.decode()
-    assert 'data-figure="uptime">75.0 %' in page and "(3 of 4)" in page
+    assert 'data-figure="uptime">75.0&nbsp;%' in page and "(3 of 4)" in page
     assert "share of connection tests that passed" in page
     assert page.count('data-passed="yes"') == 3 and page.count('data-passed="no"') == 1
+    assert BAD.hint in page  # the failed check's code with what to do
 
 
 def test_the_dashboard_shows_uptime_per_workspace_scoped(boxes, ws_a, ws_b, personas, client_for):
@@ -123,7 +124,7 @@ def test_the_dashboard_shows_uptime_per_workspace_scoped(boxes, ws_a, ws_b, pers
     alice = client_for(personas["alice"]).get(reverse("admin:index")).content.decode()
     block = alice.split('id="dashboard-uptime"')[1].split("</section>")[0]
     assert 'data-workspace="Alpha"' in block and "Beta" not in block
-    assert "50.0 %" in block
+    assert "50.0&nbsp;%" in block
     lost_url = f"change=lost&amp;within=24h&amp;workspace__id__exact={ws_a.pk}"
     assert lost_url in block
     # The link shows exactly the disconnections counted.
@@ -136,7 +137,7 @@ def test_the_dashboard_shows_uptime_per_workspace_scoped(boxes, ws_a, ws_b, pers
     bob = client_for(personas["bob"]).get(reverse("admin:index")).content.decode()
     block = bob.split('id="dashboard-uptime"')[1].split("</section>")[0]
     assert block.index('data-workspace="Alpha"') < block.index('data-workspace="Beta"')  # worst first
-    assert "100.0 %" in block and 'data-workspace="all"' in block and "83.3 %" in block
+    assert "100.0&nbsp;%" in block and 'data-workspace="all"' in block and "83.3&nbsp;%" in block
 
 
 def test_dashboard_uptime_reads_the_rollup_not_the_events(boxes, ws_a, django_assert_num_queries):

@@ -705,9 +705,12 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         from this mailbox's own events only (fleet/uptime.py)."""
         if obj.pk is None:
             return "—"
+        health = uptime.for_mailbox(obj)
+        for check in health.last_checks:
+            entry = errors.get(check.error_code)
+            check.hint = entry.hint if entry else ""
         return render_to_string(
-            "fleet/mailbox_uptime.html",
-            {"health": uptime.for_mailbox(obj), "days": uptime.WINDOW_DAYS},
+            "fleet/mailbox_uptime.html", {"health": health, "days": uptime.WINDOW_DAYS}
         )
 
     @admin.display(description="status history")

@@ -27,6 +27,9 @@ def test_reconnect_all_failing_links_page(laptop, live_server, people, ws_a, oau
         workspace=ws_a, email="dan@acme-outreach.com", auth_method="oauth", status="active"
     )
     log_in(laptop, live_server, "alice")
+    laptop.goto(f"{live_server.url}/admin/fleet/workspace/{ws_a.pk}/change/")
+    expect(laptop.locator("#tool-reconnect_failing")).to_be_visible()  # the workspace's button
+    laptop.shots("workspace-page")
     laptop.goto(f"{live_server.url}/admin/fleet/mailbox/?status__exact=reauth_required")
     laptop.shots("failing-list")
     laptop.click("#tool-reconnect-failing")
@@ -57,3 +60,32 @@ def test_reconnect_all_failing_links_page(laptop, live_server, people, ws_a, oau
     # The page fits the laptop's width: no horizontal scrolling.
     assert laptop.evaluate("document.documentElement.scrollWidth") <= 1280
     laptop.shots("progress")
+
+
+def test_uptime_on_the_dashboard_and_the_mailbox_page(laptop, live_server, people, ws_a, ws_b):
+    from fleet import errors, mailbox_checks
+
+    ann = Mailbox.objects.create(
+        workspace=ws_a, email="ann@acme-outreach.com", auth_method="app_password", status="active"
+    )
+    ben = Mailbox.objects.create(
+        workspace=ws_b, email="ben@globex.example", auth_method="app_password", status="active"
+    )
+    for passed in (True, True, False, True):  # as the connection tests record them
+        mailbox_checks.record(ann, None if passed else errors.INVALID_CREDENTIALS, "535 5.7.3")
+    mailbox_checks.record(ben, None, "")
+    log_in(laptop, live_server, "root")
+    block = laptop.locator("#dashboard-uptime")
+    expect(block.locator("tr[data-workspace='Alpha']")).to_contain_text("75.0 %")
+    expect(block.locator("tr[data-workspace='Beta']")).to_contain_text("100.0 %")
+    block.scroll_into_view_if_needed()
+    laptop.shots("dashboard-uptime")
+    block.locator("tr[data-workspace='Alpha'] [data-figure=disconnections-24h]").click()
+    expect(laptop.locator("#result_list tbody tr")).to_have_count(1)  # the one drop counted
+    laptop.shots("disconnections-listed")
+
+    laptop.goto(f"{live_server.url}/admin/fleet/mailbox/{ann.pk}/change/")
+    expect(laptop.locator("#mailbox-uptime")).to_contain_text("75.0 % of its connection tests")
+    expect(laptop.locator("#last-checks tbody tr")).to_have_count(4)
+    laptop.locator("#mailbox-uptime").scroll_into_view_if_needed()
+    laptop.shots("mailbox-uptime")
