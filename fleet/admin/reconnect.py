@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
-from fleet import reconnect
+from fleet import mailboxes, reconnect
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role, require_role
 from fleet.admin.display import badge, sentence
 from fleet.errors import FleetError
@@ -34,12 +34,12 @@ def start_runs(model_admin, request, workspaces_and_selections, selection: str):
     Refusals are messages (nothing to reconnect, no OAuth app), never a 403: callers show the
     buttons to operators only and pass only workspaces the user operates."""
     made = []
-    for workspace, mailboxes in workspaces_and_selections:
+    for workspace, chosen in workspaces_and_selections:
         try:
             made.append(
                 reconnect.start(
                     workspace,
-                    mailboxes,
+                    chosen,
                     actor=request.user,
                     selection=selection,
                     base_url=request.build_absolute_uri("/"),
@@ -153,6 +153,7 @@ class ReconnectRunAdmin(ScopedAdmin):
                 form.cleaned_data["address"],
                 [item] if item else None,
                 actor=request.user,
+                via=mailboxes.ADMIN,
             )
         except FleetError as failure:
             self.message_user(
