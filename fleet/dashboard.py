@@ -285,42 +285,6 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
     return board
 
 
-UPTIME_ROWS = 10  # workspaces shown, lowest uptime first
-
-
-def _uptime(board: Dashboard, rollup) -> None:
-    """Uptime per workspace from the hourly rollup (never the events): one query."""
-    found = uptime.per_workspace(rollup)
-    shown = [board.selected] if board.selected else board.workspaces
-    rows = []
-    for workspace in shown:
-        figures = found.get(workspace.pk) or uptime.WorkspaceUptime(workspace.pk, 0, 0, 0)
-        ws = {"workspace__id__exact": workspace.pk}
-        rows.append(
-            UptimeRow(
-                workspace.name,
-                figures.checks,
-                figures.passed,
-                figures.disconnections_24h,
-                changelist(MailboxEvent, kind=MailboxEvent.Kind.CONNECTION_TEST, within="30d", **ws),
-                changelist(MailboxEvent, change="lost", within="24h", **ws),
-            )
-        )
-    # Tested workspaces with the lowest uptime first, then those without a test.
-    rows.sort(key=lambda r: (r.uptime is None, r.uptime if r.uptime is not None else 0, r.name))
-    board.uptime = rows[:UPTIME_ROWS]
-    if len(shown) > 1:
-        every = {"kind": MailboxEvent.Kind.CONNECTION_TEST, "within": "30d"}
-        board.uptime_total = UptimeRow(
-            "All your workspaces",
-            sum(r.checks for r in rows),
-            sum(r.passed for r in rows),
-            sum(r.disconnections for r in rows),
-            changelist(MailboxEvent, **every),
-            changelist(MailboxEvent, change="lost", within="24h"),
-        )
-
-
 def _domains(mailboxes, ws_param: dict) -> tuple[list[DomainHealth], int]:
     """The DOMAINS_SHOWN domains with the most mailboxes missing a check (then the largest), and
     how many domains there are: one aggregate query whatever the fleet's size."""
@@ -393,3 +357,39 @@ def _trend(events, ws_param: dict) -> list[TrendDay]:
             )
         )
     return trend
+
+
+UPTIME_ROWS = 10  # workspaces shown, lowest uptime first
+
+
+def _uptime(board: Dashboard, rollup) -> None:
+    """Uptime per workspace from the hourly rollup (never the events): one query."""
+    found = uptime.per_workspace(rollup)
+    shown = [board.selected] if board.selected else board.workspaces
+    rows = []
+    for workspace in shown:
+        figures = found.get(workspace.pk) or uptime.WorkspaceUptime(workspace.pk, 0, 0, 0)
+        ws = {"workspace__id__exact": workspace.pk}
+        rows.append(
+            UptimeRow(
+                workspace.name,
+                figures.checks,
+                figures.passed,
+                figures.disconnections_24h,
+                changelist(MailboxEvent, kind=MailboxEvent.Kind.CONNECTION_TEST, within="30d", **ws),
+                changelist(MailboxEvent, change="lost", within="24h", **ws),
+            )
+        )
+    # Tested workspaces with the lowest uptime first, then those without a test.
+    rows.sort(key=lambda r: (r.uptime is None, r.uptime if r.uptime is not None else 0, r.name))
+    board.uptime = rows[:UPTIME_ROWS]
+    if len(shown) > 1:
+        every = {"kind": MailboxEvent.Kind.CONNECTION_TEST, "within": "30d"}
+        board.uptime_total = UptimeRow(
+            "All your workspaces",
+            sum(r.checks for r in rows),
+            sum(r.passed for r in rows),
+            sum(r.disconnections for r in rows),
+            changelist(MailboxEvent, **every),
+            changelist(MailboxEvent, change="lost", within="24h"),
+        )

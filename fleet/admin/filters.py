@@ -99,6 +99,24 @@ class ConnectionChangeFilter(admin.SimpleListFilter):
         return queryset
 
 
+class WithinFilter(admin.SimpleListFilter):
+    """The last 24 hours or 30 days, as the dashboard's uptime figures count them (fleet/uptime.py:
+    whole hours, the current one included)."""
+
+    title = "within"
+    parameter_name = "within"
+
+    def lookups(self, request, model_admin):
+        return [("24h", "Last 24 hours"), ("30d", "Last 30 days")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "24h":
+            return queryset.filter(created_at__gte=day_start())
+        if self.value() == "30d":
+            return queryset.filter(created_at__gte=window_start())
+        return queryset
+
+
 class DayFilter(admin.SimpleListFilter):
     """One calendar day (in TIME_ZONE), as the dashboard's trend counts them."""
 
@@ -117,21 +135,3 @@ class DayFilter(admin.SimpleListFilter):
         except ValueError:
             return queryset.none()
         return queryset.filter(created_at__date=day)
-
-
-class WithinFilter(admin.SimpleListFilter):
-    """The last 24 hours or 30 days, as the dashboard's uptime figures count them (fleet/uptime.py:
-    whole hours, the current one included)."""
-
-    title = "within"
-    parameter_name = "within"
-
-    def lookups(self, request, model_admin):
-        return [("24h", "Last 24 hours"), ("30d", "Last 30 days")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "24h":
-            return queryset.filter(created_at__gte=day_start())
-        if self.value() == "30d":
-            return queryset.filter(created_at__gte=window_start())
-        return queryset
