@@ -242,6 +242,15 @@ def test_a_second_run_reuses_every_open_link(fleet_a, ws_a):
     assert ConsentRequest.objects.filter(workspace=ws_a).count() == 2
 
 
+def test_the_runs_list_shows_progress(fleet_a, ws_a, personas, client_for):
+    reconnect.start(ws_a, actor=personas["alice"])
+    fleet_a["ava"].set_status("active")
+    page = client_for(personas["bob"]).get(reverse("admin:fleet_reconnectrun_changelist"))
+    assert page.status_code == 200 and "1 of 2" in page.content.decode()
+    outsider = client_for(personas["olga"]).get(reverse("admin:fleet_reconnectrun_changelist"))
+    assert "1 of 2" not in outsider.content.decode()
+
+
 def test_the_dashboard_button_starts_a_run(fleet_a, ws_a, personas, client_for):
     operator = client_for(personas["alice"])
     answer = operator.post(
