@@ -18,7 +18,7 @@ from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from fleet import errors
+from fleet import errors, uptime
 from fleet.models import (
     BulkAddRun,
     ConsentRequest,
@@ -31,6 +31,7 @@ from fleet.models import (
     MailboxTally,
     Membership,
     Role,
+    UptimeHour,
     Workspace,
 )
 
@@ -91,6 +92,23 @@ class DomainHealth:
 
 
 @dataclass
+class UptimeRow:
+    """One workspace's 30-day uptime (share of connection tests passed) and its disconnections
+    in the last 24 h, each with the list of the events it counts."""
+
+    name: str
+    checks: int
+    passed: int
+    disconnections: int
+    checks_url: str
+    disconnections_url: str
+
+    @property
+    def uptime(self) -> float | None:
+        return uptime.share(self.passed, self.checks)
+
+
+@dataclass
 class Dashboard:
     workspaces: list[Workspace]
     selected: Workspace | None
@@ -115,6 +133,9 @@ class Dashboard:
     domain_count: int = 0
     # The user operates (tests, reconnects) here: the calls to action are buttons for them.
     can_operate: bool = False
+    # Connection-test uptime per workspace, worst first (fleet/uptime.py; one query).
+    uptime: list[UptimeRow] = field(default_factory=list)
+    uptime_total: UptimeRow | None = None
 
     @property
     def trend_max(self) -> int:
@@ -265,6 +286,7 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
     board.credentials_expiring_url = changelist(Credential, secret_expiry="soon", **ws_param)
     board.recent_bulk_adds = list(scoped(BulkAddRun).select_related("workspace")[:5])
     board.recent_imports = list(scoped(ImportBatch).select_related("workspace")[:5])
+    _uptime(board, scoped(UptimeHour))
     return board
 
 
@@ -333,3 +355,39 @@ def _trend(tallies, ws_param: dict) -> list[TrendDay]:
             )
         )
     return trend
+
+
+UPTIME_ROWS = 10  # workspaces shown, lowest uptime first
+
+
+def _uptime(board: Dashboard, rollup) -> None:
+    """Uptime per workspace from the hourly rollup (never the events): one query."""
+    found = uptime.per_workspace(rollup)
+    shown = [board.selected] if board.selected else board.workspaces
+    rows = []
+    for workspace in shown:
+        figures = found.get(workspace.pk) or uptime.WorkspaceUptime(workspace.pk, 0, 0, 0)
+        ws = {"workspace__id__exact": workspace.pk}
+        rows.append(
+            UptimeRow(
+                workspace.name,
+                figures.checks,
+                figures.passed,
+                figures.disconnections_24h,
+                changelist(MailboxEvent, kind=MailboxEvent.Kind.CONNECTION_TEST, within="30d", **ws),
+                changelist(MailboxEvent, change="lost", within="24h", **ws),
+            )
+        )
+    # Tested workspaces with the lowest uptime first, then those without a test.
+    rows.sort(key=lambda r: (r.uptime is None, r.uptime if r.uptime is not None else 0, r.name))
+    board.uptime = rows[:UPTIME_ROWS]
+    if len(shown) > 1:
+        every = {"kind": MailboxEvent.Kind.CONNECTION_TEST, "within": "30d"}
+        board.uptime_total = UptimeRow(
+            "All your workspaces",
+            sum(r.checks for r in rows),
+            sum(r.passed for r in rows),
+            sum(r.disconnections for r in rows),
+            changelist(MailboxEvent, **every),
+            changelist(MailboxEvent, change="lost", within="24h"),
+        )

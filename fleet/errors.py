@@ -236,6 +236,13 @@ NOTHING_TO_RECONNECT = define(
     "Reconnect all failing asks for consent again from OAuth mailboxes in reauth_required; "
     "app-password mailboxes in error are fixed by a new password or the move off Basic auth.",
 )
+EMAIL_NOT_SENT = define(
+    "EMAIL_NOT_SENT",
+    "The e-mail could not be sent",
+    "Check Fleet's outgoing mail settings (EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, "
+    "EMAIL_USE_TLS, DEFAULT_FROM_EMAIL) and that the mail server accepts Fleet; then send again.",
+    permanent=False,
+)
 MAILBOX_NOT_APPROVED = define(
     "MAILBOX_NOT_APPROVED",
     "This mailbox is waiting for a manager's approval",

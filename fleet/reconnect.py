@@ -13,12 +13,14 @@ INSERTs), whatever the selection's size, in one transaction: a failure writes no
 
 from __future__ import annotations
 
+import logging
+import smtplib
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.mail import send_mail
+from django.core.mail import get_connection, send_mail
 from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
@@ -27,7 +29,16 @@ from django.utils import timezone
 from fleet import errors
 from fleet.consent import consent_link, oauth_credential
 from fleet.errors import FleetError
-from fleet.models import ConsentRequest, Mailbox, ReconnectItem, ReconnectRun, Workspace
+from fleet.models import (
+    ConsentRequest,
+    Mailbox,
+    MailboxEvent,
+    ReconnectItem,
+    ReconnectRun,
+    Workspace,
+)
+
+log = logging.getLogger(__name__)
 
 CHUNK = 500
 MAX_LINKS_PER_EMAIL = 500  # one message stays readable (and under mail servers' size limits)
@@ -162,7 +173,12 @@ def csv_rows(run: ReconnectRun):
 
 
 def send_links(
-    run: ReconnectRun, address: str, item_ids: list[int] | None = None, *, actor=None
+    run: ReconnectRun,
+    address: str,
+    item_ids: list[int] | None = None,
+    *,
+    actor=None,
+    via: str = "",
 ) -> int:
     """E-mail the links of the run (or of `item_ids` in it) whose mailbox still waits for its
     consent, in one message to `address`. Returns how many links were sent; raises FleetError
@@ -200,8 +216,34 @@ def send_links(
         expiry = f" (valid until {cr.expires_at:%Y-%m-%d %H:%M} UTC)" if cr.expires_at else ""
         lines += [f"{item.email}{expiry}", cr.consent_url, ""]
     lines.append("A link can be opened again if a sign-in fails. Sent from Fleet.")
-    send_mail(subject, "\n".join(lines), settings.DEFAULT_FROM_EMAIL, [address])
+    try:
+        send_mail(
+            subject,
+            "\n".join(lines),
+            settings.DEFAULT_FROM_EMAIL,
+            [address],
+            # Django's SMTP backend waits forever by default: a person is waiting on this page.
+            connection=get_connection(timeout=getattr(settings, "EMAIL_TIMEOUT", None) or 15),
+        )
+    except (OSError, smtplib.SMTPException) as failure:
+        log.warning("Consent links of reconnect run %s not e-mailed: %s", run.pk, failure)
+        raise FleetError(errors.EMAIL_NOT_SENT, f"The e-mail was not sent: {failure}") from None
+    now = timezone.now()
     ReconnectItem.objects.filter(pk__in=[item.pk for item in links]).update(
-        emailed_to=address[:254], emailed_at=timezone.now()
+        emailed_to=address[:254], emailed_at=now
+    )
+    # Links that sign a mailbox in went to an address outside Fleet: each mailbox's history says so.
+    MailboxEvent.objects.bulk_create(
+        MailboxEvent(
+            workspace_id=run.workspace_id,
+            mailbox_id=item.mailbox_id,
+            email=item.email,
+            kind=MailboxEvent.Kind.NOTE,
+            message=f"Reconnect link e-mailed to {address}",
+            actor=actor if getattr(actor, "pk", None) else None,
+            via=via,
+            created_at=now,
+        )
+        for item in links
     )
     return len(links)

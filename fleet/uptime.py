@@ -80,15 +80,23 @@ def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+def window_start(now: datetime | None = None) -> datetime:
+    """Where the workspace figures' 30 days begin: a whole hour (the rollup's unit)."""
+    return hour_of(now or timezone.now()) - timedelta(days=WINDOW_DAYS)
+
+
+def day_start(now: datetime | None = None) -> datetime:
+    """Where "the last 24 h" begins: the current hour and the 23 before it."""
+    return hour_of(now or timezone.now()) - timedelta(hours=23)
+
+
 def per_workspace(rows: QuerySet, now: datetime | None = None) -> dict[int, WorkspaceUptime]:
     """30-day uptime and disconnections in the last 24 h of each workspace of `rows` (an
     UptimeHour queryset, already scoped): one GROUP BY query over the rollup. The 24 h are the
     current hour and the 23 before it (the rollup counts per hour)."""
-    now = now or timezone.now()
-    since = hour_of(now) - timedelta(days=WINDOW_DAYS)
-    day_ago = hour_of(now) - timedelta(hours=23)
+    day_ago = day_start(now)
     found = (
-        rows.filter(hour__gte=since)
+        rows.filter(hour__gte=window_start(now))
         .values("workspace_id")
         .annotate(
             checks=Sum("checks"),

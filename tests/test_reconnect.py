@@ -4,6 +4,7 @@ key-scope matrix; and a whole reconnect through the Microsoft sandbox's consent 
 
 import csv
 import io
+import socket
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -139,11 +140,39 @@ def test_links_are_emailed_to_a_valid_address_only(fleet_a, ws_a, personas, clie
     assert len(mail.outbox) == 2 and mail.outbox[1].subject.startswith("Reconnect ava@")
     assert "ben@acme-outreach.com" not in mail.outbox[1].body
 
+    notes = fleet_a["ava"].events.filter(kind="note", message__contains="e-mailed to")
+    assert [n.message for n in notes] == [
+        "Reconnect link e-mailed to ava.private@client.example",
+        "Reconnect link e-mailed to it@client.example",
+    ]
+    assert notes[0].actor == personas["alice"] and notes[0].via == "admin"
+
     # A mailbox reconnected meanwhile is left out; none left: a clear refusal, no e-mail.
     Mailbox.objects.filter(workspace=ws_a, status="reauth_required").update(status="active")
     with pytest.raises(FleetError) as nothing:
         reconnect.send_links(run, "it@client.example")
     assert nothing.value.code == "NOTHING_TO_RECONNECT" and len(mail.outbox) == 2
+
+
+def test_a_mail_server_that_refuses_is_said_and_nothing_is_recorded(
+    fleet_a, ws_a, personas, client_for, settings
+):
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    run = reconnect.start(ws_a, actor=personas["alice"])
+    answer = client_for(personas["alice"]).post(
+        reverse("admin:fleet_reconnectrun_send", args=[run.pk]),
+        {"address": "it@client.example"},
+        follow=True,
+    )
+    page = answer.content.decode()
+    assert answer.status_code == 200 and "The e-mail was not sent" in page
+    assert "outgoing mail settings" in page  # the code's hint
+    assert not run.items.exclude(emailed_to="").exists()
+    assert not fleet_a["ava"].events.filter(kind="note").exists()
 
 
 def test_roles_buttons_and_scoping(fleet_a, ws_a, ws_b, personas, client_for):
@@ -211,6 +240,15 @@ def test_a_second_run_reuses_every_open_link(fleet_a, ws_a):
     assert links(first) == links(second)
     assert second.items.filter(reused=True).count() == 2
     assert ConsentRequest.objects.filter(workspace=ws_a).count() == 2
+
+
+def test_the_runs_list_shows_progress(fleet_a, ws_a, personas, client_for):
+    reconnect.start(ws_a, actor=personas["alice"])
+    fleet_a["ava"].set_status("active")
+    page = client_for(personas["bob"]).get(reverse("admin:fleet_reconnectrun_changelist"))
+    assert page.status_code == 200 and "1 of 2" in page.content.decode()
+    outsider = client_for(personas["olga"]).get(reverse("admin:fleet_reconnectrun_changelist"))
+    assert "1 of 2" not in outsider.content.decode()
 
 
 def test_the_dashboard_button_starts_a_run(fleet_a, ws_a, personas, client_for):

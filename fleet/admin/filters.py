@@ -8,6 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from fleet.models import ConsentRequest, Credential, MailboxEvent, WebhookDelivery
+from fleet.uptime import day_start, window_start
 
 
 class ConsentStateFilter(admin.SimpleListFilter):
@@ -95,6 +96,24 @@ class ConnectionChangeFilter(admin.SimpleListFilter):
             return queryset.filter(MailboxEvent.MADE)
         if self.value() == "lost":
             return queryset.filter(MailboxEvent.LOST)
+        return queryset
+
+
+class WithinFilter(admin.SimpleListFilter):
+    """The last 24 hours or 30 days, as the dashboard's uptime figures count them (fleet/uptime.py:
+    whole hours, the current one included)."""
+
+    title = "within"
+    parameter_name = "within"
+
+    def lookups(self, request, model_admin):
+        return [("24h", "Last 24 hours"), ("30d", "Last 30 days")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "24h":
+            return queryset.filter(created_at__gte=day_start())
+        if self.value() == "30d":
+            return queryset.filter(created_at__gte=window_start())
         return queryset
 
 

@@ -8,7 +8,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from fleet import consent, errors, health, mailboxes, reconnect
+from fleet import consent, errors, health, mailboxes, reconnect, uptime
 from fleet.admin.base import (
     ScopedAdmin,
     ScopedRelatedFilter,
@@ -24,7 +24,7 @@ from fleet.admin.display import (
     short_time,
     truncated,
 )
-from fleet.admin.filters import ConnectionChangeFilter, DayFilter
+from fleet.admin.filters import ConnectionChangeFilter, DayFilter, WithinFilter
 from fleet.admin.imports import MailboxImportExportMixin, totp_button
 from fleet.admin.object_actions import ObjectAction, ObjectActionsMixin
 from fleet.admin.reconnect import start_runs
@@ -211,6 +211,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         "totp_code",
         "history",
         "error_detail",
+        "uptime",
     ]
     fieldsets = [
         (
@@ -227,6 +228,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
                     "error_detail",
                     "credential",
                     "last_checked_at",
+                    "uptime",
                 ]
             },
         ),
@@ -697,6 +699,20 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
     def warmup(self, obj):
         return badge(obj.warmup_status, obj.get_warmup_status_display())
 
+    @admin.display(description="uptime, 30 days")
+    def uptime(self, obj):
+        """The share of its connection tests that passed in 30 days, and the last tests: read
+        from this mailbox's own events only (fleet/uptime.py)."""
+        if obj.pk is None:
+            return "—"
+        health = uptime.for_mailbox(obj)
+        for check in health.last_checks:
+            entry = errors.get(check.error_code)
+            check.hint = entry.hint if entry else ""
+        return render_to_string(
+            "fleet/mailbox_uptime.html", {"health": health, "days": uptime.WINDOW_DAYS}
+        )
+
     @admin.display(description="status history")
     def history(self, obj):
         if obj.pk is None:
@@ -749,6 +765,7 @@ class MailboxEventAdmin(ScopedAdmin):
     list_filter = [
         ConnectionChangeFilter,
         DayFilter,
+        WithinFilter,
         "kind",
         "to_status",
         ("workspace", ScopedRelatedFilter),

@@ -8,12 +8,13 @@ import csv
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Count, Q
 from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
-from fleet import reconnect
+from fleet import mailboxes, reconnect
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role, require_role
 from fleet.admin.display import badge, sentence
 from fleet.errors import FleetError
@@ -34,12 +35,12 @@ def start_runs(model_admin, request, workspaces_and_selections, selection: str):
     Refusals are messages (nothing to reconnect, no OAuth app), never a 403: callers show the
     buttons to operators only and pass only workspaces the user operates."""
     made = []
-    for workspace, mailboxes in workspaces_and_selections:
+    for workspace, chosen in workspaces_and_selections:
         try:
             made.append(
                 reconnect.start(
                     workspace,
-                    mailboxes,
+                    chosen,
                     actor=request.user,
                     selection=selection,
                     base_url=request.build_absolute_uri("/"),
@@ -66,7 +67,7 @@ def start_runs(model_admin, request, workspaces_and_selections, selection: str):
 
 @admin.register(ReconnectRun)
 class ReconnectRunAdmin(ScopedAdmin):
-    list_display = ["created_at", "workspace", "selection", "total", "created_by"]
+    list_display = ["created_at", "workspace", "selection", "reconnected", "created_by"]
     list_filter = [("workspace", ScopedRelatedFilter)]
     list_select_related = ["workspace", "created_by"]
 
@@ -84,6 +85,20 @@ class ReconnectRunAdmin(ScopedAdmin):
             ),
             *super().get_urls(),
         ]
+
+    def get_queryset(self, request):
+        # "n of m reconnected" for every row of the list in the list's own query.
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                active_now=Count("items", filter=Q(items__mailbox__status=Mailbox.Status.ACTIVE))
+            )
+        )
+
+    @admin.display(description="reconnected")
+    def reconnected(self, obj):
+        return f"{obj.active_now} of {obj.total}"
 
     def has_add_permission(self, request):
         return False  # runs start from "Reconnect all failing"
@@ -153,6 +168,7 @@ class ReconnectRunAdmin(ScopedAdmin):
                 form.cleaned_data["address"],
                 [item] if item else None,
                 actor=request.user,
+                via=mailboxes.ADMIN,
             )
         except FleetError as failure:
             self.message_user(

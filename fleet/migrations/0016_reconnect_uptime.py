@@ -8,34 +8,43 @@ from django.db import migrations, models
 
 
 
-# The uptime rollup (UptimeHour) is kept in step with the events by the database itself: an
-# AFTER INSERT trigger on fleet_mailboxevent counts each connection test (passed: no error code)
+# The uptime rollup (UptimeHour) is kept in step with the events by the database itself: AFTER
+# INSERT triggers on fleet_mailboxevent count each connection test (passed: no error code)
 # and each disconnection (MailboxEvent.LOST: active → error or reauth_required) in its
 # workspace's row for the hour, in the same transaction as the event, whoever writes it.
 LOST = "NEW.kind = 'status' AND NEW.from_status = 'active' AND NEW.to_status IN ('error', 'reauth_required')"
 CHECK = "NEW.kind = 'connection_test'"
 PASSED = "NEW.kind = 'connection_test' AND NEW.error_code = ''"
 
+# PostgreSQL: a statement-level trigger reading the statement's new rows (a transition table),
+# so a bulk INSERT of a sweep's batch makes one upsert per workspace and hour, not one per event.
+def _pg(expression: str) -> str:
+    return expression.replace("NEW.", "")
+
+
 POSTGRES_CREATE = f"""
 CREATE OR REPLACE FUNCTION fleet_uptime_count() RETURNS trigger AS $$
 BEGIN
-    IF ({CHECK}) OR ({LOST}) THEN
-        INSERT INTO fleet_uptimehour (workspace_id, hour, checks, passed, disconnections)
-        VALUES (
-            NEW.workspace_id,
-            date_trunc('hour', NEW.created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
-            ({CHECK})::int, ({PASSED})::int, ({LOST})::int
-        )
-        ON CONFLICT (workspace_id, hour) DO UPDATE SET
-            checks = fleet_uptimehour.checks + EXCLUDED.checks,
-            passed = fleet_uptimehour.passed + EXCLUDED.passed,
-            disconnections = fleet_uptimehour.disconnections + EXCLUDED.disconnections;
-    END IF;
+    INSERT INTO fleet_uptimehour (workspace_id, hour, checks, passed, disconnections)
+    SELECT workspace_id,
+        date_trunc('hour', created_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+        COUNT(*) FILTER (WHERE {_pg(CHECK)}),
+        COUNT(*) FILTER (WHERE {_pg(PASSED)}),
+        COUNT(*) FILTER (WHERE {_pg(LOST)})
+    FROM fleet_new_events
+    WHERE ({_pg(CHECK)}) OR ({_pg(LOST)})
+    GROUP BY 1, 2
+    ORDER BY 1, 2
+    ON CONFLICT (workspace_id, hour) DO UPDATE SET
+        checks = fleet_uptimehour.checks + EXCLUDED.checks,
+        passed = fleet_uptimehour.passed + EXCLUDED.passed,
+        disconnections = fleet_uptimehour.disconnections + EXCLUDED.disconnections;
     RETURN NULL;
 END
 $$ LANGUAGE plpgsql;
 CREATE TRIGGER fleet_uptime_count AFTER INSERT ON fleet_mailboxevent
-    FOR EACH ROW EXECUTE FUNCTION fleet_uptime_count();
+    REFERENCING NEW TABLE AS fleet_new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION fleet_uptime_count();
 """
 POSTGRES_DROP = """
 DROP TRIGGER IF EXISTS fleet_uptime_count ON fleet_mailboxevent;
@@ -93,7 +102,13 @@ def create_trigger(apps, schema_editor):
         raise RuntimeError(f"Fleet's uptime trigger supports PostgreSQL and SQLite, not {vendor}")
     with schema_editor.connection.cursor() as cursor:
         cursor.execute(BACKFILL[vendor])
-        if vendor == "postgresql":
+    create_trigger_only(apps, schema_editor)
+
+
+def create_trigger_only(apps, schema_editor):
+    """The trigger without the backfill (bench_uptime drops and re-creates it)."""
+    with schema_editor.connection.cursor() as cursor:
+        if schema_editor.connection.vendor == "postgresql":
             cursor.execute(POSTGRES_CREATE)
         else:
             cursor.execute(SQLITE_CREATE)
