@@ -189,6 +189,8 @@ def keep_alive(mailbox: Mailbox, owner: str) -> str:
         return "skipped"
     try:
         identity.refresh_mailbox_token(mailbox, owner=owner)
+    except Mailbox.DoesNotExist:
+        return "gone"  # deleted during the run
     except FleetError as failure:
         if failure.error is errors.REAUTH_REQUIRED:
             return "reauth_required"

@@ -347,8 +347,8 @@ def _claim_or_wait(mailbox, owner: str) -> str | None:
     pause = 0.02
     while True:
         row = _token_row(mailbox.pk)
-        if row is None:
-            raise FleetError(errors.MAILBOX_NOT_FOUND)
+        if row is None:  # deleted meanwhile: as `Mailbox.objects.get` says it
+            raise Mailbox.DoesNotExist(f"Mailbox {mailbox.pk} no longer exists")
         if _fresh(row["access_token"], row["token_expires_at"]):
             mailbox.access_token, mailbox.token_expires_at = (
                 row["access_token"],
@@ -405,6 +405,8 @@ def refresh_mailbox_token(mailbox, *, owner: str | None = None) -> str:
         .first()
     )
     if row is None:
+        if not Mailbox.objects.filter(pk=mailbox.pk).exists():
+            raise Mailbox.DoesNotExist(f"Mailbox {mailbox.pk} no longer exists")
         raise FleetError(
             errors.MICROSOFT_UNAVAILABLE, "Another worker took over this mailbox's token refresh"
         )
@@ -458,7 +460,8 @@ def refresh_mailbox_token(mailbox, *, owner: str | None = None) -> str:
 def access_token_for(mailbox) -> str:
     """A valid Outlook access token for XOAUTH2 (SMTP/IMAP): the saved one until a minute before
     it expires, else a refresh (one at a time per mailbox, across threads, processes and hosts).
-    Raises FleetError (REAUTH_REQUIRED, MICROSOFT_UNAVAILABLE, …)."""
+    Raises FleetError (REAUTH_REQUIRED, MICROSOFT_UNAVAILABLE, …), or Mailbox.DoesNotExist when
+    the mailbox was deleted meanwhile."""
     if _fresh(mailbox.access_token, mailbox.token_expires_at):
         return str(mailbox.access_token)
     return refresh_mailbox_token(mailbox)
