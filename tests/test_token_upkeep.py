@@ -140,23 +140,26 @@ def test_keepalive_saves_the_rotated_token_old_one_refused_new_one_works(sandbox
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_callers_share_one_token_call(sandbox, oauth_app):
     (ava,) = granted(sandbox, oauth_app, 1, "shared")
-    sandbox.switches.token_latency = 0.4  # the first refresh is still out when the others ask
-    callers = 8
+    sandbox.switches.token_latency = 0.3  # the first refresh is still out when others ask
+    callers = 12
     start = threading.Barrier(callers)
     answers: list[str] = []
     failures: list[BaseException] = []
 
-    def caller() -> None:
+    def caller(n: int) -> None:
         try:
             mailbox = Mailbox.objects.get(pk=ava.pk)  # its access token is missing: refresh
             start.wait()
+            # Staggered over the refresh: some ask while it is out, some just as it is saved
+            # (read stale, then find the lease free again), some after.
+            time.sleep(n * 0.05)
             answers.append(identity.access_token_for(mailbox))
         except BaseException as exc:  # reported below
             failures.append(exc)
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=caller) for _ in range(callers)]
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(callers)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -359,8 +359,16 @@ def _claim_or_wait(mailbox, owner: str) -> str | None:
         if row["status"] == Mailbox.Status.REAUTH_REQUIRED and not row["access_token"]:
             raise FleetError(errors.REAUTH_REQUIRED, "Microsoft refused this mailbox's grant")
         now = timezone.now()
+        # Only while the token is still stale: a refresh that was saved since the read above
+        # (and released its lease) must not be followed by a second one.
+        stale = (
+            Q(access_token="")
+            | Q(token_expires_at__isnull=True)
+            | Q(token_expires_at__lte=now + FRESH_FOR)
+        )
         claimed = (
             Mailbox.objects.filter(pk=mailbox.pk)
+            .filter(stale)
             .filter(Q(token_lease_owner="") | Q(token_lease_expires_at__lt=now))
             .update(token_lease_owner=owner, token_lease_expires_at=now + refresh_lease())
         )
