@@ -189,6 +189,8 @@ def keep_alive(mailbox: Mailbox, owner: str) -> str:
         return "skipped"
     try:
         identity.refresh_mailbox_token(mailbox, owner=owner)
+    except Mailbox.DoesNotExist:
+        return "gone"  # deleted during the run
     except FleetError as failure:
         if failure.error is errors.REAUTH_REQUIRED:
             return "reauth_required"
@@ -207,9 +209,7 @@ def take_back_expired(now: datetime) -> int:
     """Token leases whose holder died (or stalled) are freed, and the dead keep-alive tasks
     marked FAILED with a note. Returns how many rows."""
     expired = Mailbox.objects.exclude(token_lease_owner="").filter(token_lease_expires_at__lt=now)
-    owners = set(
-        expired.order_by().values_list("token_lease_owner", flat=True).distinct()[:1000]
-    )
+    owners = set(expired.order_by().values_list("token_lease_owner", flat=True).distinct()[:1000])
     if not owners:
         return 0
     freed = expired.filter(token_lease_owner__in=owners).update(

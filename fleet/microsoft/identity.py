@@ -347,8 +347,8 @@ def _claim_or_wait(mailbox, owner: str) -> str | None:
     pause = 0.02
     while True:
         row = _token_row(mailbox.pk)
-        if row is None:
-            raise FleetError(errors.MAILBOX_NOT_FOUND)
+        if row is None:  # deleted meanwhile: as `Mailbox.objects.get` says it
+            raise Mailbox.DoesNotExist(f"Mailbox {mailbox.pk} no longer exists")
         if _fresh(row["access_token"], row["token_expires_at"]):
             mailbox.access_token, mailbox.token_expires_at = (
                 row["access_token"],
@@ -359,8 +359,16 @@ def _claim_or_wait(mailbox, owner: str) -> str | None:
         if row["status"] == Mailbox.Status.REAUTH_REQUIRED and not row["access_token"]:
             raise FleetError(errors.REAUTH_REQUIRED, "Microsoft refused this mailbox's grant")
         now = timezone.now()
+        # Only while the token is still stale: a refresh that was saved since the read above
+        # (and released its lease) must not be followed by a second one.
+        stale = (
+            Q(access_token="")
+            | Q(token_expires_at__isnull=True)
+            | Q(token_expires_at__lte=now + FRESH_FOR)
+        )
         claimed = (
             Mailbox.objects.filter(pk=mailbox.pk)
+            .filter(stale)
             .filter(Q(token_lease_owner="") | Q(token_lease_expires_at__lt=now))
             .update(token_lease_owner=owner, token_lease_expires_at=now + refresh_lease())
         )
@@ -405,6 +413,8 @@ def refresh_mailbox_token(mailbox, *, owner: str | None = None) -> str:
         .first()
     )
     if row is None:
+        if not Mailbox.objects.filter(pk=mailbox.pk).exists():
+            raise Mailbox.DoesNotExist(f"Mailbox {mailbox.pk} no longer exists")
         raise FleetError(
             errors.MICROSOFT_UNAVAILABLE, "Another worker took over this mailbox's token refresh"
         )
@@ -458,7 +468,8 @@ def refresh_mailbox_token(mailbox, *, owner: str | None = None) -> str:
 def access_token_for(mailbox) -> str:
     """A valid Outlook access token for XOAUTH2 (SMTP/IMAP): the saved one until a minute before
     it expires, else a refresh (one at a time per mailbox, across threads, processes and hosts).
-    Raises FleetError (REAUTH_REQUIRED, MICROSOFT_UNAVAILABLE, …)."""
+    Raises FleetError (REAUTH_REQUIRED, MICROSOFT_UNAVAILABLE, …), or Mailbox.DoesNotExist when
+    the mailbox was deleted meanwhile."""
     if _fresh(mailbox.access_token, mailbox.token_expires_at):
         return str(mailbox.access_token)
     return refresh_mailbox_token(mailbox)
