@@ -1670,7 +1670,10 @@ class AuditEntry(models.Model):
             models.Index(fields=["-created_at", "-id"], name="audit_time"),
             # "What happened to this object" (the link from an object's page).
             models.Index(fields=["object_type", "object_id", "-created_at"], name="audit_object"),
+            # The actor and action filters: each an ordered range of its own (an action is
+            # often rare; read through the workspace index it would be a long scan).
             models.Index(fields=["actor", "-created_at"], name="audit_actor_time"),
+            models.Index(fields=["action", "-created_at"], name="audit_action_time"),
         ]
 
     def __str__(self) -> str:

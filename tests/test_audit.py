@@ -361,6 +361,36 @@ def test_admin_list_never_counts_past_its_cap(two_logs, personas, client_for, mo
     assert "1 entry" in response.text
 
 
+def test_admin_list_queries_do_not_grow_with_the_page(ws_a, personas, client_for):
+    """One page of 50 costs what a page of 2 costs: no query per row (actor, workspace)."""
+    mailbox = make_mailbox(ws_a, "active", "x", 1)
+    client = client_for(personas["bob"])
+    url = reverse("admin:fleet_auditentry_changelist")
+
+    def queries_for_page():
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(url).status_code == 200
+        return len(queries)
+
+    for _ in range(2):
+        audit.record("mailbox.updated", mailbox, actor=personas["alice"], via="admin")
+    few = queries_for_page()
+    for _ in range(60):
+        audit.record("mailbox.updated", mailbox, actor=personas["bob"], via="api")
+    assert queries_for_page() == few
+
+
+def test_seed_audit_writes_the_entries_it_says(ws_a, personas):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    call_command("seed_audit", entries=300, stdout=StringIO())
+    assert AuditEntry.objects.count() == 300
+    assert AuditEntry.objects.filter(actor_name="system").exists()
+    assert AuditEntry.objects.filter(workspace=ws_a).exclude(actor=None).exists()
+
+
 def api_actions(response):
     assert response.status_code == 200, response.content
     return [(e["workspace_id"], e["action"]) for e in response.json()["data"]]
@@ -449,3 +479,37 @@ def test_a_deleted_workspace_keeps_its_log_for_superusers(two_logs, ws_b, person
     assert AuditEntry.objects.filter(workspace_id=gone).count() == 2
     shown = client_for(personas["bob"]).get(reverse("admin:fleet_auditentry_changelist"))
     assert len(shown.context["cl"].result_list) == 3
+
+
+def test_admin_workspace_form_records_webhook_secret_as_changed_and_new_members(
+    ws_a, personas, client_for, dns_on_loopback
+):
+    dns_on_loopback.zone.records["hooks.example.com"] = [("A", "93.184.216.34")]
+    root = client_for(personas["root"])
+    url = reverse("admin:fleet_workspace_change", args=[ws_a.pk])
+    response = root.post(
+        url,
+        {
+            "name": "Alpha",
+            "slug": "alpha",
+            "webhook_url": "https://hooks.example.com/fleet",
+            "webhook_secret": PLANTED,
+            "memberships-TOTAL_FORMS": "1",
+            "memberships-INITIAL_FORMS": "0",
+            "memberships-MIN_NUM_FORMS": "0",
+            "memberships-MAX_NUM_FORMS": "1000",
+            "memberships-0-workspace": ws_a.pk,
+            "memberships-0-username": "olga",
+            "memberships-0-role": "viewer",
+            "_save": "Save",
+        },
+    )
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    updated = AuditEntry.objects.get(action="workspace.updated")
+    assert updated.changes["webhook_secret"] == audit.CHANGED
+    assert updated.changes["webhook_url"] == {
+        "before": "", "after": "https://hooks.example.com/fleet"
+    }
+    member = AuditEntry.objects.get(action="membership.created")
+    assert member.workspace_id == ws_a.pk and member.changes["role"]["after"] == "viewer"
+    assert PLANTED not in all_entries_text()

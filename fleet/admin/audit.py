@@ -130,7 +130,7 @@ class AuditEntryAdmin(ScopedAdmin):
     list_display = [
         "created_at",
         "workspace",
-        "actor",
+        "actor_shown",
         "key",
         "via",
         "action",
@@ -180,7 +180,7 @@ class AuditEntryAdmin(ScopedAdmin):
         return False  # the log is not edited; AUDIT_RETENTION_DAYS ends an entry
 
     @admin.display(description="actor")
-    def actor(self, obj):
+    def actor_shown(self, obj):
         return obj.actor_name
 
     @admin.display(description="key")
