@@ -40,7 +40,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from fleet import errors, leases, mailbox_checks
-from fleet.models import Mailbox, MailboxEvent
+from fleet.models import Mailbox, MailboxEvent, Workspace, validate_health_check_interval
 from fleet.tasks import enqueue_on_commit, test_due_mailboxes
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,35 @@ def queue_tests(mailboxes: Iterable[Mailbox] | models.QuerySet, *, actor, via: s
     return queued
 
 
+def sweep_now(mailboxes: models.QuerySet, *, actor, via: str) -> int:
+    """"Sweep now" for a workspace's mailboxes or a filtered selection (the caller scopes it to
+    what the user may operate): every one not disabled is tested as soon as a worker is free,
+    then goes back to its slot. Returns how many were queued."""
+    return queue_tests(mailboxes, actor=actor, via=via)
+
+
+@transaction.atomic
+def set_interval(workspace: Workspace, interval: timedelta) -> bool:
+    """Change a workspace's cadence (validated: at least 1 hour). Its mailboxes' future slots
+    are dropped so the dispatcher gives them slots on the new cadence; tests already due stay
+    due. False when nothing changed."""
+    validate_health_check_interval(interval)
+    if workspace.health_check_interval == interval:
+        return False
+    workspace.health_check_interval = interval
+    workspace.save(update_fields=["health_check_interval"])
+    reschedule(workspace)
+    return True
+
+
+def reschedule(workspace: Workspace) -> int:
+    """Drop the future slots of a workspace's mailboxes (its cadence changed): the dispatcher
+    gives them new ones. Tests due now and tests running are left alone."""
+    return Mailbox.objects.filter(
+        workspace=workspace, check_lease_owner="", check_due_at__gt=timezone.now()
+    ).update(check_due_at=None)
+
+
 def schedule_unscheduled(now: datetime | None = None, limit: int = SCHEDULE_BATCH) -> int:
     """Give mailboxes without a next test (new ones, those of before sweeps) their next slot, a
     batch at a time (the partial index `mailbox_check_unscheduled` finds them)."""
@@ -139,6 +168,15 @@ def due(now: datetime | None = None) -> models.QuerySet:
 
 def waiting_tasks() -> int:
     return leases.task_rows(test_due_mailboxes).filter(status="READY").count()
+
+
+def continue_if_due() -> bool:
+    """After a task's chunk: when more is due and no task waits for it (a large "Sweep now"),
+    queue the next one at once rather than at the next dispatcher pass."""
+    if due().exists() and not waiting_tasks():
+        test_due_mailboxes.enqueue()
+        return True
+    return False
 
 
 def dispatch(now: datetime | None = None) -> dict[str, int]:

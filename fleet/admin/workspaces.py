@@ -2,9 +2,13 @@ from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db.models import Count
+from django.urls import reverse
+from django.utils.html import format_html
 
+from fleet import health, mailboxes
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, secret_display
-from fleet.models import Membership, Role, Tag, WebhookDelivery, Workspace
+from fleet.admin.object_actions import ObjectAction, ObjectActionsMixin
+from fleet.models import Mailbox, Membership, Role, Tag, WebhookDelivery, Workspace
 from fleet.webhook_targets import validate_webhook_url
 
 
@@ -63,23 +67,65 @@ class WorkspaceForm(forms.ModelForm):
 
 
 @admin.register(Workspace)
-class WorkspaceAdmin(ScopedAdmin):
+class WorkspaceAdmin(ObjectActionsMixin, ScopedAdmin):
     form = WorkspaceForm
+    object_actions = (
+        ObjectAction(
+            "sweep_now",
+            "Sweep now",
+            Role.OPERATOR,
+            "Sweeping mailboxes",
+            title="Test every mailbox of this workspace now (disabled ones excepted)",
+        ),
+    )
     change_role = Role.OWNER
     delete_role = Role.OWNER
     list_display = ["name", "slug", "mailbox_count", "member_count", "webhook"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    fields = ["name", "slug", "webhook_url", "webhook_secret", "webhook_disabled_reason"]
+    fields = [
+        "name",
+        "slug",
+        "health_check_interval",
+        "webhook_url",
+        "webhook_secret",
+        "webhook_disabled_reason",
+    ]
     webhook_secret_is_set = secret_display("webhook_secret")  # view-only pages
     readonly_fields = ["webhook_disabled_reason"]
     inlines = [MembershipInline]
-    actions = ["send_test_event"]
+    actions = ["send_test_event", "sweep_now"]
 
     def save_model(self, request, obj, form, change):
         if {"webhook_url", "webhook_secret"} & set(form.changed_data):
             obj.reenable_webhook()
         super().save_model(request, obj, form, change)
+        if change and "health_check_interval" in form.changed_data:
+            health.reschedule(obj)  # slots on the new cadence
+
+    def _sweep(self, request, workspace) -> None:
+        queued = health.sweep_now(
+            Mailbox.objects.filter(workspace=workspace), actor=request.user, via=mailboxes.ADMIN
+        )
+        url = reverse("admin:fleet_mailbox_changelist") + f"?workspace__id__exact={workspace.pk}"
+        self.message_user(
+            request,
+            format_html(
+                '{}: {} mailbox(es) queued for a connection test; <a href="{}">their list</a> '
+                "shows each status as it is tested.",
+                workspace,
+                queued,
+                url,
+            ),
+        )
+
+    def do_sweep_now(self, request, workspace):
+        self._sweep(request, workspace)
+
+    @admin.action(description="Sweep now (test every mailbox)", permissions=["operate"])
+    def sweep_now(self, request, queryset):
+        for workspace in self.scoped(request, queryset, Role.OPERATOR):
+            self._sweep(request, workspace)
 
     @admin.display(description="webhook")
     def webhook(self, obj):

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from drf_spectacular.utils import extend_schema
 
-from fleet import access, errors
+from fleet import access, errors, health
 from fleet.api.auth import PlatformKeyOnly
 from fleet.api.base import FleetView
 from fleet.api.envelope import ApiError, ok
@@ -101,16 +101,21 @@ class WorkspaceDetail(WorkspaceView):
         tags=TAG,
         operation_id="workspaces_update",
         summary="Update workspace",
-        description="Owners: rename, or change the slug.",
+        description="Owners: rename, change the slug, or set `health_check_interval_hours` "
+        "(every mailbox is tested once per interval, at least 1 hour).",
         request=WorkspaceWriteSerializer(partial=True),
         responses={200: envelope("WorkspaceEnvelope", WorkspaceSerializer())},
     )
     def patch(self, request, pk: int):
         workspace = self.get_object()
         changes = self.validated(WorkspaceWriteSerializer, instance=workspace, partial=True)
+        interval = changes.pop("health_check_interval", None)
         for field, value in changes.items():
             setattr(workspace, field, value)
-        workspace.save(update_fields=[*changes] or None)
+        with transaction.atomic():
+            workspace.save(update_fields=[*changes] or None)
+            if interval is not None:
+                health.set_interval(workspace, interval)
         return self.respond(workspace)
 
     @extend_schema(
