@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
 
-from django.db.models import Count, Max, OuterRef, Q, Subquery, Window
+from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Window
 from django.db.models.functions import TruncDate
 from django.urls import reverse
 from django.utils import timezone
 
-from fleet import errors
+from fleet import errors, health
 from fleet.models import (
     BulkAddRun,
     ConsentRequest,
@@ -110,6 +110,12 @@ class Dashboard:
     domain_count: int = 0
     # The user operates (tests, reconnects) here: the calls to action are buttons for them.
     can_operate: bool = False
+    # Health sweeps (fleet/health.py): by when every mailbox not disabled had been tested (the
+    # last complete sweep), how many were never tested, overdue, due in the next hour.
+    swept_since: datetime | None = None
+    never_tested: Figure | None = None
+    overdue: Figure | None = None
+    due_next_hour: Figure | None = None
 
     @property
     def trend_max(self) -> int:
@@ -169,11 +175,24 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
     warmup_counts: Counter = Counter()
     code_counts: Counter = Counter()
     affected = refused = 0
-    for status, warmup, code, auth, n in (
+    # The sweep figures ride on the same scan (no query of their own).
+    now = timezone.now()
+    sweep: Counter = Counter()
+    oldest = []
+    for status, warmup, code, auth, n, overdue, soon, never, least_recent in (
         mailboxes.values_list("status", "warmup_status", "error_code", "auth_method")
-        .annotate(n=Count("id"))
+        .annotate(
+            n=Count("id"),
+            overdue=Count("id", filter=health.overdue_q(now)),
+            soon=Count("id", filter=health.due_soon_q(now)),
+            never=Count("id", filter=health.never_tested_q()),
+            least_recent=Min("last_checked_at"),
+        )
         .order_by()
     ):
+        sweep.update(overdue=overdue, soon=soon, never=never)
+        if status != Mailbox.Status.DISABLED and least_recent and not never:
+            oldest.append(least_recent)
         status_counts[status] += n
         warmup_counts[warmup] += n
         if code:
@@ -182,6 +201,23 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
             affected += n
             refused += n if code in BASIC_AUTH_CODES else 0
     board.total = sum(status_counts.values())
+    board.swept_since = min(oldest) if oldest and not sweep["never"] else None
+    board.never_tested = Figure(
+        "never", "never tested", sweep["never"], changelist(Mailbox, check="never", **ws_param)
+    )
+    board.overdue = Figure(
+        "overdue",
+        "overdue",
+        sweep["overdue"],
+        changelist(Mailbox, check="overdue", **ws_param),
+        hint="Due more than 10 minutes ago and not tested yet: are workers and run_periodic running?",
+    )
+    board.due_next_hour = Figure(
+        "next_hour",
+        "due in the next hour",
+        sweep["soon"],
+        changelist(Mailbox, check="next_hour", **ws_param),
+    )
     board.by_status = [
         Figure(
             s.value,

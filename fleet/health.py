@@ -169,6 +169,27 @@ def schedule_unscheduled(now: datetime | None = None, limit: int = SCHEDULE_BATC
     return len(updates)
 
 
+# A due test not taken this long after its slot is overdue (the dispatcher runs every minute).
+OVERDUE_AFTER = timedelta(minutes=10)
+
+
+def overdue_q(now: datetime) -> models.Q:
+    """Mailboxes whose test is past due (the dashboard, the list's filter)."""
+    return models.Q(check_due_at__lt=now - OVERDUE_AFTER) & ~models.Q(
+        status=Mailbox.Status.DISABLED
+    )
+
+
+def due_soon_q(now: datetime) -> models.Q:
+    return models.Q(
+        check_due_at__gte=now - OVERDUE_AFTER, check_due_at__lt=now + timedelta(hours=1)
+    ) & ~models.Q(status=Mailbox.Status.DISABLED)
+
+
+def never_tested_q() -> models.Q:
+    return models.Q(last_checked_at__isnull=True) & ~models.Q(status=Mailbox.Status.DISABLED)
+
+
 def due(now: datetime | None = None) -> models.QuerySet:
     """Mailboxes whose test is due and that nobody is testing."""
     return Mailbox.objects.filter(check_due_at__lte=now or timezone.now(), check_lease_owner="")

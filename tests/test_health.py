@@ -469,3 +469,43 @@ def test_sweep_now_across_two_real_workers(fleet, mail, monkeypatch, ws_a, perso
     assert set(workers) == {"worker-1", "worker-2"}, workers
     horizon = timezone.now() + timedelta(hours=36)
     assert not Mailbox.objects.filter(workspace=ws_a).exclude(check_due_at__lte=horizon).exists()
+
+
+# --- the dashboard ------------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_dashboard_shows_the_sweep_and_each_figure_links_to_its_rows(
+    client_for, personas, ws_a, ws_b
+):
+    from fleet import dashboard
+
+    now = timezone.now()
+
+    def box(email, ws=ws_a, **fields):
+        fields.setdefault("status", "active")
+        return Mailbox.objects.create(
+            workspace=ws, email=email, auth_method="app_password", **fields
+        )
+
+    tested = now - timedelta(hours=5)
+    late = box("late@a.example", check_due_at=now - timedelta(hours=1), last_checked_at=tested)
+    soon = box("soon@a.example", check_due_at=now + timedelta(minutes=20), last_checked_at=tested)
+    box("later@a.example", check_due_at=now + timedelta(hours=5), last_checked_at=now)
+    box("off@a.example", status="disabled", check_due_at=now - timedelta(hours=3))
+    box("other@b.example", ws=ws_b, check_due_at=now - timedelta(hours=2))  # not alice's
+
+    board = dashboard.build(personas["alice"], ws_a.pk)
+    assert board.swept_since == tested
+    assert (board.overdue.count, board.due_next_hour.count, board.never_tested.count) == (1, 1, 0)
+    client = client_for(personas["alice"])
+    for figure, expected in ((board.overdue, [late]), (board.due_next_hour, [soon])):
+        page = client.get(figure.url)
+        assert page.status_code == 200
+        assert [m.email for m in page.context["cl"].result_list] == [m.email for m in expected]
+    home = client.get(f"/admin/?workspace={ws_a.pk}").content.decode()
+    assert 'data-figure="sweep-overdue"' in home and "Last complete sweep" in home
+
+    fresh = box("new@a.example")
+    board = dashboard.build(personas["alice"], ws_a.pk)
+    assert board.swept_since is None and board.never_tested.count == 1
+    page = client.get(board.never_tested.url)
+    assert [m.email for m in page.context["cl"].result_list] == [fresh.email]
