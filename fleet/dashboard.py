@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
-from django.db.models import Count, Max, OuterRef, Q, Subquery, Sum, Window
+from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Sum, Window
 from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from fleet import errors, uptime
+from fleet import errors, health, uptime
 from fleet.models import (
     BulkAddRun,
     ConsentRequest,
@@ -136,6 +136,12 @@ class Dashboard:
     # Connection-test uptime per workspace, worst first (fleet/uptime.py; one query).
     uptime: list[UptimeRow] = field(default_factory=list)
     uptime_total: UptimeRow | None = None
+    # Health sweeps (fleet/health.py): by when every mailbox not disabled had been tested (the
+    # last complete sweep), how many were never tested, overdue, due in the next hour.
+    swept_since: datetime | None = None
+    never_tested: Figure | None = None
+    overdue: Figure | None = None
+    due_next_hour: Figure | None = None
 
     @property
     def trend_max(self) -> int:
@@ -208,6 +214,24 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
             affected += n
             refused += n if code in BASIC_AUTH_CODES else 0
     board.total = sum(status_counts.values())
+    sweep = _sweep_figures(scoped(Mailbox), timezone.now())
+    board.swept_since = sweep["least_recent"] if not sweep["never"] else None
+    board.never_tested = Figure(
+        "never", "never tested", sweep["never"], changelist(Mailbox, check="never", **ws_param)
+    )
+    board.overdue = Figure(
+        "overdue",
+        "overdue",
+        sweep["overdue"],
+        changelist(Mailbox, check="overdue", **ws_param),
+        hint="Due more than 10 minutes ago and not tested yet: are workers and run_periodic running?",
+    )
+    board.due_next_hour = Figure(
+        "next_hour",
+        "due in the next hour",
+        sweep["soon"],
+        changelist(Mailbox, check="next_hour", **ws_param),
+    )
     board.by_status = [
         Figure(
             s.value,
@@ -288,6 +312,31 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
     board.recent_imports = list(scoped(ImportBatch).select_related("workspace")[:5])
     _uptime(board, scoped(UptimeHour))
     return board
+
+
+def _sweep_figures(mailboxes, now: datetime) -> dict:
+    """Overdue, due in the next hour, never tested, and the oldest last test (every mailbox was
+    tested since then: the last complete sweep), in one query that reads only the mailboxes due
+    within the hour or never tested (the partial indexes on `check_due_at` and on untested
+    mailboxes), not the fleet. A mailbox due later was tested more recently than those due
+    sooner, so the oldest test among them is the fleet's."""
+    soon = now + timedelta(hours=1)
+    figures = (
+        mailboxes.filter(Q(check_due_at__lt=soon) | Q(last_checked_at__isnull=True))
+        .exclude(status=Mailbox.Status.DISABLED)
+        .aggregate(
+            overdue=Count("id", filter=health.overdue_q(now)),
+            soon=Count("id", filter=health.due_soon_q(now)),
+            never=Count("id", filter=health.never_tested_q()),
+            least_recent=Min("last_checked_at"),
+        )
+    )
+    if figures["least_recent"] is None and not figures["never"]:
+        # Nothing due within the hour (a small fleet): the oldest test is then read directly.
+        figures["least_recent"] = mailboxes.exclude(status=Mailbox.Status.DISABLED).aggregate(
+            least_recent=Min("last_checked_at")
+        )["least_recent"]
+    return figures
 
 
 def _domains(tallies, ws_param: dict) -> tuple[list[DomainHealth], int]:

@@ -6,8 +6,8 @@ dies (fleet/leases.py explains why django-tasks-db's task rows cannot be trusted
 
 - `Mailbox.check_due_at` says when the next test is due (null: not scheduled yet). A click, an
   import or "Sweep now" (`queue_tests`, `sweep_now`) makes it due now; after each test it moves to
-  the mailbox's next *slot*: the next time `t` with `t ≡ phase (mod interval)`, where the phase
-  comes from the mailbox's random uid. Slots are spread evenly over the interval (no thundering
+  the mailbox's next *slot* (at least half an interval away): the times `t` with
+  `t ≡ phase (mod interval)`, where the phase comes from the mailbox's random uid. Slots are spread evenly over the interval (no thundering
   herd at midnight) and never drift however late a test runs.
 - `dispatch` (periodic, `fleet.tasks.dispatch_health_checks`) gives unscheduled mailboxes their
   slot and enqueues one `test_due_mailboxes` task per HEALTH_CHECK_CHUNK due mailboxes, reading
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable
@@ -40,7 +41,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from fleet import audit, errors, leases, mailbox_checks
-from fleet.models import Mailbox, MailboxEvent
+from fleet.models import Mailbox, MailboxEvent, Workspace, validate_health_check_interval
 from fleet.tasks import enqueue_on_commit, test_due_mailboxes
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,13 @@ def next_slot(uid: uuid.UUID, interval: timedelta, now: datetime) -> datetime:
     phase = phase_seconds(uid, interval)
     cycles = math.floor((now.timestamp() - phase) / period) + 1
     return datetime.fromtimestamp(cycles * period + phase, tz=UTC)
+
+
+def slot_after_test(uid: uuid.UUID, interval: timedelta, now: datetime) -> datetime:
+    """When a mailbox tested now is due next: its first slot at least half an interval away, so a
+    test off its slot (an import, a click, "Sweep now") is not followed by another one minutes
+    later at the slot; a test at its slot (or up to half an interval late) keeps the next one."""
+    return next_slot(uid, interval, now + interval / 2)
 
 
 def _ids(mailboxes: Iterable[Mailbox] | models.QuerySet) -> list[int]:
@@ -118,6 +126,35 @@ def queue_tests(mailboxes: Iterable[Mailbox] | models.QuerySet, *, actor, via: s
     return queued
 
 
+def sweep_now(mailboxes: models.QuerySet, *, actor, via: str) -> int:
+    """"Sweep now" for a workspace's mailboxes or a filtered selection (the caller scopes it to
+    what the user may operate): every one not disabled is tested as soon as a worker is free,
+    then goes back to its slot. Returns how many were queued."""
+    return queue_tests(mailboxes, actor=actor, via=via)
+
+
+@transaction.atomic
+def set_interval(workspace: Workspace, interval: timedelta) -> bool:
+    """Change a workspace's cadence (validated: at least 1 hour). Its mailboxes' future slots
+    are dropped so the dispatcher gives them slots on the new cadence; tests already due stay
+    due. False when nothing changed."""
+    validate_health_check_interval(interval)
+    if workspace.health_check_interval == interval:
+        return False
+    workspace.health_check_interval = interval
+    workspace.save(update_fields=["health_check_interval"])
+    reschedule(workspace)
+    return True
+
+
+def reschedule(workspace: Workspace) -> int:
+    """Drop the future slots of a workspace's mailboxes (its cadence changed): the dispatcher
+    gives them new ones. Tests due now and tests running are left alone."""
+    return Mailbox.objects.filter(
+        workspace=workspace, check_lease_owner="", check_due_at__gt=timezone.now()
+    ).update(check_due_at=None)
+
+
 def schedule_unscheduled(now: datetime | None = None, limit: int = SCHEDULE_BATCH) -> int:
     """Give mailboxes without a next test (new ones, those of before sweeps) their next slot, a
     batch at a time (the partial index `mailbox_check_unscheduled` finds them)."""
@@ -138,6 +175,27 @@ def schedule_unscheduled(now: datetime | None = None, limit: int = SCHEDULE_BATC
     return len(updates)
 
 
+# A due test not taken this long after its slot is overdue (the dispatcher runs every minute).
+OVERDUE_AFTER = timedelta(minutes=10)
+
+
+def overdue_q(now: datetime) -> models.Q:
+    """Mailboxes whose test is past due (the dashboard, the list's filter)."""
+    return models.Q(check_due_at__lt=now - OVERDUE_AFTER) & ~models.Q(
+        status=Mailbox.Status.DISABLED
+    )
+
+
+def due_soon_q(now: datetime) -> models.Q:
+    return models.Q(
+        check_due_at__gte=now - OVERDUE_AFTER, check_due_at__lt=now + timedelta(hours=1)
+    ) & ~models.Q(status=Mailbox.Status.DISABLED)
+
+
+def never_tested_q() -> models.Q:
+    return models.Q(last_checked_at__isnull=True) & ~models.Q(status=Mailbox.Status.DISABLED)
+
+
 def due(now: datetime | None = None) -> models.QuerySet:
     """Mailboxes whose test is due and that nobody is testing."""
     return Mailbox.objects.filter(check_due_at__lte=now or timezone.now(), check_lease_owner="")
@@ -145,6 +203,15 @@ def due(now: datetime | None = None) -> models.QuerySet:
 
 def waiting_tasks() -> int:
     return leases.task_rows(test_due_mailboxes).filter(status="READY").count()
+
+
+def continue_if_due() -> bool:
+    """After a task's chunk: when more is due and no task waits for it (a large "Sweep now"),
+    queue the next one at once rather than at the next dispatcher pass."""
+    if due().exists() and not waiting_tasks():
+        test_due_mailboxes.enqueue()
+        return True
+    return False
 
 
 def dispatch(now: datetime | None = None) -> dict[str, int]:
@@ -204,82 +271,118 @@ def _release(pk: int, owner: str, **changes) -> bool:
     )
 
 
+Result = tuple[Mailbox, "errors.ErrorCode | None", str]
+# Results written per transaction: one SELECT … FOR UPDATE, one INSERT of events and one UPDATE
+# for the lot instead of four statements per mailbox (a sweep writes ~100 results a second).
+RECORD_BATCH = 50
+# …or whatever has arrived after this long, so an import's progress bar keeps moving.
+RECORD_SECONDS = 0.5
+
+
+def record(mailbox: Mailbox, error: errors.ErrorCode | None, detail: str, owner: str) -> str:
+    """Write one test's outcome (see `record_many`). Returns the status (DELETED, LEASE_LOST)."""
+    return record_many([(mailbox, error, detail)], owner)[mailbox.pk]
+
+
 @transaction.atomic
-def record(
-    mailbox: Mailbox, error: errors.ErrorCode | None, detail: str, owner: str
-) -> str:
-    """Write one test's outcome while this task holds the mailbox's lease: the event, the
-    status when it changes (a transient failure of an active mailbox only on its third try in a
-    row), the next slot, and the lease given back. Returns the status (DELETED, LEASE_LOST)."""
-    current = (
-        Mailbox.objects.select_for_update()
-        .select_related("workspace")
-        .filter(pk=mailbox.pk, check_lease_owner=owner)
-        .first()
-    )
-    if current is None:
-        gone = not Mailbox.objects.filter(pk=mailbox.pk).exists()
-        return mailbox_checks.DELETED if gone else LEASE_LOST
+def record_many(results: list[Result], owner: str) -> dict[int, str]:
+    """Write tests' outcomes while this task holds the mailboxes' leases: an event per test,
+    the status where it changes (a transient failure of an active mailbox only on its third try
+    in a row), the next slot, and the lease given back. Mailboxes deleted or taken back
+    meanwhile are left out. Returns each mailbox's status (or DELETED, LEASE_LOST)."""
+    pks = [mailbox.pk for mailbox, _, _ in results]
+    held = {
+        m.pk: m
+        for m in Mailbox.objects.select_for_update(of=("self",))
+        .select_related("workspace", "check_requested_by")
+        .filter(pk__in=pks, check_lease_owner=owner)
+        .order_by("pk")  # locks taken in one order: no deadlock with another batch
+    }
+    missing = set(pks) - set(held)
+    existing = set(Mailbox.objects.filter(pk__in=missing).values_list("pk", flat=True))
+    answer = {
+        pk: (LEASE_LOST if pk in existing else mailbox_checks.DELETED) for pk in missing
+    }
     now = timezone.now()
-    outcome = mailbox_checks.outcome_for(current, error)
-    failures = 0
-    next_due = next_slot(current.uid, current.workspace.health_check_interval, now)
-    message = detail
-    if (
-        error is not None
-        and not error.permanent
-        and current.status == Mailbox.Status.ACTIVE
-        and current.check_transient_failures + 1 < TRANSIENT_TRIES
-    ):
-        # A blip: keep the status, try again soon; the third failure in a row counts.
-        failures = current.check_transient_failures + 1
-        delay = TRANSIENT_RETRY_DELAYS[failures - 1]
-        next_due = now + delay
-        outcome = current.status
-        message = (
-            f"{detail} (transient, try {failures} of {TRANSIENT_TRIES}; "
-            f"trying again in {int(delay.total_seconds() // 60)} minutes)"
+    events, changes, updates = [], {}, []
+    for mailbox, error, detail in results:
+        current = held.get(mailbox.pk)
+        if current is None:
+            continue
+        outcome = mailbox_checks.outcome_for(current, error)
+        failures = 0
+        current.check_due_at = slot_after_test(
+            current.uid, current.workspace.health_check_interval, now
         )
-    MailboxEvent.objects.create(
-        workspace_id=current.workspace_id,
-        mailbox=current,
-        email=current.email,
-        kind=MailboxEvent.Kind.CONNECTION_TEST,
-        from_status=current.status,
-        to_status=outcome,
-        error_code=error.code if error else "",
-        message=message,
-        actor_id=current.check_requested_by_id,
-        via="task",
-    )
-    # A mailbox disabled while it was being tested stays disabled.
-    if current.status != Mailbox.Status.DISABLED and (
-        current.status != outcome
-        or (not failures and current.error_code != (error.code if error else ""))
-    ):
-        current.set_status(
-            outcome,
-            error=error,
-            message=detail if error else "",
-            actor=current.check_requested_by,
-            via="task",
+        message = detail
+        if (
+            error is not None
+            and not error.permanent
+            and current.status == Mailbox.Status.ACTIVE
+            and current.check_transient_failures + 1 < TRANSIENT_TRIES
+        ):
+            # A blip: keep the status, try again soon; the third failure in a row counts.
+            failures = current.check_transient_failures + 1
+            delay = TRANSIENT_RETRY_DELAYS[failures - 1]
+            current.check_due_at = now + delay
+            outcome = current.status
+            message = (
+                f"{detail} (transient, try {failures} of {TRANSIENT_TRIES}; "
+                f"trying again in {int(delay.total_seconds() // 60)} minutes)"
+            )
+        events.append(
+            MailboxEvent(
+                workspace_id=current.workspace_id,
+                mailbox=current,
+                email=current.email,
+                kind=MailboxEvent.Kind.CONNECTION_TEST,
+                from_status=current.status,
+                to_status=outcome,
+                error_code=error.code if error else "",
+                message=message,
+                actor_id=current.check_requested_by_id,
+                via="task",
+            )
         )
-    Mailbox.objects.filter(pk=current.pk).update(
-        last_checked_at=now,
-        updated_at=now,
-        check_due_at=next_due,
-        check_requested_by=None,
-        check_transient_failures=failures,
-        check_lease_owner="",
-        check_lease_expires_at=None,
+        # A mailbox disabled while it was being tested stays disabled.
+        if current.status != Mailbox.Status.DISABLED and (
+            current.status != outcome
+            or (not failures and current.error_code != (error.code if error else ""))
+        ):
+            key = (outcome, error, detail if error else "", current.check_requested_by_id)
+            changes.setdefault(key, []).append(current)
+        current.last_checked_at = current.updated_at = now
+        current.check_requested_by_id = None
+        current.check_transient_failures = failures
+        current.check_lease_owner, current.check_lease_expires_at = "", None
+        updates.append(current)
+    MailboxEvent.objects.bulk_create(events)
+    for (outcome, error, message, actor_id), group in changes.items():
+        # The one place a status is written, a group with the same outcome at a time.
+        Mailbox.set_status_many(
+            group, outcome, error=error, message=message, actor=group[0].check_requested_by
+            if actor_id else None, via="task",
+        )  # fmt: skip
+    Mailbox.objects.bulk_update(
+        updates,
+        [
+            "last_checked_at",
+            "updated_at",
+            "check_due_at",
+            "check_requested_by",
+            "check_transient_failures",
+            "check_lease_owner",
+            "check_lease_expires_at",
+        ],
     )
-    return current.status
+    answer.update({m.pk: m.status for m in updates})
+    return answer
 
 
 def run_due(owner: str, limit: int | None = None, concurrency: int | None = None) -> Counter:
     """One task's work: claim a chunk of due mailboxes, test them at once (capped per mail host
-    and per tenant), record each as it arrives. Mailboxes deleted, disabled or unreadable
-    meanwhile do not stop the others. Returns the number per outcome."""
+    and per tenant), record the results in small batches as they arrive. Mailboxes deleted,
+    disabled or unreadable meanwhile do not stop the others. Returns the number per outcome."""
     ids = claim_due(owner, limit)
     outcome: Counter = Counter()
     if not ids:
@@ -302,6 +405,8 @@ def run_due(owner: str, limit: int | None = None, concurrency: int | None = None
         results = mailbox_checks.test_each(
             testable, concurrency or settings.HEALTH_CHECK_CONCURRENCY, caps
         )
+        waiting: list[Result] = []
+        since = 0.0
         for mailbox, result in results:
             if result == mailbox_checks.DELETED:
                 outcome[mailbox_checks.DELETED] += 1
@@ -311,13 +416,20 @@ def run_due(owner: str, limit: int | None = None, concurrency: int | None = None
                 _release(
                     mailbox.pk,
                     owner,
-                    check_due_at=next_slot(mailbox.uid, interval, timezone.now()),
+                    check_due_at=slot_after_test(mailbox.uid, interval, timezone.now()),
                     check_requested_by=None,
                 )
                 outcome[Mailbox.Status.REAUTH_REQUIRED] += 1
             else:
-                error, detail = result
-                outcome[record(mailbox, error, detail, owner)] += 1
+                waiting.append((mailbox, *result))
+                since = since or time.monotonic()
+            if waiting and (
+                len(waiting) >= RECORD_BATCH or time.monotonic() - since >= RECORD_SECONDS
+            ):
+                outcome.update(record_many(waiting, owner).values())
+                waiting, since = [], 0.0
+        if waiting:
+            outcome.update(record_many(waiting, owner).values())
     return outcome
 
 

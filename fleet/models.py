@@ -517,6 +517,12 @@ class Mailbox(models.Model):
                 name="mailbox_check_unscheduled",
                 condition=Q(check_due_at__isnull=True) & ~Q(status="disabled"),
             ),
+            # The dashboard's "never tested" (fleet/dashboard.py): few rows once a fleet is swept.
+            models.Index(
+                fields=["workspace"],
+                name="mailbox_never_tested",
+                condition=Q(last_checked_at__isnull=True),
+            ),
             # The reaper's "whose test lease ran out".
             models.Index(
                 fields=["check_lease_expires_at"],

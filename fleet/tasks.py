@@ -75,7 +75,9 @@ def test_due_mailboxes(context: TaskContext) -> dict[str, int]:
     """Claim a chunk of mailboxes whose test is due (leased, fleet/health.py) and test them."""
     from fleet import health, leases
 
-    return dict(health.run_due(leases.owner_of(context)))
+    outcome = dict(health.run_due(leases.owner_of(context)))
+    health.continue_if_due()
+    return outcome
 
 
 @task(priority=UPKEEP_PRIORITY)

@@ -79,6 +79,34 @@ class DomainFilter(admin.SimpleListFilter):
         return queryset
 
 
+class HealthCheckFilter(admin.SimpleListFilter):
+    """Where each mailbox is in its health sweeps (the dashboard's sweep links)."""
+
+    title = "health check"
+    parameter_name = "check"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("overdue", "Overdue"),
+            ("next_hour", "Due in the next hour"),
+            ("never", "Never tested"),
+        ]
+
+    def queryset(self, request, queryset):
+        from django.utils import timezone
+
+        from fleet import health
+
+        now = timezone.now()
+        if self.value() == "overdue":
+            return queryset.filter(health.overdue_q(now))
+        if self.value() == "next_hour":
+            return queryset.filter(health.due_soon_q(now))
+        if self.value() == "never":
+            return queryset.filter(health.never_tested_q())
+        return queryset
+
+
 class WarmupForm(forms.Form):
     daily_volume = forms.IntegerField(min_value=0, max_value=2000, label="Daily volume (0-2000)")
     response_rate = forms.IntegerField(min_value=0, max_value=100, label="Response rate % (0-100)")
@@ -177,6 +205,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         "status",
         "needs_approval",
         ErrorCodeFilter,
+        HealthCheckFilter,
         DomainFilter,
         "auth_method",
         "provider",

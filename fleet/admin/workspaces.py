@@ -2,8 +2,10 @@ from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db.models import Count
+from django.urls import reverse
+from django.utils.html import format_html
 
-from fleet import access, alerts, reconnect
+from fleet import access, alerts, health, mailboxes, reconnect
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role, secret_display
 from fleet.admin.object_actions import ObjectAction, ObjectActionsMixin
 from fleet.admin.reconnect import start_runs
@@ -72,23 +74,40 @@ def _has_failing(workspace: Workspace) -> bool:
 @admin.register(Workspace)
 class WorkspaceAdmin(ObjectActionsMixin, ScopedAdmin):
     form = WorkspaceForm
+    object_actions = (
+        ObjectAction(
+            "sweep_now",
+            "Sweep now",
+            Role.OPERATOR,
+            "Sweeping mailboxes",
+            title="Test every mailbox of this workspace now (disabled ones excepted)",
+        ),
+        ObjectAction(
+            "reconnect_failing",
+            "Reconnect all failing",
+            Role.OPERATOR,
+            "Reconnecting mailboxes",
+            _has_failing,
+            "A consent link for every OAuth mailbox in reauth required, on one page to send out",
+        ),
+    )
     change_role = Role.OWNER
     delete_role = Role.OWNER
     list_display = ["name", "slug", "mailbox_count", "member_count", "webhook"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    fields = ["name", "slug", "webhook_url", "webhook_secret", "webhook_disabled_reason"]
+    fields = [
+        "name",
+        "slug",
+        "health_check_interval",
+        "webhook_url",
+        "webhook_secret",
+        "webhook_disabled_reason",
+    ]
     webhook_secret_is_set = secret_display("webhook_secret")  # view-only pages
     readonly_fields = ["webhook_disabled_reason"]
     inlines = [MembershipInline]
-    actions = ["send_test_event", "reconnect_all_failing"]
-    object_actions = (
-        ObjectAction(
-            "reconnect_failing", "Reconnect all failing", Role.OPERATOR, "Reconnecting mailboxes",
-            _has_failing,
-            "A consent link for every OAuth mailbox in reauth required, on one page to send out",
-        ),
-    )
+    actions = ["send_test_event", "sweep_now", "reconnect_all_failing"]
 
     def do_reconnect_failing(self, request, workspace):
         return start_runs(self, request, [(workspace, None)], "all failing")
@@ -102,6 +121,32 @@ class WorkspaceAdmin(ObjectActionsMixin, ScopedAdmin):
         if {"webhook_url", "webhook_secret"} & set(form.changed_data):
             obj.reenable_webhook()
         super().save_model(request, obj, form, change)
+        if change and "health_check_interval" in form.changed_data:
+            health.reschedule(obj)  # slots on the new cadence
+
+    def _sweep(self, request, workspace) -> None:
+        queued = health.sweep_now(
+            Mailbox.objects.filter(workspace=workspace), actor=request.user, via=mailboxes.ADMIN
+        )
+        url = reverse("admin:fleet_mailbox_changelist") + f"?workspace__id__exact={workspace.pk}"
+        self.message_user(
+            request,
+            format_html(
+                '{}: {} mailbox(es) queued for a connection test; <a href="{}">their list</a> '
+                "shows each status as it is tested.",
+                workspace,
+                queued,
+                url,
+            ),
+        )
+
+    def do_sweep_now(self, request, workspace):
+        self._sweep(request, workspace)
+
+    @admin.action(description="Sweep now (test every mailbox)", permissions=["operate"])
+    def sweep_now(self, request, queryset):
+        for workspace in self.scoped(request, queryset, Role.OPERATOR):
+            self._sweep(request, workspace)
 
     @admin.display(description="webhook")
     def webhook(self, obj):

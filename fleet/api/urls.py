@@ -31,6 +31,7 @@ urlpatterns = [
     path("workspaces/<int:pk>/webhook", workspaces.WorkspaceWebhook.as_view()),
     path("workspaces/<int:pk>/alerts", alerts.WorkspaceAlerts.as_view()),
     path("mailboxes", mailboxes.MailboxList.as_view()),
+    path("mailboxes/sweep", mailboxes.MailboxSweep.as_view()),
     path("mailboxes/move-plan", move.MovePlanView.as_view()),
     path("mailboxes/move-to-oauth", move.MoveToOAuth.as_view()),
     path("mailboxes/move-to-oauth/<uuid:run_uid>", move.MoveRunDetail.as_view()),

@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from drf_spectacular.utils import extend_schema
 
-from fleet import access, audit, errors
+from fleet import access, audit, errors, health
 from fleet.api.auth import PlatformKeyOnly
 from fleet.api.base import FleetView
 from fleet.api.envelope import ApiError, ok
@@ -111,13 +111,15 @@ class WorkspaceDetail(WorkspaceView):
         tags=TAG,
         operation_id="workspaces_update",
         summary="Update workspace",
-        description="Owners: rename, or change the slug.",
+        description="Owners: rename, change the slug, or set `health_check_interval_hours` "
+        "(every mailbox is tested once per interval, at least 1 hour).",
         request=WorkspaceWriteSerializer(partial=True),
         responses={200: envelope("WorkspaceEnvelope", WorkspaceSerializer())},
     )
     def patch(self, request, pk: int):
         workspace = self.get_object()
         changes = self.validated(WorkspaceWriteSerializer, instance=workspace, partial=True)
+        interval = changes.pop("health_check_interval", None)
         before = audit.snapshot(workspace, changes)
         for field, value in changes.items():
             setattr(workspace, field, value)
@@ -127,6 +129,8 @@ class WorkspaceDetail(WorkspaceView):
                 audit.record(
                     "workspace.updated", workspace, actor=request.user, via="api", changes=changes
                 )
+            if interval is not None:
+                health.set_interval(workspace, interval)
         return self.respond(workspace)
 
     @extend_schema(
