@@ -7,12 +7,14 @@ Every queryset, foreign-key choice, list filter and action goes through
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest
 from django.utils.functional import cached_property
+from django.utils.html import format_html
 
 from fleet import access
 from fleet.models import Role, Workspace
@@ -156,6 +158,17 @@ class ScopedAdmin(CountCappedMixin, ValidatedChangeListMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).restrict(request.user, self.view_role)
+
+    def action_checkbox(self, obj):
+        # Django's renders a CheckboxInput through the template engine for every row: a third
+        # of a 100-row list's time. The same markup, formatted directly.
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" '
+            'aria-label="Select this object for an action - {}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            obj,
+        )
 
     def changelist_view(self, request, extra_context=None):
         # `fleet_can.operate` etc.: the list's buttons are shown only to those they work for.
