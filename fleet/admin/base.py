@@ -7,10 +7,14 @@ Every queryset, foreign-key choice, list filter and action goes through
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest
+from django.utils.functional import cached_property
+from django.utils.html import format_html
 
 from fleet import access, audit
 from fleet.models import Role, Workspace
@@ -97,6 +101,45 @@ class ValidatedChangeList(ChangeList):
                     raise IncorrectLookupParameters(f"{key}: out of range")
         return super().get_queryset(request, exclude_parameters)
 
+    def get_results(self, request):
+        super().get_results(request)
+        # Set by CappedPaginator when the list has more rows than it counts.
+        self.count_capped = getattr(self.paginator, "capped", False)
+
+
+class CappedPaginator(Paginator):
+    """Counts a list's rows only up to `cap`: `SELECT COUNT(*) FROM (… LIMIT cap + 1)` reads at
+    most cap + 1 index entries, where a plain COUNT(*) of a million-mailbox fleet reads them all
+    on every page. Past the cap, `capped` is set, the list says "more than <cap>" and offers the
+    pages up to it (a filter or a search narrows it further)."""
+
+    def __init__(self, object_list, per_page, *args, cap: int, **kwargs):
+        super().__init__(object_list, per_page, *args, **kwargs)
+        self.cap = cap
+        self.capped = False
+
+    @cached_property
+    def count(self) -> int:
+        counted = self.object_list[: self.cap + 1].count()
+        self.capped = counted > self.cap
+        return min(counted, self.cap)
+
+
+class CountCappedMixin:
+    """`count_cap = N` on a ModelAdmin: its list counts at most N rows (CappedPaginator); the
+    list's templates (admin/fleet/pagination.html, actions.html) say "more than N"."""
+
+    count_cap: int | None = None
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        if self.count_cap is None:
+            return super().get_paginator(
+                request, queryset, per_page, orphans, allow_empty_first_page
+            )
+        return CappedPaginator(
+            queryset, per_page, orphans, allow_empty_first_page, cap=self.count_cap
+        )
+
 
 class ValidatedChangeListMixin:
     """For every ModelAdmin of the site (Fleet's, django-tasks-db's, auth's)."""
@@ -130,7 +173,7 @@ def record_form(request: HttpRequest, obj, before: dict, change: bool) -> None:
     )
 
 
-class ScopedAdmin(ValidatedChangeListMixin, admin.ModelAdmin):
+class ScopedAdmin(CountCappedMixin, ValidatedChangeListMixin, admin.ModelAdmin):
     """Roles needed to see, add, change and delete; subclasses raise them where they must."""
 
     view_role = Role.VIEWER
@@ -140,6 +183,17 @@ class ScopedAdmin(ValidatedChangeListMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).restrict(request.user, self.view_role)
+
+    def action_checkbox(self, obj):
+        # Django's renders a CheckboxInput through the template engine for every row: a third
+        # of a 100-row list's time. The same markup, formatted directly.
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" '
+            'aria-label="Select this object for an action - {}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            obj,
+        )
 
     def changelist_view(self, request, extra_context=None):
         # `fleet_can.operate` etc.: the list's buttons are shown only to those they work for.
