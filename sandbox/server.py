@@ -178,6 +178,9 @@ class Sandbox:
             self.counts: Counter = Counter()
             # (time, method, path, status) of recent Graph requests, for tests and curious people.
             self.graph_log: deque = deque(maxlen=20000)
+            # (started, ended, inner URLs) of recent `$batch` envelopes, latency included: which
+            # stages were in flight together.
+            self.batch_log: deque = deque(maxlen=5000)
 
     def _server(self, port: int, context: ssl.SSLContext | None) -> ThreadingHTTPServer:
         server = ThreadingHTTPServer((self.host, port), _handler_for(self, browser=context is None))
@@ -241,12 +244,14 @@ class Sandbox:
                 self.counts["batch_in_flight_max"] = max(
                     self.counts["batch_in_flight_max"], self.counts["batch_in_flight"]
                 )
+        started = time.monotonic()
         try:
             return self._dispatch(request, inner)
         finally:
             if batch:
                 with self.lock:
                     self.counts["batch_in_flight"] -= 1
+                    self.batch_log.append((started, time.monotonic(), _inner_urls(request)))
 
     def _dispatch(self, request: Request, inner: bool) -> Response:
         if self.switches.latency and not inner:
@@ -307,6 +312,14 @@ class Sandbox:
                     {"error": "server_error", "error_description": "Sandbox outage"}, 503
                 )
         return None
+
+
+def _inner_urls(request: Request) -> tuple[str, ...]:
+    try:
+        inner = request.json().get("requests") or []
+        return tuple(str(r.get("url", "")) for r in inner if isinstance(r, dict))
+    except (ValueError, AttributeError):
+        return ()
 
 
 # The sandboxes running in this process, so that the loopback SMTP/IMAP servers can check
