@@ -325,6 +325,8 @@ class GraphClient:
         start: Callable[[T], GraphRequest],
         advance: Callable[[T, GraphResponse], GraphRequest | None],
         abort: Callable[[T, FleetError], None],
+        *,
+        at_least: int = 1,
     ) -> Iterator[list[T]]:
         """Take every item through its requests, stage after stage: `start(item)` is its first
         request, `advance(item, answer)` its next one, or None when the item is done. Requests of
@@ -334,7 +336,8 @@ class GraphClient:
         renewal, GRAPH_MAX_ATTEMPTS). When no token can be had, `abort(item, failure)` ends every
         unfinished item.
 
-        Yields the items finished since the last yield, as lists. The batches are sent and their
+        Yields the items finished since the last yield, as lists of `at_least` items or more (the
+        last one may be shorter). The batches are sent and their
         answers read by a thread of its own, so that what the caller does with a list (writing it
         to the database) never holds the requests back; `start`, `advance` and `abort` run on
         that thread and must not touch the database."""
@@ -346,6 +349,7 @@ class GraphClient:
             target=self._flow, args=(items, start, advance, abort, finished, stop), daemon=True
         )
         thread.start()
+        group: list[T] = []
         try:
             while True:
                 done = [finished.get()]
@@ -354,11 +358,12 @@ class GraphClient:
                         done.append(finished.get_nowait())
                     except queue.Empty:
                         break
-                end = any(d is None or isinstance(d, BaseException) for d in done)
-                group = [i for d in done if isinstance(d, list) for i in d]
-                if group:
-                    yield group
+                group += [i for d in done if isinstance(d, list) for i in d]
                 failure = next((d for d in done if isinstance(d, BaseException)), None)
+                end = failure is not None or any(d is None for d in done)
+                if group and (end or len(group) >= at_least):
+                    yield group
+                    group = []
                 if failure is not None:
                     raise failure
                 if end:
