@@ -331,16 +331,16 @@ class GraphClient:
         """Take every item through its requests, stage after stage: `start(item)` is its first
         request, `advance(item, answer)` its next one, or None when the item is done. Requests of
         any stage share the batches: whenever one of the four slots is free it takes up to 20
-        queued requests (see `fill`), so no batch waits for its neighbours' stages and four
-        full batches are in flight whenever there is work. Retries follow `send`'s rules (Retry-After, backoff, one token
-        renewal, GRAPH_MAX_ATTEMPTS). When no token can be had, `abort(item, failure)` ends every
-        unfinished item.
+        queued requests (see `fill`), so no batch waits for its neighbours' stages and four full
+        batches are in flight whenever there is work. Retries follow `send`'s rules
+        (Retry-After, backoff, one token renewal, GRAPH_MAX_ATTEMPTS). When no token can be had,
+        `abort(item, failure)` ends every unfinished item.
 
         Yields the items finished since the last yield, as lists of `at_least` items or more (the
-        last one may be shorter). The batches are sent and their
-        answers read by a thread of its own, so that what the caller does with a list (writing it
-        to the database) never holds the requests back; `start`, `advance` and `abort` run on
-        that thread and must not touch the database."""
+        last one may be shorter). The batches are sent and their answers read by a thread of
+        its own, so that what the caller does with a list (writing it to the database) never
+        holds the requests back; `start`, `advance` and `abort` run on that thread and must not
+        touch the database."""
         if not items:
             return
         finished: queue.Queue = queue.Queue()

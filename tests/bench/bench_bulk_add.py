@@ -12,13 +12,16 @@ The sandbox runs in a process of its own (`serve_sandbox`): in Fleet's process i
 work would compete with Fleet's threads for the GIL and slow Fleet's figure down. Switches and
 counts go over a pipe.
 
-Where the time went (issue 15, profiled with the sandbox in-process, then on its own): each chunk
-of 20 waited for its own two stages on one of four threads (7 rounds of 2 round trips for 25
-chunks, and a chunk's settings batch could not leave before its lookups were in), and each
-chunk's database write ran on the thread that also hands out the next batches. Now every
-account's next request joins one queue the moment its answer is in, every free slot takes 20
-queued requests of any stage (`GraphClient.flow`), and the answers are read on a thread of their
-own while the caller writes what finished: four full batches in flight whenever there is work.
+Where the time went (issue 15; cProfile and timestamps of every batch and write): the sandbox,
+in Fleet's process, took ~12 ms of CPU per `$batch` (a token signature check and a scan of every
+user's id, a uuid5 each, per inner request; every inner answer encoded twice) and held the GIL
+Fleet's threads needed; each chunk of 20 waited for its own two stages on one of four threads;
+and each chunk's write (13 statements, a commit) ran every 20 accounts. Now the sandbox runs in
+its own process and answers a batch in ~4 ms, every account's next request joins one queue the
+moment its answer is in and every free slot takes 20 queued requests of any stage
+(`GraphClient.flow`), and the answers are read on a thread of their own while the task writes
+finished accounts in groups of at least 100. What is left beside Graph's round trips: creating
+the run's 500 pending results, the token (discovery + token request), and the last group's write.
 
 `run()` returns rows for bin/bench (tests/bench/runner.py); run this module on its own
 (`python -m tests.bench.bench_bulk_add`, settings as for bin/test) to print the table.
