@@ -11,6 +11,7 @@ loopback SMTP/IMAP servers check XOAUTH2 tokens.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -90,15 +91,23 @@ def sign(key: bytes, claims: dict) -> str:
 
 
 def verified_claims(key: bytes, token: str) -> dict | None:
+    claims = _signed_claims(key, token)
+    return dict(claims) if claims and claims.get("exp", 0) > time.time() else None
+
+
+@functools.lru_cache(maxsize=256)
+def _signed_claims(key: bytes, token: str) -> dict | None:
+    """The claims of a token signed with `key`: checked once per token (every request inside a
+    `$batch` carries the envelope's), expiry checked on every use."""
     try:
         head, body, sig = token.split(".")
         expected = hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()
         if not hmac.compare_digest(expected, _unb64(sig)):
             return None
         claims = json.loads(_unb64(body))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):
         return None
-    return claims if claims.get("exp", 0) > time.time() else None
+    return claims if isinstance(claims, dict) else None
 
 
 def validate_access_token(

@@ -200,6 +200,9 @@ class Sandbox:
             self.counts: Counter = Counter()
             # (time, method, path, status) of recent Graph requests, for tests and curious people.
             self.graph_log: deque = deque(maxlen=20000)
+            # (started, ended, inner URLs) of recent `$batch` envelopes, latency included: which
+            # stages were in flight together.
+            self.batch_log: deque = deque(maxlen=5000)
 
     def grant_demo_refresh_tokens(self) -> int:
         """Give every directory user the demo's refresh token (sandbox/identity.py,
@@ -282,12 +285,14 @@ class Sandbox:
                 self.counts["batch_in_flight_max"] = max(
                     self.counts["batch_in_flight_max"], self.counts["batch_in_flight"]
                 )
+        started = time.monotonic()
         try:
             return self._dispatch(request, inner)
         finally:
             if batch:
                 with self.lock:
                     self.counts["batch_in_flight"] -= 1
+                    self.batch_log.append((started, time.monotonic(), _inner_urls(request)))
 
     def _dispatch(self, request: Request, inner: bool) -> Response:
         if self.switches.latency and not inner:
@@ -348,6 +353,14 @@ class Sandbox:
                     {"error": "server_error", "error_description": "Sandbox outage"}, 503
                 )
         return None
+
+
+def _inner_urls(request: Request) -> tuple[str, ...]:
+    try:
+        inner = request.json().get("requests") or []
+        return tuple(str(r.get("url", "")) for r in inner if isinstance(r, dict))
+    except (ValueError, AttributeError):
+        return ()
 
 
 # The sandboxes running in this process, so that the loopback SMTP/IMAP servers can check
