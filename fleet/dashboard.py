@@ -31,7 +31,6 @@ from fleet.models import (
     MailboxTally,
     Membership,
     Role,
-    UptimeHour,
     Workspace,
 )
 
@@ -180,6 +179,7 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
             ),
             consents_waiting=_count_in_workspace(ConsentRequest, ConsentRequest.open_q()),
             consents_expiring=_count_in_workspace(ConsentRequest, ConsentRequest.expiring_q()),
+            **uptime.workspace_annotations(),
         )
         .order_by("name")
     )
@@ -315,7 +315,7 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
     board.credentials_expiring_url = changelist(Credential, secret_expiry="soon", **ws_param)
     board.recent_bulk_adds = list(scoped(BulkAddRun).select_related("workspace")[:5])
     board.recent_imports = list(scoped(ImportBatch).select_related("workspace")[:5])
-    _uptime(board, scoped(UptimeHour))
+    _uptime(board)
     return board
 
 
@@ -427,20 +427,19 @@ def _trend(tallies, ws_param: dict) -> list[TrendDay]:
 UPTIME_ROWS = 10  # workspaces shown, lowest uptime first
 
 
-def _uptime(board: Dashboard, rollup) -> None:
-    """Uptime per workspace from the hourly rollup (never the events): one query."""
-    found = uptime.per_workspace(rollup)
+def _uptime(board: Dashboard) -> None:
+    """Uptime per workspace from the hourly rollup (never the events), read with the workspace
+    list (uptime.workspace_annotations): no query of its own."""
     shown = [board.selected] if board.selected else board.workspaces
     rows = []
     for workspace in shown:
-        figures = found.get(workspace.pk) or uptime.WorkspaceUptime(workspace.pk, 0, 0, 0)
         ws = {"workspace__id__exact": workspace.pk}
         rows.append(
             UptimeRow(
                 workspace.name,
-                figures.checks,
-                figures.passed,
-                figures.disconnections_24h,
+                workspace.uptime_checks,
+                workspace.uptime_passed,
+                workspace.uptime_lost,
                 changelist(MailboxEvent, kind=MailboxEvent.Kind.CONNECTION_TEST, within="30d", **ws),
                 changelist(MailboxEvent, change="lost", within="24h", **ws),
             )

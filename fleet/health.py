@@ -106,6 +106,15 @@ def queue_tests(mailboxes: Iterable[Mailbox] | models.QuerySet, *, actor, via: s
     now = timezone.now()
     changes = {"check_due_at": now, "check_requested_by": actor if actor else None}
     if isinstance(mailboxes, models.QuerySet):
+        if actor is not None:
+            # What a person asked for is in the audit log, one entry per mailbox (one INSERT).
+            asked = mailboxes.exclude(status=Mailbox.Status.DISABLED).order_by()
+            audit.record_many(
+                "mailbox.test_queued",
+                asked.only("pk", "uid", "email", "workspace_id", "status"),
+                actor=actor,
+                via=via,
+            )
         queued = mailboxes.exclude(status=Mailbox.Status.DISABLED).order_by().update(**changes)
     else:
         mailboxes = list(mailboxes)

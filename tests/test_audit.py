@@ -492,6 +492,7 @@ def test_admin_workspace_form_records_webhook_secret_as_changed_and_new_members(
         {
             "name": "Alpha",
             "slug": "alpha",
+            "health_check_interval": "24:00:00",
             "webhook_url": "https://hooks.example.com/fleet",
             "webhook_secret": PLANTED,
             "memberships-TOTAL_FORMS": "1",

@@ -344,13 +344,15 @@ def test_receiver_down_five_minutes_then_up_gets_every_event_once_in_order(fleet
         for ws in (ws_a, ws_b)
         for n in range(3)
     ]
-    for m in mailboxes:  # 2 status changes each: 12 events, 6 per workspace
+    # 2 status changes each, and `mailbox.reconnected` on the way back (error → active):
+    # 18 events, 9 per workspace
+    for m in mailboxes:
         m.set_status("error", errors.SECRET_UNREADABLE)
     for m in mailboxes:
         m.set_status("active")
-    WebhookDelivery.objects.emit(ws_a, "webhook.test", {"last": True})  # 13th
+    WebhookDelivery.objects.emit(ws_a, "webhook.test", {"last": True})  # the 19th
     expected = {ws.pk: WebhookDelivery.objects.filter(workspace=ws).count() for ws in (ws_a, ws_b)}
-    assert expected == {ws_a.pk: 7, ws_b.pk: 6}
+    assert expected == {ws_a.pk: 10, ws_b.pk: 9}
 
     simulated = 0
     attempts = 0
@@ -391,7 +393,7 @@ def test_receiver_down_five_minutes_then_up_gets_every_event_once_in_order(fleet
         received.setdefault(r.headers["X-Fleet-Delivery"], []).append(
             int(r.headers["X-Fleet-Sequence"])
         )
-    assert len(received) == 13 and all(len(s) == 1 for s in received.values())  # each once
+    assert len(received) == 19 and all(len(s) == 1 for s in received.values())  # each once
     per_workspace: dict[str, list[int]] = {}
     for r in up.requests:
         per_workspace.setdefault(json.loads(r.body)["workspace"]["slug"], []).append(
