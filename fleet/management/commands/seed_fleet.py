@@ -53,7 +53,8 @@ MAILBOX_COLUMNS = (
     "error_code", "error_message", "smtp_host", "smtp_port", "smtp_security", "imap_host",
     "imap_port", "imap_security", "password", "totp_secret", "refresh_token", "access_token",
     "graph_user_id", "needs_approval", "warmup_status", "warmup_daily_volume",
-    "warmup_response_rate", "dmarc_policy", "last_checked_at", "created_at", "updated_at",
+    "warmup_response_rate", "dmarc_policy", "last_checked_at", "check_due_at", "created_at",
+    "updated_at",
 )  # fmt: skip
 EVENT_COLUMNS = (
     "workspace_id", "mailbox_id", "email", "kind", "from_status", "to_status", "error_code",
@@ -158,6 +159,7 @@ class Command(BaseCommand):
         status = rng.choice(self.statuses)
         auth = rng.choice(["oauth", "app_password", "graph_app_only"])
         code = rng.choice(self.codes) if status == "error" else ""
+        due = self.now + timedelta(minutes=rng.randint(-15, 24 * 60))
         return {
             "uid": uuid.uuid4(),  # random even with --seed: a second run adds to the first
             "workspace_id": ws.pk,
@@ -170,7 +172,10 @@ class Command(BaseCommand):
             "error_message": errors.get(code).message if code else "",
             "password": self.password if auth == "app_password" else "",
             "warmup_status": rng.choice(["not_started", "active", "active", "paused"]),
-            "last_checked_at": self.now - timedelta(hours=rng.randint(1, 500)),
+            # Swept daily (fleet/health.py): tested a day before its next test, which falls in
+            # the coming day — a few minutes overdue for some, as in a running fleet.
+            "last_checked_at": due - timedelta(days=1),
+            "check_due_at": due if status != "disabled" else None,
             "created_at": self.now - timedelta(days=rng.randint(31, 120)),
         }
 
@@ -193,6 +198,14 @@ class Command(BaseCommand):
             "needs_approval": False, "warmup_daily_volume": 20, "warmup_response_rate": 30,
             "dmarc_policy": "", "updated_at": self.now,
         }  # fmt: skip
+        # Every other column at its model default (leases, keep-alive and alert fields…), so a
+        # column added later never breaks the COPY.
+        rest = {
+            f.column: f.get_default()
+            for f in Mailbox._meta.concrete_fields
+            if f.column not in MAILBOX_COLUMNS and not getattr(f, "generated", False)
+        }
+        fixed = tuple(rest.values())
         created = 0
         for chunk_start in range(start, end, COPY_CHUNK):
             chunk_end = min(end, chunk_start + COPY_CHUNK)
@@ -201,7 +214,7 @@ class Command(BaseCommand):
                 rows, events, tags = [], [], []
                 for offset, i in enumerate(range(chunk_start, chunk_end)):
                     values = {**defaults, **self._mailbox(ws, i), "id": first_id + offset}
-                    rows.append(tuple(values[c] for c in MAILBOX_COLUMNS))
+                    rows.append(tuple(values[c] for c in MAILBOX_COLUMNS) + fixed)
                     for from_status, to_status, when in self._history(values["status"]):
                         events.append(
                             (ws.pk, values["id"], values["email"], "status", from_status,
@@ -209,7 +222,7 @@ class Command(BaseCommand):
                         )  # fmt: skip
                     if i % TAGGED_EVERY == 0:
                         tags.append((values["id"], tag.pk))
-                _copy_rows(cursor, "fleet_mailbox", MAILBOX_COLUMNS, rows)
+                _copy_rows(cursor, "fleet_mailbox", MAILBOX_COLUMNS + tuple(rest), rows)
                 _copy_rows(cursor, "fleet_mailboxevent", EVENT_COLUMNS, events)
                 _copy_rows(cursor, "fleet_mailbox_tags", ("mailbox_id", "tag_id"), tags)
                 created += len(rows)
