@@ -185,7 +185,7 @@ def run(queued_owner: str, owner: str) -> dict[str, int]:
 def keep_alive(mailbox: Mailbox, owner: str) -> str:
     """One mailbox of a keep-alive task: its refresh token redeemed, or why not."""
     if mailbox.status in (Mailbox.Status.REAUTH_REQUIRED, Mailbox.Status.DISABLED):
-        identity._release(mailbox.pk, owner, token_keepalive_due_at=None)
+        identity.release_lease(mailbox.pk, owner, token_keepalive_due_at=None)
         return "skipped"
     try:
         identity.refresh_mailbox_token(mailbox, owner=owner)
@@ -196,11 +196,15 @@ def keep_alive(mailbox: Mailbox, owner: str) -> str:
             return "reauth_required"
         # Transient (or the credential's problem): try again later, the refresh token still
         # has most of its 90 days.
-        identity._release(mailbox.pk, owner, token_keepalive_due_at=timezone.now() + RETRY_AFTER)
+        identity.release_lease(
+            mailbox.pk, owner, token_keepalive_due_at=timezone.now() + RETRY_AFTER
+        )
         return "failed"
     except Exception:
         log.exception("keep-alive of mailbox %s failed", mailbox.pk)
-        identity._release(mailbox.pk, owner, token_keepalive_due_at=timezone.now() + RETRY_AFTER)
+        identity.release_lease(
+            mailbox.pk, owner, token_keepalive_due_at=timezone.now() + RETRY_AFTER
+        )
         return "failed"
     return "refreshed"
 

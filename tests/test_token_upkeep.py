@@ -27,7 +27,9 @@ from fleet.models import Mailbox, MailboxEvent
 from tests.test_job_recovery import (
     REAPER,
     Fleet,
+    after_kill,
     assert_dead_task_failed_with_a_note,
+    start_workers,
     takeover_limit,
     wait_for,
 )
@@ -225,8 +227,9 @@ def test_dispatch_claims_due_rows_in_chunks_and_once(sandbox, oauth_app, setting
     reason="kill -9 recovery is shown on PostgreSQL (DATABASE_URL=postgres://…)",
 )
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("mode", ["restart", "survivor"])
 def test_keepalive_killed_mid_run_is_finished_by_a_new_worker(
-    sandbox, oauth_app, settings, monkeypatch
+    sandbox, oauth_app, settings, monkeypatch, mode
 ):
     from tests.test_job_recovery import LEASE
 
@@ -244,7 +247,7 @@ def test_keepalive_killed_mid_run_is_finished_by_a_new_worker(
 
     fleet = Fleet()
     try:
-        fleet.worker("worker-1")
+        start_workers(fleet, mode)  # one worker (a new one after the kill), or two at once
         fleet.reaper()  # the dispatch and the reaper, every REAPER seconds
         wait_for(lambda: sandbox.counts["refresh"] >= 3 * concurrency, 60, "refreshes to begin")
         holder = (
@@ -254,11 +257,11 @@ def test_keepalive_killed_mid_run_is_finished_by_a_new_worker(
             .first()
         )
         assert holder, "no keep-alive task holds the mailboxes"
-        killed = fleet.kill("worker-1")
+        killed = fleet.kill(DBTaskResult.objects.get(id=holder).worker_ids[-1])
         at_kill = sandbox.counts["refresh"]
         left = Mailbox.objects.filter(token_lease_owner=holder).count()
         assert 0 < left < total, "the run ended before the kill: nothing was shown"
-        fleet.worker("worker-3")
+        after_kill(fleet, mode)
 
         def done() -> bool:
             kept = Mailbox.objects.filter(
@@ -270,11 +273,11 @@ def test_keepalive_killed_mid_run_is_finished_by_a_new_worker(
 
         wait_for(done, 90, "the keep-alive to finish")
         finished = time.monotonic() - killed
-        limit = takeover_limit("restart", killed) + left * latency / concurrency + REAPER
+        limit = takeover_limit(mode, killed) + left * latency / concurrency + REAPER
     finally:
         fleet.stop()
     print(
-        f"\n[recovery] token keep-alive: {left} of {total} mailboxes left at kill -9, all "
+        f"\n[recovery] token keep-alive ({mode}): {left} of {total} mailboxes left at kill -9, all "
         f"refreshed {finished:.1f} s after it (lease {LEASE:.0f} s + reaper {REAPER:.0f} s)"
     )
     assert finished < limit, f"finished {finished:.1f} s after the kill"

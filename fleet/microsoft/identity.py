@@ -383,7 +383,8 @@ def _claim_or_wait(mailbox, owner: str) -> str | None:
         pause = min(pause * 2, WAIT_POLL_MAX)
 
 
-def _release(pk: int, owner: str, **changes: Any) -> int:
+def release_lease(pk: int, owner: str, **changes: Any) -> int:
+    """Give a mailbox's token lease back (with `changes`), if `owner` still holds it."""
     from fleet.models import Mailbox
 
     return Mailbox.objects.filter(pk=pk, token_lease_owner=owner).update(
@@ -419,10 +420,10 @@ def refresh_mailbox_token(mailbox, *, owner: str | None = None) -> str:
             errors.MICROSOFT_UNAVAILABLE, "Another worker took over this mailbox's token refresh"
         )
     if not row.refresh_token:
-        _release(row.pk, owner, token_keepalive_due_at=None)
+        release_lease(row.pk, owner, token_keepalive_due_at=None)
         raise FleetError(errors.REAUTH_REQUIRED, "No refresh token is stored")
     if row.credential is None:
-        _release(row.pk, owner, token_keepalive_due_at=None)
+        release_lease(row.pk, owner, token_keepalive_due_at=None)
         raise FleetError(errors.MICROSOFT_OAUTH_NOT_CONFIGURED)
     try:
         app = refresh_app(row.credential)
@@ -431,19 +432,19 @@ def refresh_mailbox_token(mailbox, *, owner: str | None = None) -> str:
     except FleetError:
         forget_app(row.credential)
         if not held:
-            _release(row.pk, owner)
+            release_lease(row.pk, owner)
         raise
     if "error" in result:
         forget_app(row.credential)
         failure = error_for(result)
         if failure.error is errors.REAUTH_REQUIRED:
-            _release(row.pk, owner, access_token="", token_keepalive_due_at=None)
+            release_lease(row.pk, owner, access_token="", token_keepalive_due_at=None)
             if row.status != Mailbox.Status.REAUTH_REQUIRED:
                 Mailbox.set_status_many(
                     [row], Mailbox.Status.REAUTH_REQUIRED, failure.error, failure.detail, via="task"
                 )
         elif not held:
-            _release(row.pk, owner)
+            release_lease(row.pk, owner)
         mailbox.refresh_from_db()
         raise failure
     now = timezone.now()
@@ -455,7 +456,7 @@ def refresh_mailbox_token(mailbox, *, owner: str | None = None) -> str:
     }
     if result.get("refresh_token"):
         saved["refresh_token"] = result["refresh_token"]
-    if not _release(row.pk, owner, updated_at=now, **saved):
+    if not release_lease(row.pk, owner, updated_at=now, **saved):
         # Only if the lease ran out during the call (a stalled process): the answer is not ours
         # to save any more. Microsoft keeps the old refresh token valid, so nothing is lost.
         log.warning("token lease of mailbox %s expired before its refresh was saved", row.pk)
