@@ -336,8 +336,8 @@ class GraphClient:
         (Retry-After, backoff, one token renewal, GRAPH_MAX_ATTEMPTS). When no token can be had,
         `abort(item, failure)` ends every unfinished item.
 
-        Yields the items finished since the last yield, as lists of `at_least` items or more (the
-        last one may be shorter). The batches are sent and their answers read by a thread of
+        Yields the items finished since the last yield, as lists of `at_least` items or more
+        (shorter ones once fewer than `at_least` are left). The batches are sent and their answers read by a thread of
         its own, so that what the caller does with a list (writing it to the database) never
         holds the requests back; `start`, `advance` and `abort` run on that thread and must not
         touch the database."""
@@ -350,6 +350,7 @@ class GraphClient:
         )
         thread.start()
         group: list[T] = []
+        left = len(items)  # not yet finished
         try:
             while True:
                 done = [finished.get()]
@@ -358,10 +359,15 @@ class GraphClient:
                         done.append(finished.get_nowait())
                     except queue.Empty:
                         break
-                group += [i for d in done if isinstance(d, list) for i in d]
+                arrived = [i for d in done if isinstance(d, list) for i in d]
+                group += arrived
+                left -= len(arrived)
                 failure = next((d for d in done if isinstance(d, BaseException)), None)
                 end = failure is not None or any(d is None for d in done)
-                if group and (end or len(group) >= at_least):
+                # Near the end (fewer than `at_least` items left in flight) every list goes out
+                # at once: what is written while the last batches are in flight is not written
+                # after them.
+                if group and (end or len(group) >= at_least or left < at_least):
                     yield group
                     group = []
                 if failure is not None:
