@@ -1674,8 +1674,12 @@ class AuditEntry(models.Model):
             models.Index(fields=["workspace", "-created_at", "-id"], name="audit_ws_time"),
             # Superusers' unfiltered list, and pruning (created_at < cutoff) in batches.
             models.Index(fields=["-created_at", "-id"], name="audit_time"),
-            # "What happened to this object" (the link from an object's page).
-            models.Index(fields=["object_type", "object_id", "-created_at"], name="audit_object"),
+            # "What happened to this object", and "which entries did this request write" (the
+            # search box and the API's object_id filter: exact ids, never a scan).
+            models.Index(fields=["object_id", "-created_at"], name="audit_object"),
+            models.Index(
+                fields=["request_id"], name="audit_request", condition=~Q(request_id="")
+            ),
             # The actor and action filters: each an ordered range of its own (an action is
             # often rare; read through the workspace index it would be a long scan).
             models.Index(fields=["actor", "-created_at"], name="audit_actor_time"),

@@ -514,3 +514,37 @@ def test_admin_workspace_form_records_webhook_secret_as_changed_and_new_members(
     member = AuditEntry.objects.get(action="membership.created")
     assert member.workspace_id == ws_a.pk and member.changes["role"]["after"] == "viewer"
     assert PLANTED not in all_entries_text()
+
+
+def test_admin_search_finds_an_object_or_a_request_exactly(two_logs, personas, client_for):
+    url = reverse("admin:fleet_auditentry_changelist")
+    client = client_for(personas["root"])
+    uid = str(two_logs["a"].uid)
+    assert len(shown_actions(client.get(url, {"q": uid}))) == 3
+    assert shown_actions(client.get(url, {"q": uid.upper()})) == []  # exact, as indexed
+    entry = AuditEntry.objects.filter(object_id=str(two_logs["b"].uid)).first()
+    AuditEntry.objects.filter(pk=entry.pk).update(request_id="trace-7")
+    assert shown_actions(client.get(url, {"q": "trace-7"})) == [("beta", entry.action)]
+
+
+def test_the_pages_read_an_index_not_the_table(two_logs, personas):
+    """EXPLAIN (sequential scans off, as on ten million rows): the manager's newest-first page,
+    an object's entries and a request's read an index of the log."""
+    from tests.conftest import on_postgres
+
+    if not on_postgres():
+        pytest.skip("PostgreSQL's plans")
+    queries = [
+        AuditEntry.objects.restrict(personas["bob"]).order_by("-created_at", "-id")[:50],
+        AuditEntry.objects.filter(object_id=str(two_logs["a"].uid)).order_by("-created_at")[:50],
+        AuditEntry.objects.filter(request_id="trace-7")[:50],
+        AuditEntry.objects.filter(action="apikey.revoked").order_by("-created_at")[:50],
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        for queryset in queries:
+            sql, params = queryset.query.sql_with_params()
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "Index" in plan and "fleet_auditentry" in plan, plan
+            assert "Seq Scan on fleet_auditentry" not in plan, plan

@@ -184,10 +184,20 @@ def _run() -> list[Row]:
             manager, {"action": "apikey.revoked"}, mine, "AND action = %s", ("apikey.revoked",),
         ),
         (
+            "admin list, search an object id",
+            manager, {"q": "__OBJECT__"}, mine, "AND object_id = %s", ("__OBJECT__",),
+        ),
+        (
             "admin list, actor",
             manager, {"actor": str(actor)}, mine, "AND actor_id = %s", (actor,),
         ),
         ("admin list, last 24 h", manager, {"when": "24h"}, mine, "", ()),
+    ]
+    some_object = AuditEntry.objects.filter(workspace_id__in=mine).first().object_id
+    lists = [
+        (n, u, {k: (some_object if v == "__OBJECT__" else v) for k, v in p.items()}, w, e,
+         tuple(some_object if x == "__OBJECT__" else x for x in ep))
+        for n, u, p, w, e, ep in lists
     ]
     for n, (name, user, params, floor_ws, extra, extra_params) in enumerate(lists):
         fq, fms = measure(lambda u=user, p=params: fleet_admin.changelist_view(request_for(u, url, p)))
