@@ -513,3 +513,47 @@ def test_dashboard_shows_the_sweep_and_each_figure_links_to_its_rows(
     assert board.swept_since is None and board.never_tested.count == 1
     page = client.get(board.never_tested.url)
     assert [m.email for m in page.context["cl"].result_list] == [fresh.email]
+
+
+# --- caps per mail host and per tenant ------------------------------------------------------------
+@pytest.mark.django_db
+def test_caps_bound_tests_at_once_per_tenant_and_per_host(ws_a):
+    """60 threads ask to test mailboxes of two tenants on one host: never more than the tenant
+    cap of one tenant at once, nor more than the host cap in all; the work is interleaved."""
+    import threading
+
+    from fleet import mailbox_checks
+
+    boxes = [
+        Mailbox(workspace=ws_a, email=f"u{n}@{'one' if n % 3 else 'two'}.example",
+                smtp_host="smtp.office365.com")
+        for n in range(60)
+    ]  # fmt: skip
+    caps = mailbox_checks.Caps(per_host=5, per_tenant=3)
+    lock = threading.Lock()
+    now = Counter()
+    peak = Counter()
+    release = threading.Event()
+
+    def hold(mailbox):
+        tenant = mailbox_checks.tenant_key(mailbox)
+        with caps.hold(mailbox):
+            with lock:
+                now[tenant] += 1
+                now["host"] += 1
+                peak[tenant] = max(peak[tenant], now[tenant])
+                peak["host"] = max(peak["host"], now["host"])
+            release.wait(0.01)
+            with lock:
+                now[tenant] -= 1
+                now["host"] -= 1
+
+    threads = [threading.Thread(target=hold, args=(m,)) for m in boxes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert peak["one.example"] <= 3 and peak["two.example"] <= 3
+    assert 3 < peak["host"] <= 5  # both tenants at once, within the host's cap
+    order = [mailbox_checks.tenant_key(m) for m in mailbox_checks.interleaved(boxes)[:6]]
+    assert order == ["two.example", "one.example"] * 3
