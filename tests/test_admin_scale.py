@@ -128,6 +128,8 @@ def test_no_list_counts_the_whole_fleet(grown):
 
 
 def test_the_list_says_more_than_its_cap(grown):
+    if admin.site._registry[Mailbox].count_cap >= LARGE:
+        pytest.skip("SCALE_TEST_MAILBOXES is below the list's count cap")
     _, clients, _ = grown
     page = clients["root"].get(reverse("admin:fleet_mailbox_changelist")).content.decode()
     assert "more than 10,000 mailboxes" in page

@@ -120,7 +120,12 @@ class CappedPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        counted = self.object_list[: self.cap + 1].count()
+        rows = self.object_list
+        if hasattr(rows, "order_by"):
+            # Without ORDER BY the database counts from whichever index fits the filter (an
+            # index-only scan of one workspace's entries) instead of walking the list's order.
+            rows = rows.order_by()
+        counted = rows[: self.cap + 1].count() if hasattr(rows, "count") else len(rows)
         self.capped = counted > self.cap
         return min(counted, self.cap)
 

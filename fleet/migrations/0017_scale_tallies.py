@@ -243,5 +243,9 @@ class Migration(migrations.Migration):
                 'constraints': [models.UniqueConstraint(fields=('workspace', 'status', 'warmup_status', 'error_code', 'auth_method'), name='mailbox_tally_key')],
             },
         ),
+        migrations.AddIndex(
+            model_name='mailbox',
+            index=models.Index(fields=['status'], name='mailbox_status'),
+        ),
         migrations.RunPython(install, uninstall),
     ]
