@@ -35,6 +35,8 @@ from fleet.providers import server_settings
 
 DEMO_PASSWORD = "fleet-demo"
 
+# What the sandbox drops (sandbox/server.py Switches, SANDBOX_DEMO_DROP_AFTER): a password, a grant.
+DEMO_DROPS = ["cara@acme-outreach.com", "ava@acme-outreach.com"]
 SAMPLES = [
     # email, name, auth method, final status, error, warmup
     ("ava@acme-outreach.com", "Ava Stone", "oauth", "active", None, "active"),
@@ -145,6 +147,7 @@ class Command(BaseCommand):
         if sandbox:
             self.demo_grants(acme)
             self.demo_grants(globex)
+            self.demo_drop_retest(acme)
         self.consent_requests(acme, acme_boxes, "eve", "ava", acme_graph)
         self.consent_requests(globex, globex_boxes, "omar", "lena", globex_graph)
         self.import_batch(
@@ -253,6 +256,15 @@ class Command(BaseCommand):
                     "updated_at",
                 ]
             )
+
+    def demo_drop_retest(self, workspace) -> None:
+        """The two mailboxes the sandbox drops after SANDBOX_DEMO_DROP_AFTER seconds are due for
+        their health check a minute after that (fleet/health.py), so a newcomer sees the sweep
+        find them, the alert digest and the reauth mailbox without pressing a button."""
+        drop_after = float(os.environ.get("SANDBOX_DEMO_DROP_AFTER") or 120)
+        Mailbox.objects.filter(workspace=workspace, email__in=DEMO_DROPS).update(
+            check_due_at=timezone.now() + timedelta(seconds=drop_after + 60)
+        )
 
     def consent_requests(self, workspace, boxes, reconnect: str, external: str, graph) -> None:
         """One of each kind: a reconnect (user), the tenant admin's for the Graph app (admin,
