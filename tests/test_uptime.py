@@ -8,6 +8,7 @@ import pytest
 from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from fleet import errors, mailbox_checks, uptime
 from fleet.models import Mailbox, MailboxEvent, UptimeHour
@@ -174,6 +175,8 @@ HEALTH_MATRIX = {
 @pytest.mark.parametrize("key_name", HEALTH_MATRIX)
 def test_health_api_key_scope(key_name, api, api_keys, boxes):
     connection_tests(boxes["ann"], [True, True, False, True])
+    due = timezone.now() + timedelta(hours=5)
+    Mailbox.objects.filter(pk=boxes["ann"].pk).update(check_due_at=due)
     key = None if key_name == "missing" else api_keys[key_name]
     response = api("get", f"/api/v1/mailboxes/{boxes['ann'].uid}/health", key)
     assert response.status_code == HEALTH_MATRIX[key_name], response.content
@@ -185,6 +188,7 @@ def test_health_api_key_scope(key_name, api, api_keys, boxes):
         assert data["last_checks"][1]["error"]["code"] == BAD.code
         assert data["last_checks"][1]["error"]["hint"] == BAD.hint
         assert data["status"] == "active"
+        assert parse_datetime(data["next_check_at"]) == due
 
 
 def test_health_of_another_workspace_is_404(api, api_keys, boxes):

@@ -183,6 +183,11 @@ class HealthSerializer(serializers.Serializer):
     status = serializers.CharField()
     error = ErrorRefSerializer(allow_null=True)
     last_checked_at = serializers.DateTimeField(allow_null=True)
+    next_check_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When its next health check is due (its workspace's sweep cadence); null "
+        "when none is scheduled (disabled, or new and not yet given its slot).",
+    )
     window_days = serializers.IntegerField()
     checks = serializers.IntegerField(help_text="Connection tests in the window.")
     passed = serializers.IntegerField()
@@ -199,7 +204,14 @@ class HealthSerializer(serializers.Serializer):
 
 class MailboxHealth(FleetView):
     queryset = Mailbox.objects.only(
-        "pk", "uid", "workspace_id", "status", "error_code", "error_message", "last_checked_at"
+        "pk",
+        "uid",
+        "workspace_id",
+        "status",
+        "error_code",
+        "error_message",
+        "last_checked_at",
+        "check_due_at",
     )
     lookup_field = "uid"
 
@@ -220,6 +232,7 @@ class MailboxHealth(FleetView):
                 "status": mailbox.status,
                 "error": error_ref(mailbox.error_code, mailbox.error_message),
                 "last_checked_at": mailbox.last_checked_at,
+                "next_check_at": mailbox.check_due_at,
                 "window_days": uptime.WINDOW_DAYS,
                 "checks": found.checks,
                 "passed": found.passed,
