@@ -437,7 +437,7 @@ def test_sweep_now_across_two_real_workers(fleet, mail, monkeypatch, ws_a, perso
     some), every mailbox is tested once and goes back to its slot."""
     from tests.worker_tasks import barrier
 
-    mail.reply_delay = 0.03
+    mail.reply_delay = 0.1  # a chunk takes about a second: neither worker can take them all
     monkeypatch.setenv("HEALTH_CHECK_CONCURRENCY", "10")
     monkeypatch.setenv("HEALTH_CHECK_CHUNK", "10")
     names = [f"sw{n:03}@contoso.com" for n in range(120)]
@@ -481,7 +481,11 @@ def test_sweep_now_across_two_real_workers(fleet, mail, monkeypatch, ws_a, perso
     ) == {"alice"}
     runs = DBTaskResult.objects.filter(task_path=test_due_mailboxes.module_path, status="SUCCESSFUL")
     workers = Counter(run.worker_ids[-1] for run in runs if run.return_value)
-    assert set(workers) == {"worker-1", "worker-2"}, workers
+    every = [
+        (t.worker_ids, t.status, t.return_value, t.traceback[-200:])
+        for t in DBTaskResult.objects.filter(task_path=test_due_mailboxes.module_path)
+    ]
+    assert set(workers) == {"worker-1", "worker-2"}, every
     horizon = timezone.now() + timedelta(hours=36)
     assert not Mailbox.objects.filter(workspace=ws_a).exclude(check_due_at__lte=horizon).exists()
 
