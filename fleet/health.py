@@ -261,13 +261,15 @@ def claim_due(owner: str, limit: int | None = None, now: datetime | None = None)
 
 
 class ChecksHeartbeat(leases.Heartbeat):
-    """Renews the lease on every mailbox this task still holds, in one UPDATE."""
+    """Renews the lease on the mailboxes of this chunk the task still holds, in one UPDATE (by
+    primary key: the owner column is not indexed)."""
 
-    def __init__(self, owner: str):
+    def __init__(self, owner: str, ids: list[int]):
         super().__init__(Mailbox, None, owner)
+        self.ids = ids
 
     def renew(self) -> int:
-        return Mailbox.objects.filter(check_lease_owner=self.owner).update(
+        return Mailbox.objects.filter(pk__in=self.ids, check_lease_owner=self.owner).update(
             check_lease_expires_at=leases.lease_until()
         )
 
@@ -396,7 +398,7 @@ def run_due(owner: str, limit: int | None = None, concurrency: int | None = None
     outcome: Counter = Counter()
     if not ids:
         return outcome
-    with ChecksHeartbeat(owner):
+    with ChecksHeartbeat(owner, ids):
         mailboxes = list(
             Mailbox.objects.filter(pk__in=ids, check_lease_owner=owner).select_related(
                 "credential", "workspace"
