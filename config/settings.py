@@ -423,7 +423,7 @@ DNS_TIMEOUT = _env("DNS_TIMEOUT", env.float, 3.0)
 # certificates (empty: the system's CAs), the timeout in seconds of every protocol step, and how
 # many mailboxes one worker tests at once.
 MAIL_TLS_CA_FILE = _env("MAIL_TLS_CA_FILE", env.str, "")
-# The servers new mailboxes are configured with (imports, OAuth consent): Microsoft's, as seed 001
+# The servers new mailboxes are configured with (imports, OAuth consent): Microsoft's, as SendKit's CSV import API
 # documents them; the demo points them at the sandbox's mail servers (`check --deploy` refuses
 # loopback hosts).
 MAIL_SMTP_HOST = _env("MAIL_SMTP_HOST", env.str, "smtp.office365.com")

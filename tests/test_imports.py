@@ -1,4 +1,4 @@
-"""The mailbox import service (seed 001): validation messages word for word, encodings and
+"""The mailbox import service (SendKit's CSV import API): validation messages word for word, encodings and
 delimiters, duplicates, auto-configuration, all-or-exactly-what-it-reports, tenant isolation."""
 
 import io
