@@ -34,7 +34,7 @@ def schedule_keepalive(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("fleet", "0012_basicauth2_graph_user"),
+        ("fleet", "0013_health_sweep"),
     ]
 
     operations = [

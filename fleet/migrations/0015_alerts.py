@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fleet', '0012_basicauth2_graph_user'),
+        ("fleet", "0014_token_upkeep"),
     ]
 
     operations = [

@@ -191,10 +191,14 @@ def uninstall(apps, schema_editor):
             schema_editor.execute(statement)
 
 
+# Comes after the wave's migrations that add Mailbox columns: on SQLite, Django adds a column by
+# rebuilding the table, which drops its triggers. A later migration that rebuilds fleet_mailbox or
+# fleet_mailboxevent on SQLite must create these triggers again (tests/test_tallies.py and
+# tests/test_uptime.py fail if it does not).
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fleet', '0012_basicauth2_graph_user'),
+        ("fleet", "0016_reconnect_uptime"),
     ]
 
     operations = [

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fleet', '0012_basicauth2_graph_user'),
+        ("fleet", "0017_scale_tallies"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

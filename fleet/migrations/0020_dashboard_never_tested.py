@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('fleet', '0020_merge_wave2'),
+        ("fleet", "0019_audit_log"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
