@@ -7,7 +7,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 
-from fleet import access, health, mailboxes
+from fleet import health, mailboxes
 from fleet.api.base import FleetView
 from fleet.api.envelope import ok
 from fleet.api.pagination import CursorPage
@@ -300,7 +300,7 @@ class MailboxSweep(FleetView):
         wanted = self.validated(MailboxSelectionSerializer)
         if request.auth.workspace_id is not None:
             self.check_role(request.auth.workspace_id)  # a viewer's workspace key: 403
-        chosen = access.key_scope(Mailbox.objects.all(), request.auth, Role.OPERATOR)
+        chosen = self.operable(Mailbox.objects.all())
         if "workspace_id" in wanted:
             self.get_object(Workspace.objects.all(), pk=wanted["workspace_id"])  # 404 / 403
             chosen = chosen.filter(workspace_id=wanted["workspace_id"])
