@@ -26,6 +26,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db import models, transaction
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.functional import LazyObject, empty
 
 from fleet.clients import client_address
 from fleet.models import ApiKey, AuditEntry, ConsentRequest, Workspace
@@ -193,6 +194,16 @@ def _safe(changes: Mapping[str, Any] | None, model: type[models.Model]) -> dict[
     }
 
 
+def unwrapped(actor):
+    """`request.user` is a SimpleLazyObject: every attribute read goes through its proxy, which
+    made the entries of a 500-row import cost a third of the import. The user itself, once."""
+    if isinstance(actor, LazyObject):
+        if actor._wrapped is empty:
+            actor._setup()
+        return actor._wrapped
+    return actor
+
+
 def entry(
     action: str,
     obj: models.Model,
@@ -207,6 +218,7 @@ def entry(
     request (see via_of_context)."""
     request = current_request()
     via = via or via_of_context()
+    actor = unwrapped(actor)
     user = actor if getattr(actor, "pk", None) is not None else None
     if via == AuditEntry.Via.TASK:
         request = None  # a task queued by a request is not that request
@@ -248,6 +260,7 @@ def record_many(
 ) -> list[AuditEntry]:
     """One entry per object of a bulk operation, in one INSERT. `changes` is a dict for all of
     them, or a function of the object."""
+    actor = unwrapped(actor)
     items = [
         entry(
             action,

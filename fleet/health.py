@@ -99,14 +99,19 @@ def _enqueue_tasks(count: int) -> int:
     return tasks
 
 
-def queue_tests(mailboxes: Iterable[Mailbox] | models.QuerySet, *, actor, via: str) -> int:
+def queue_tests(
+    mailboxes: Iterable[Mailbox] | models.QuerySet, *, actor, via: str, audited: bool = True
+) -> int:
     """Make the connection tests of these mailboxes (disabled ones excepted) due now, and queue
     tasks for them after commit; returns how many were queued. A queryset is updated in one
-    statement (a filtered "Sweep now" of many mailboxes)."""
+    statement (a filtered "Sweep now" of many mailboxes). A person's request is in the audit
+    log (`mailbox.test_queued`) unless the operation that queues them has its own entries
+    (`audited=False`: an import's tests are part of the import)."""
     now = timezone.now()
     changes = {"check_due_at": now, "check_requested_by": actor if actor else None}
+    audited = audited and actor is not None
     if isinstance(mailboxes, models.QuerySet):
-        if actor is not None:
+        if audited:
             # What a person asked for is in the audit log, one entry per mailbox (one INSERT).
             asked = mailboxes.exclude(status=Mailbox.Status.DISABLED).order_by()
             audit.record_many(
@@ -118,7 +123,7 @@ def queue_tests(mailboxes: Iterable[Mailbox] | models.QuerySet, *, actor, via: s
         queued = mailboxes.exclude(status=Mailbox.Status.DISABLED).order_by().update(**changes)
     else:
         mailboxes = list(mailboxes)
-        if actor is not None:
+        if audited:
             # A person's or a program's request; the system's periodic tests of the whole
             # fleet are recorded in each mailbox's history, not here (a million entries a day).
             testable = [m for m in mailboxes if m.status != Mailbox.Status.DISABLED]
