@@ -20,20 +20,3 @@ def record_run(workspace_id: int, marker: str) -> str:
 @task()
 def crash(workspace_id: int) -> None:
     raise RuntimeError(f"task for workspace {workspace_id} crashed on purpose")
-
-
-@task()
-def barrier(workers: int, timeout: float = 60.0) -> int:
-    """Returns once `workers` barrier tasks run at the same time (one per worker: a worker runs
-    one task at a time), so that a test knows that many workers are up."""
-    from django_tasks_db.models import DBTaskResult
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        seen = DBTaskResult.objects.filter(
-            task_path=barrier.module_path, status__in=["RUNNING", "SUCCESSFUL"]
-        ).count()
-        if seen >= workers:
-            return seen
-        time.sleep(0.05)
-    raise TimeoutError(f"fewer than {workers} workers came up")
