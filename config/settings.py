@@ -110,6 +110,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The request's address, id and API key for the audit log (fleet/audit.py).
+    "fleet.audit.AuditContextMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -385,8 +387,21 @@ FLEET_BASE_URL = _env("FLEET_BASE_URL", env.str, "http://127.0.0.1:8000").rstrip
 OAUTH_STATE_TTL = _env("OAUTH_STATE_TTL", env.int, 15 * 60)
 # Days a consent request stays open before the expiry task marks it `expired`.
 CONSENT_REQUEST_TTL_DAYS = _env("CONSENT_REQUEST_TTL_DAYS", env.int, 7)
-# Access tokens expiring within this many seconds are refreshed by the upkeep task.
-TOKEN_REFRESH_AHEAD = _env("TOKEN_REFRESH_AHEAD", env.int, 15 * 60)
+# Token upkeep (fleet/tokens.py). Access tokens are fetched when a test or a program needs one;
+# a refresh token nothing used for TOKEN_KEEPALIVE_DAYS is redeemed once by the keep-alive, well
+# inside Microsoft's 90 days of inactivity
+# (https://learn.microsoft.com/entra/identity-platform/refresh-tokens#token-lifetime).
+TOKEN_KEEPALIVE_DAYS = _env("TOKEN_KEEPALIVE_DAYS", env.float, 7.0)
+if not 0 < TOKEN_KEEPALIVE_DAYS <= 60:
+    raise ImproperlyConfigured("TOKEN_KEEPALIVE_DAYS must be more than 0 and at most 60")
+# Token requests one keep-alive task has in flight at once (threads of one worker).
+TOKEN_REFRESH_CONCURRENCY = _env("TOKEN_REFRESH_CONCURRENCY", env.int, 16)
+# Mailboxes per keep-alive task (the dispatcher claims due ones in chunks of this size).
+TOKEN_KEEPALIVE_CHUNK = _env("TOKEN_KEEPALIVE_CHUNK", env.int, 500)
+if TOKEN_REFRESH_CONCURRENCY < 1 or TOKEN_KEEPALIVE_CHUNK < 1:
+    raise ImproperlyConfigured("TOKEN_REFRESH_CONCURRENCY and TOKEN_KEEPALIVE_CHUNK must be >= 1")
+# Audit entries older than this are deleted by the periodic `prune_audit_log` task (0: keep all).
+AUDIT_RETENTION_DAYS = _env("AUDIT_RETENTION_DAYS", env.int, 365)
 # A move off Basic auth (fleet/move.py) holds its run for this many seconds, renewed after every
 # chunk of 20 mailboxes; a run whose worker died is queued again by the reaper once it expires.
 MOVE_LEASE_SECONDS = _env("MOVE_LEASE_SECONDS", env.int, 5 * 60)
@@ -408,7 +423,7 @@ DNS_TIMEOUT = _env("DNS_TIMEOUT", env.float, 3.0)
 # certificates (empty: the system's CAs), the timeout in seconds of every protocol step, and how
 # many mailboxes one worker tests at once.
 MAIL_TLS_CA_FILE = _env("MAIL_TLS_CA_FILE", env.str, "")
-# The servers new mailboxes are configured with (imports, OAuth consent): Microsoft's, as seed 001
+# The servers new mailboxes are configured with (imports, OAuth consent): Microsoft's, as SendKit's CSV import API
 # documents them; the demo points them at the sandbox's mail servers (`check --deploy` refuses
 # loopback hosts).
 MAIL_SMTP_HOST = _env("MAIL_SMTP_HOST", env.str, "smtp.office365.com")
@@ -420,6 +435,41 @@ MAIL_TIMEOUT = _env("MAIL_TIMEOUT", env.float, 20.0)
 MAIL_CHECK_CONCURRENCY = _env("MAIL_CHECK_CONCURRENCY", env.int, 20)
 if MAIL_CHECK_CONCURRENCY < 1:
     raise ImproperlyConfigured("MAIL_CHECK_CONCURRENCY must be at least 1")
+
+# --- E-mail (alert digests, fleet/alerts.py) -------------------------------------------------
+# Django's own settings, from the environment. The demo (bin/run) uses the console backend, which
+# prints each e-mail to the worker's output.
+EMAIL_BACKEND = _env("EMAIL_BACKEND", env.str, "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = _env("EMAIL_HOST", env.str, "localhost")
+EMAIL_PORT = _env("EMAIL_PORT", env.int, 25)
+EMAIL_HOST_USER = _env("EMAIL_HOST_USER", env.str, "")
+EMAIL_HOST_PASSWORD = _env("EMAIL_HOST_PASSWORD", env.str, "")
+EMAIL_USE_TLS = _env("EMAIL_USE_TLS", strict_bool, False)  # STARTTLS (port 587)
+EMAIL_USE_SSL = _env("EMAIL_USE_SSL", strict_bool, False)  # implicit TLS (port 465)
+EMAIL_TIMEOUT = _env("EMAIL_TIMEOUT", env.float, 20.0)
+DEFAULT_FROM_EMAIL = _env("DEFAULT_FROM_EMAIL", env.str, "Fleet <fleet@localhost>")
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be on")
+# A workspace's managers and owners get at most one digest of disconnects and recoveries per
+# this many minutes (the first change after a quiet spell goes out at the next run).
+ALERT_DIGEST_MINUTES = _env("ALERT_DIGEST_MINUTES", env.float, 15.0)
+if ALERT_DIGEST_MINUTES < 0:
+    raise ImproperlyConfigured("ALERT_DIGEST_MINUTES must not be negative")
+# Health sweeps (fleet/health.py): every mailbox not disabled is tested once per its workspace's
+# interval (this is the default for new workspaces, at least 1 hour). A worker tests up to
+# HEALTH_CHECK_CONCURRENCY mailboxes at once, HEALTH_CHECK_CHUNK per task, and never more than
+# HEALTH_CHECK_PER_HOST at once against one mail server host nor HEALTH_CHECK_PER_TENANT
+# against one Microsoft tenant (or mail domain), so that a sweep never looks like an attack.
+HEALTH_CHECK_INTERVAL_HOURS = _env("HEALTH_CHECK_INTERVAL_HOURS", env.float, 24.0)
+HEALTH_CHECK_CONCURRENCY = _env("HEALTH_CHECK_CONCURRENCY", env.int, 200)
+HEALTH_CHECK_CHUNK = _env("HEALTH_CHECK_CHUNK", env.int, 500)
+HEALTH_CHECK_PER_HOST = _env("HEALTH_CHECK_PER_HOST", env.int, 200)
+HEALTH_CHECK_PER_TENANT = _env("HEALTH_CHECK_PER_TENANT", env.int, 20)
+if HEALTH_CHECK_INTERVAL_HOURS < 1:
+    raise ImproperlyConfigured("HEALTH_CHECK_INTERVAL_HOURS must be at least 1")
+if min(HEALTH_CHECK_CONCURRENCY, HEALTH_CHECK_CHUNK, HEALTH_CHECK_PER_HOST,
+       HEALTH_CHECK_PER_TENANT) < 1:  # fmt: skip
+    raise ImproperlyConfigured("HEALTH_CHECK_* concurrency and chunk settings must be at least 1")
 
 # CSV/XLSX mailbox imports: files above this size (bytes) are refused before they are read.
 IMPORT_MAX_FILE_SIZE = _env("IMPORT_MAX_FILE_SIZE", env.int, 2 * 1024 * 1024)

@@ -86,3 +86,22 @@ def key_scope(queryset: QuerySet, key: ApiKey, role: str = Role.VIEWER) -> Query
             return queryset.none()
         queryset = queryset.filter(**{queryset.model.workspace_lookup: key.workspace_id})
     return queryset
+
+
+# --- Who is told -----------------------------------------------------------------------------------
+
+
+def holders(workspace_id: int, role: str) -> QuerySet[Membership]:
+    """The memberships of the workspace's active users who hold at least `role` there (the
+    people a workspace's alerts go to; superusers only through a membership of their own)."""
+    return Membership.objects.filter(
+        workspace_id=workspace_id, role__in=Role.at_least(role), user__is_active=True
+    )
+
+
+def may_change_alert_emails(user, membership: Membership) -> bool:
+    """A member turns their own alert e-mails on or off; managers (and owners) anyone's in
+    their workspace."""
+    if user is None or not user.is_authenticated or not user.is_active:
+        return False
+    return membership.user_id == user.pk or has_role(user, Role.MANAGER, membership.workspace_id)

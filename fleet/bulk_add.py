@@ -3,15 +3,19 @@ mailbox up in Microsoft Graph, check its domain's SPF/DKIM once per domain, and 
 per account with an error code from the catalogue.
 
 - `start_run` records the run and one pending result per account and enqueues `run_bulk_add`.
-- `execute` (the task) gets a token, then for each chunk of 20 accounts, on at most four threads:
-  `GET /users/{address}`; on 404 the proxyAddresses search (`smtp:{address}`: an alias →
-  WRONG_ALIAS naming the primary address); then `GET /users/{id}/mailboxSettings` (is there an
-  Exchange Online mailbox the app may reach?). Each chunk's results, mailboxes and counts are
-  written together as it finishes, so progress shows while the run goes on.
+- `execute` (the task) gets a token, then takes every account through Graph with four `$batch`
+  requests of 20 in flight whenever there is work (`GraphClient.flow`): `GET /users/{address}`;
+  on 404 the proxyAddresses search (`smtp:{address}`: an alias → WRONG_ALIAS naming the primary
+  address); then `GET /users/{id}/mailboxSettings` (is there an Exchange Online mailbox the app
+  may reach?). An account's next request joins the queue as soon as its answer is in, whatever
+  its neighbours are waiting for. The accounts that finished are written together (results,
+  mailboxes and counts) on the task's own thread while the requests go on, so progress shows
+  while the run goes on and writing never holds Graph back.
 - A running run is leased by its task (fleet/leases.py), renewed by a heartbeat; every chunk's
   write checks the lease. If the worker dies, the reaper (`reclaim_expired`) puts the run back
-  in the queue and a new task goes on with the results not yet done: a chunk is written whole
-  or not at all, and mailboxes are matched by address, so nothing shows twice.
+  in the queue and a new task goes on with the results not yet done: a group of finished
+  accounts is written whole or not at all, and mailboxes are matched by address, so nothing
+  shows twice.
 - Graph finds `/users/{key}` by sign-in name (UPN), which need not be the mail address: a mailbox
   is stored under the user's `mail` (primary) address and deduplicated by Graph user id, so the
   UPN and the mail address of one user make one mailbox (`take_user`, `save_mailboxes`).
@@ -41,13 +45,14 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Lower, Now
 from django.utils import timezone
 
-from fleet import access, errors, leases, mailboxes
+from fleet import access, audit, errors, leases, mailboxes
 from fleet.credentials import record_outcome
 from fleet.deliverability import DomainCheck, check_domains
 from fleet.errors import ErrorCode, FleetError
 from fleet.microsoft.graph import (
     GraphClient,
     GraphRequest,
+    GraphResponse,
     catalogue_error,
     odata_string,
     user_path,
@@ -65,6 +70,9 @@ from fleet.tasks import enqueue_on_commit, run_bulk_add
 from fleet.uploads import read_rows, read_upload
 
 MAX_ACCOUNTS = 500
+# Finished accounts are written in groups of at least this many: a dozen statements a group, so
+# fewer, larger groups cost the database less, while the requests go on meanwhile.
+RECORD_AT_LEAST = 100
 
 
 @dataclass(frozen=True)
@@ -214,6 +222,7 @@ def start_run(
     user=None,
     *,
     convert: bool = False,
+    via: str = "task",
 ) -> BulkAddRun:
     """Record the run and one pending result per account; the task starts once this commits.
     `user` (None for the platform itself) must be an operator of the workspace, and the
@@ -240,14 +249,19 @@ def start_run(
             BulkAddResult(run=run, position=n, email=a.email, name=a.name)
             for n, a in enumerate(accounts)
         )
+        audit.record(
+            "bulkaddrun.started", run, actor=user, via=via,
+            changes=audit.set_fields(run, ["credential_id", "total", "convert"]),
+        )
         enqueue_on_commit(run_bulk_add, run.pk)
     return run
 
 
 # --- running it -------------------------------------------------------------------------------
 @dataclass
-class Outcome:
-    """What Graph said about one account (built in a worker thread, recorded by the caller)."""
+class AccountCheck:
+    """What Graph said about one account so far, and which request it waits for (`stage`):
+    built and advanced on the Graph client's own thread, recorded by the caller."""
 
     position: int
     email: str
@@ -258,6 +272,7 @@ class Outcome:
     detail: str = ""
     mail: str = ""  # the user's mail address, when `email` was their sign-in name (UPN)
     mailbox: Mailbox | None = None  # set when recorded
+    stage: str = "lookup"  # lookup → (alias search) → settings
 
     @property
     def success(self) -> bool:
@@ -290,59 +305,63 @@ def settings_request(position: int, user_id: str) -> GraphRequest:
     return GraphRequest(str(position), f"{user_path(user_id)}/mailboxSettings")
 
 
-def check_chunk(client: GraphClient, chunk: list[tuple[int, Account]]) -> list[Outcome]:
-    """One chunk of ≤20 accounts through lookup → (alias search) → mailbox settings, one
-    `$batch` per stage. Runs in a worker thread: no database here."""
-    outcomes = {n: Outcome(n, a.email, a.name) for n, a in chunk}
-    stage = {n: lookup_request(n, a.email) for n, a in chunk}
-    kind = dict.fromkeys(stage, "lookup")
-    try:
-        while stage:
-            answers = client.send(list(stage.values()))
-            next_stage: dict[int, GraphRequest] = {}
-            for n in stage:
-                outcome, answer = outcomes[n], answers[str(n)]
-                if kind[n] == "lookup":
-                    if answer.ok:
-                        take_user(outcome, answer.body)
-                        next_stage[n], kind[n] = (
-                            settings_request(n, outcome.graph_user_id),
-                            "settings",
-                        )
-                    elif answer.status == 404:
-                        next_stage[n], kind[n] = alias_search_request(n, outcome.email), "search"
-                    else:
-                        fail(outcome, answer)
-                elif kind[n] == "search":
-                    if not answer.ok:
-                        fail(outcome, answer)
-                        continue
-                    found = (answer.body or {}).get("value") or []
-                    if not found:
-                        outcome.error = errors.MAILBOX_NOT_FOUND
-                        continue
-                    user = found[0]
-                    primary = (user.get("mail") or user.get("userPrincipalName") or "").lower()
-                    if primary == outcome.email:
-                        # The primary address, with a different sign-in name (UPN).
-                        take_user(outcome, user)
-                        next_stage[n], kind[n] = (
-                            settings_request(n, outcome.graph_user_id),
-                            "settings",
-                        )
-                    else:
-                        outcome.error = errors.WRONG_ALIAS
-                        outcome.detail = f"primary address: {primary}"
-                elif not answer.ok:  # mailbox settings
-                    fail(outcome, answer)
-            stage = next_stage
-    except FleetError as failure:  # no token any more (secret revoked mid-run …)
-        for n in stage:
-            outcomes[n].error, outcomes[n].detail = failure.error, failure.message[:500]
-    return list(outcomes.values())
+def first_request(check: AccountCheck) -> GraphRequest:
+    check.stage = "lookup"
+    return lookup_request(check.position, check.email)
 
 
-def take_user(outcome: Outcome, user: dict) -> None:
+def next_request(check: AccountCheck, answer: GraphResponse) -> GraphRequest | None:
+    """One account through lookup → (alias search on a 404) → mailbox settings: the request
+    that follows `answer`, or None when the account is done. No database here (it runs on the
+    Graph client's thread)."""
+    n = check.position
+    if check.stage == "lookup":
+        if answer.ok:
+            take_user(check, answer.body)
+            check.stage = "settings"
+            return settings_request(n, check.graph_user_id)
+        if answer.status == 404:
+            check.stage = "search"
+            return alias_search_request(n, check.email)
+        fail(check, answer)
+        return None
+    if check.stage == "search":
+        if not answer.ok:
+            fail(check, answer)
+            return None
+        found = (answer.body or {}).get("value") or []
+        if not found:
+            check.error = errors.MAILBOX_NOT_FOUND
+            return None
+        user = found[0]
+        primary = (user.get("mail") or user.get("userPrincipalName") or "").lower()
+        if primary != check.email:
+            check.error = errors.WRONG_ALIAS
+            check.detail = f"primary address: {primary}"
+            return None
+        # The primary address, with a different sign-in name (UPN).
+        take_user(check, user)
+        check.stage = "settings"
+        return settings_request(n, check.graph_user_id)
+    if not answer.ok:  # mailbox settings
+        fail(check, answer)
+    return None
+
+
+def no_token(check: AccountCheck, failure: FleetError) -> None:
+    """No token any more (the secret was revoked mid-run …): the account gets the run's code."""
+    check.error, check.detail = failure.error, failure.message[:500]
+    check.graph_user_id = check.mail = ""
+
+
+def check_accounts(client: GraphClient, accounts: list[tuple[int, Account]]):
+    """Every account through Graph, four `$batch` requests in flight whenever there is work;
+    yields lists of finished AccountChecks as they come (fleet.microsoft.graph.flow)."""
+    checks = [AccountCheck(n, a.email, a.name) for n, a in accounts]
+    return client.flow(checks, first_request, next_request, no_token, at_least=RECORD_AT_LEAST)
+
+
+def take_user(outcome: AccountCheck, user: dict) -> None:
     """The Graph user found for the account. `/users/{key}` matches the sign-in name (UPN),
     which need not be the user's mail address (`vng@contoso.onmicrosoft.com` for
     `victor.ng@contoso.com`): such a mailbox is stored under its mail address, which is what
@@ -358,7 +377,7 @@ def take_user(outcome: Outcome, user: dict) -> None:
         )[:500]
 
 
-def fail(outcome: Outcome, answer) -> None:
+def fail(outcome: AccountCheck, answer) -> None:
     outcome.error = catalogue_error(answer.error)
     # Microsoft's message without its Trace ID tail; the IDs, on one line, for a support ticket.
     trace = getattr(answer.error, "trace", "")
@@ -426,7 +445,7 @@ def _execute(run: BulkAddRun, owner: str) -> BulkAddRun:
     with ThreadPoolExecutor(max_workers=1) as dns:
         # SPF/DKIM once per domain, while Graph is asked.
         domains = dns.submit(check_domains, {a.email.rsplit("@", 1)[1] for _, a in accounts})
-        for outcomes in client.pipeline(accounts, check_chunk):
+        for outcomes in check_accounts(client, accounts):
             record(run, outcomes, domains.result(), owner)
         retry_throttled(run, client, domains.result(), owner)
     if fail_for_permissions(run, owner):
@@ -462,14 +481,14 @@ def domain_of(address: str) -> str:
 
 def record(
     run: BulkAddRun,
-    outcomes: list[Outcome],
+    outcomes: list[AccountCheck],
     domains: dict[str, DomainCheck],
     owner: str,
     *,
     again: bool = False,
 ) -> None:
-    """One chunk: its mailboxes created or updated, its results and the run's counts, in a few
-    queries for the whole chunk, whatever its size. Only while `owner` holds the run's lease
+    """One group of finished accounts: their mailboxes created or updated, their results and the
+    run's counts, in a few queries for the whole group, whatever its size. Only while `owner` holds the run's lease
     (LeaseLost otherwise, and nothing of the chunk is written). `again`: the chunk is the retry
     pass's, and replaces THROTTLED results instead of pending ones."""
     # A sign-in name's mail address may be in a domain the run did not check yet.
@@ -485,7 +504,7 @@ def record(
 
 
 def _record(
-    run: BulkAddRun, outcomes: list[Outcome], domains: dict[str, DomainCheck], again: bool
+    run: BulkAddRun, outcomes: list[AccountCheck], domains: dict[str, DomainCheck], again: bool
 ) -> None:
     now = timezone.now()
     save_mailboxes(run, [o for o in outcomes if o.success], domains, now)
@@ -551,7 +570,7 @@ def retry_throttled(
     wait = client.longest_retry_after or settings.GRAPH_RETRY_BACKOFF
     time.sleep(max(0.0, min(wait, settings.GRAPH_MAX_RETRY_AFTER)))
     accounts = [(n, Account(email, name)) for n, email, name in left]
-    for outcomes in client.pipeline(accounts, check_chunk):
+    for outcomes in check_accounts(client, accounts):
         record(run, outcomes, domains, owner, again=True)
     return len(left)
 
@@ -596,7 +615,7 @@ def fail_for_permissions(run: BulkAddRun, owner: str) -> bool:
 
 
 def save_mailboxes(
-    run: BulkAddRun, successes: list[Outcome], domains: dict[str, DomainCheck], now
+    run: BulkAddRun, successes: list[AccountCheck], domains: dict[str, DomainCheck], now
 ) -> None:
     """Create the chunk's new mailboxes and update the existing ones, setting each outcome's
     `mailbox`. A mailbox is matched by its address (case-insensitively) or by its Graph user id:
@@ -631,6 +650,7 @@ def save_mailboxes(
     new: list[Mailbox] = []
     changed: dict[int, Mailbox] = {}
     converted: list[Mailbox] = []
+    before: dict[int, dict] = {}  # existing mailboxes' fields, for their audit entries
     for o in successes:
         seen = chunk.get(o.graph_user_id)
         mailbox = seen or by_address.get(o.address) or by_user.get(o.graph_user_id)
@@ -650,6 +670,10 @@ def save_mailboxes(
                 filter(None, [o.detail, "switched from OAuth to Graph app-only (convert)"])
             )[:500]
         check = domains.get(domain_of(o.address))
+        if mailbox.pk is not None and mailbox.pk not in before:
+            before[mailbox.pk] = audit.snapshot(
+                mailbox, [Mailbox._meta.get_field(f).attname for f in fields]
+            )
         mailbox.display_name = o.name or o.graph_name or mailbox.display_name
         mailbox.auth_method = Mailbox.AuthMethod.GRAPH_APP_ONLY
         mailbox.graph_user_id = o.graph_user_id
@@ -679,6 +703,14 @@ def save_mailboxes(
             mailbox.save()
     Mailbox.objects.bulk_update(list(changed.values()), [*fields, "updated_at"])
     saved = [*changed.values(), *new]
+    audit.record_many(
+        "mailbox.created", new, actor=run.created_by, via="task",
+        changes=lambda m: audit.set_fields(m, mailboxes.CREATED_FIELDS),
+    )
+    audit.record_many(
+        "mailbox.updated", changed.values(), actor=run.created_by, via="task",
+        changes=lambda m: audit.diff(m, before[m.pk]),
+    )
     for mailbox in saved:
         mailbox.workspace = workspace  # for webhooks, without a query each
     if converted:

@@ -28,7 +28,7 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from fleet import errors, mailboxes
+from fleet import audit, errors, health, mailboxes
 from fleet.credentials import request_verification
 from fleet.errors import FleetError
 from fleet.microsoft import identity
@@ -162,6 +162,12 @@ def record(request: ConsentRequest, *, base_url: str | None = None) -> ConsentRe
     if request.kind != ConsentRequest.Kind.EXTERNAL:
         request.consent_url = consent_link(request, base_url)
         request.save(update_fields=["consent_url"])
+    audit.record(
+        "consentrequest.created", request, actor=request.created_by,
+        changes=audit.set_fields(
+            request, ["kind", "mailbox_id", "username", "domain", "credential_id", "consent_url"]
+        ),
+    )
     return request
 
 
@@ -290,6 +296,8 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> ConsentResul
         mailbox.refresh_token = signed.refresh_token
         mailbox.access_token = signed.access_token
         mailbox.token_expires_at = signed.expires_at
+        mailbox.refresh_token_used_at = timezone.now()
+        mailbox.token_keepalive_due_at = identity.next_keepalive(mailbox.refresh_token_used_at)
         mailbox.save()
         if created:
             # Mailivery's Microsoft connect API: an unannounced mailbox waits for a manager to confirm it was expected.
@@ -309,6 +317,14 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> ConsentResul
         cr.mailbox = mailbox
         cr.save(update_fields=["mailbox", "updated_at"])
         cr.set_status(ConsentRequest.Status.COMPLETED)
+        audit.record(
+            "mailbox.created" if created else "mailbox.connected", mailbox, actor=None,
+            changes=audit.set_fields(mailbox, [*mailboxes.CREATED_FIELDS, "access_token"]),
+        )
+        audit.record(
+            "consentrequest.completed", cr, actor=None,
+            changes={"status": {"before": "processing", "after": cr.status}},
+        )
         after_consent(mailbox, cr)
     return ConsentResult(cr, mailbox=mailbox)
 
@@ -333,6 +349,10 @@ def _complete_admin(cr: ConsentRequest, params: dict) -> ConsentResult:
         cr.request_data = {**cr.request_data, "tenant": tenant}
         cr.save(update_fields=["request_data", "updated_at"])
         cr.set_status(ConsentRequest.Status.COMPLETED)
+        audit.record(
+            "credential.admin_consented", credential, actor=None,
+            changes={"tenant_id": {"before": None, "after": credential.tenant_id}},
+        )
         if credential.kind == Credential.Kind.GRAPH_APP_ONLY:
             request_verification(credential)
     return ConsentResult(cr)
@@ -363,16 +383,22 @@ def after_consent(mailbox: Mailbox, consent_request: ConsentRequest | None = Non
     if isinstance(move_item, int):
         enqueue_on_commit(finish_consent_move, move_item)
     else:
-        mailboxes.queue_connection_tests([mailbox], actor=None, via=mailboxes.TASK)
+        health.queue_tests([mailbox], actor=None, via=mailboxes.TASK)
 
 
 # --- by hand and by time ----------------------------------------------------------------------
-def complete_by_hand(consent_request: ConsentRequest, actor=None) -> bool:
+@transaction.atomic
+def complete_by_hand(consent_request: ConsentRequest, actor=None, via: str | None = None) -> bool:
     """A person confirms that an external consent was given (the third party's page has no
     callback to us). Returns False when the request is not an open external one."""
     if consent_request.kind != ConsentRequest.Kind.EXTERNAL or not consent_request.is_open:
         return False
+    before = consent_request.status
     consent_request.set_status(ConsentRequest.Status.COMPLETED)
+    audit.record(
+        "consentrequest.completed", consent_request, actor=actor, via=via,
+        changes={"status": {"before": before, "after": consent_request.status}},
+    )
     if consent_request.mailbox_id:
         consent_request.mailbox.note(
             f"External consent completed by hand ({consent_request.consent_url[:100]})", actor
@@ -380,10 +406,16 @@ def complete_by_hand(consent_request: ConsentRequest, actor=None) -> bool:
     return True
 
 
-def cancel(consent_request: ConsentRequest) -> bool:
+@transaction.atomic
+def cancel(consent_request: ConsentRequest, actor=None, via: str | None = None) -> bool:
     if not consent_request.is_open:
         return False
+    before = consent_request.status
     consent_request.set_status(ConsentRequest.Status.CANCELLED)
+    audit.record(
+        "consentrequest.cancelled", consent_request, actor=actor, via=via,
+        changes={"status": {"before": before, "after": consent_request.status}},
+    )
     return True
 
 
@@ -395,6 +427,11 @@ def expire_stale(now=None) -> int:
     )
     count = 0
     for consent_request in stale.iterator():
+        before = consent_request.status
         consent_request.set_status(ConsentRequest.Status.EXPIRED)
+        audit.record(
+            "consentrequest.expired", consent_request, actor=None, via=audit.AuditEntry.Via.TASK,
+            changes={"status": {"before": before, "after": consent_request.status}},
+        )
         count += 1
     return count

@@ -1,29 +1,34 @@
 """The managers' dashboard: what is broken and why, across the user's workspaces or one of them.
 
 Every figure comes with the admin list it was counted from, so a click shows exactly those rows.
-Each block is one aggregate query; the number of queries does not grow with the fleet.
+Each block is one aggregate query; the number of queries does not grow with the fleet. The
+mailbox, deliverability and trend blocks read the rolled-up tallies (fleet/tallies.py: a few rows
+per workspace, kept by database triggers), so their cost does not grow with it either.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import urlencode
 
-from django.db.models import Count, Max, OuterRef, Q, Subquery, Window
-from django.db.models.functions import TruncDate
+from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Sum, Window
+from django.db.models.functions import Coalesce
 from django.urls import reverse
 from django.utils import timezone
 
-from fleet import errors
+from fleet import errors, health, uptime
 from fleet.models import (
     BulkAddRun,
     ConsentRequest,
     Credential,
+    DomainTally,
+    EventDayTally,
     ImportBatch,
     Mailbox,
     MailboxEvent,
+    MailboxTally,
     Membership,
     Role,
     Workspace,
@@ -86,6 +91,23 @@ class DomainHealth:
 
 
 @dataclass
+class UptimeRow:
+    """One workspace's 30-day uptime (share of connection tests passed) and its disconnections
+    in the last 24 h, each with the list of the events it counts."""
+
+    name: str
+    checks: int
+    passed: int
+    disconnections: int
+    checks_url: str
+    disconnections_url: str
+
+    @property
+    def uptime(self) -> float | None:
+        return uptime.share(self.passed, self.checks)
+
+
+@dataclass
 class Dashboard:
     workspaces: list[Workspace]
     selected: Workspace | None
@@ -110,6 +132,15 @@ class Dashboard:
     domain_count: int = 0
     # The user operates (tests, reconnects) here: the calls to action are buttons for them.
     can_operate: bool = False
+    # Connection-test uptime per workspace, worst first (fleet/uptime.py; one query).
+    uptime: list[UptimeRow] = field(default_factory=list)
+    uptime_total: UptimeRow | None = None
+    # Health sweeps (fleet/health.py): by when every mailbox not disabled had been tested (the
+    # last complete sweep), how many were never tested, overdue, due in the next hour.
+    swept_since: datetime | None = None
+    never_tested: Figure | None = None
+    overdue: Figure | None = None
+    due_next_hour: Figure | None = None
 
     @property
     def trend_max(self) -> int:
@@ -136,6 +167,8 @@ def changelist(model, **params) -> str:
 
 def build(user, workspace_id: int | None = None) -> Dashboard:
     # With the user's role in each (one query): the calls to action are buttons for operators.
+    # With the user's role in each and the consent requests waiting in each, in one query: the
+    # dashboard's query budget (12 per page, tests/test_admin_scale.py) is shared by its blocks.
     workspaces = list(
         Workspace.objects.restrict(user)
         .annotate(
@@ -143,7 +176,10 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
                 Membership.objects.filter(workspace=OuterRef("pk"), user_id=user.pk).values(
                     "role"
                 )[:1]
-            )
+            ),
+            consents_waiting=_count_in_workspace(ConsentRequest, ConsentRequest.open_q()),
+            consents_expiring=_count_in_workspace(ConsentRequest, ConsentRequest.expiring_q()),
+            **uptime.workspace_annotations(),
         )
         .order_by("name")
     )
@@ -161,17 +197,17 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
     board.can_operate = user.is_superuser or any(
         w.user_role in operating for w in ([selected] if selected else workspaces)
     )
-    mailboxes = scoped(Mailbox)
-
-    # One scan for three figures: counts per (status, warmup state, error code) are a few dozen
-    # rows whatever the fleet's size, summed here.
+    # Counts per (status, warmup state, error code, auth method): a few dozen tally rows per
+    # workspace whatever the fleet's size, summed here.
     status_counts: Counter = Counter()
     warmup_counts: Counter = Counter()
     code_counts: Counter = Counter()
     affected = refused = 0
     for status, warmup, code, auth, n in (
-        mailboxes.values_list("status", "warmup_status", "error_code", "auth_method")
-        .annotate(n=Count("id"))
+        scoped(MailboxTally)
+        .filter(mailboxes__gt=0)
+        .values_list("status", "warmup_status", "error_code", "auth_method")
+        .annotate(n=Sum("mailboxes"))
         .order_by()
     ):
         status_counts[status] += n
@@ -182,6 +218,24 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
             affected += n
             refused += n if code in BASIC_AUTH_CODES else 0
     board.total = sum(status_counts.values())
+    sweep = _sweep_figures(scoped(Mailbox), timezone.now())
+    board.swept_since = sweep["least_recent"] if not sweep["never"] else None
+    board.never_tested = Figure(
+        "never", "never tested", sweep["never"], changelist(Mailbox, check="never", **ws_param)
+    )
+    board.overdue = Figure(
+        "overdue",
+        "overdue",
+        sweep["overdue"],
+        changelist(Mailbox, check="overdue", **ws_param),
+        hint="Due more than 10 minutes ago and not tested yet: are workers and run_periodic running?",
+    )
+    board.due_next_hour = Figure(
+        "next_hour",
+        "due in the next hour",
+        sweep["soon"],
+        changelist(Mailbox, check="next_hour", **ws_param),
+    )
     board.by_status = [
         Figure(
             s.value,
@@ -231,13 +285,14 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
         plan_url,
     )
 
-    board.domains, board.domain_count = _domains(mailboxes, ws_param)
-    board.trend = _trend(scoped(MailboxEvent), ws_param)
+    board.domains, board.domain_count = _domains(scoped(DomainTally), ws_param)
+    board.trend = _trend(scoped(EventDayTally), ws_param)
 
-    consents = scoped(ConsentRequest).aggregate(
-        waiting=Count("id", filter=ConsentRequest.open_q()),
-        expiring=Count("id", filter=ConsentRequest.expiring_q()),
-    )
+    shown = [selected] if selected else workspaces
+    consents = {
+        "waiting": sum(w.consents_waiting for w in shown),
+        "expiring": sum(w.consents_expiring for w in shown),
+    }
     board.consents_waiting = Figure(
         "waiting",
         "waiting for consent",
@@ -260,27 +315,61 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
     board.credentials_expiring_url = changelist(Credential, secret_expiry="soon", **ws_param)
     board.recent_bulk_adds = list(scoped(BulkAddRun).select_related("workspace")[:5])
     board.recent_imports = list(scoped(ImportBatch).select_related("workspace")[:5])
+    _uptime(board)
     return board
 
 
-def _domains(mailboxes, ws_param: dict) -> tuple[list[DomainHealth], int]:
+def _sweep_figures(mailboxes, now: datetime) -> dict:
+    """Overdue, due in the next hour, never tested, and the oldest last test (every mailbox was
+    tested since then: the last complete sweep), in one query that reads only the mailboxes due
+    within the hour or never tested (the partial indexes on `check_due_at` and on untested
+    mailboxes), not the fleet. A mailbox due later was tested more recently than those due
+    sooner, so the oldest test among them is the fleet's."""
+    soon = now + timedelta(hours=1)
+    figures = (
+        mailboxes.filter(Q(check_due_at__lt=soon) | Q(last_checked_at__isnull=True))
+        .exclude(status=Mailbox.Status.DISABLED)
+        .aggregate(
+            overdue=Count("id", filter=health.overdue_q(now)),
+            soon=Count("id", filter=health.due_soon_q(now)),
+            never=Count("id", filter=health.never_tested_q()),
+            least_recent=Min("last_checked_at"),
+        )
+    )
+    if figures["least_recent"] is None and not figures["never"]:
+        # Nothing due within the hour (a small fleet): the oldest test is then read directly.
+        figures["least_recent"] = mailboxes.exclude(status=Mailbox.Status.DISABLED).aggregate(
+            least_recent=Min("last_checked_at")
+        )["least_recent"]
+    return figures
+
+
+def _count_in_workspace(model, condition: Q) -> Coalesce:
+    """How many of the workspace's `model` rows match `condition`: a subquery of the workspace
+    list's query, not a query of its own."""
+    rows = (
+        model.objects.filter(condition, workspace=OuterRef("pk"))
+        .order_by()
+        .values("workspace")
+        .annotate(n=Count("id"))
+        .values("n")[:1]
+    )
+    return Coalesce(Subquery(rows), 0)
+
+
+def _domains(tallies, ws_param: dict) -> tuple[list[DomainHealth], int]:
     """The DOMAINS_SHOWN domains with the most mailboxes missing a check (then the largest), and
-    how many domains there are: one aggregate query whatever the fleet's size."""
-    own = mailboxes.exclude(provider=Mailbox.Provider.OUTLOOK_COM)
+    how many domains there are: one aggregate query over the domain tally (consumer domains are
+    not tallied), whatever the fleet's size."""
+    tallies = tallies.filter(mailboxes__gt=0)
     counts = {}
     for check in CHECKS:
-        counts[f"{check}_ok"] = Count("id", filter=Q(**{f"{check}_correct": True}))
-        counts[f"{check}_bad"] = Count("id", filter=Q(**{f"{check}_correct": False}))
-    problems = Count(
-        "id",
-        filter=Q(spf_correct=False)
-        | Q(dkim_correct=False)
-        | Q(dmarc_correct=False)
-        | Q(mx_correct=False),
-    )
+        counts[f"{check}_ok"] = Sum("mailboxes", filter=Q(**{check: 1}))
+        counts[f"{check}_bad"] = Sum("mailboxes", filter=Q(**{check: 0}))
+    problems = Coalesce(Sum("mailboxes", filter=Q(spf=0) | Q(dkim=0) | Q(dmarc=0) | Q(mx=0)), 0)
     rows = list(
-        own.values("domain")
-        .annotate(n=Count("id"), problems=problems, policy=Max("dmarc_policy"), **counts)
+        tallies.values("domain")
+        .annotate(n=Sum("mailboxes"), problems=problems, policy=Max("dmarc_policy"), **counts)
         # COUNT(*) OVER () after GROUP BY: how many domains in all, in the same query.
         .annotate(domains=Window(Count("*")))
         .order_by("-problems", "-n", "domain")[:DOMAINS_SHOWN]
@@ -301,17 +390,15 @@ def _domains(mailboxes, ws_param: dict) -> tuple[list[DomainHealth], int]:
     return found, (rows[0]["domains"] if found else 0)
 
 
-def _trend(events, ws_param: dict) -> list[TrendDay]:
-    """Connections made (→ active) and lost (active → error or reauth) per day, 30 days."""
-    today = timezone.localdate()
+def _trend(tallies, ws_param: dict) -> list[TrendDay]:
+    """Connections made (→ active) and lost (active → error or reauth) per UTC day, 30 days,
+    from the event tally."""
+    today = timezone.now().astimezone(UTC).date()
     first = today - timedelta(days=TREND_DAYS - 1)
     rows = (
-        events.filter(kind=MailboxEvent.Kind.STATUS, created_at__date__gte=first)
-        .annotate(day=TruncDate("created_at"))
+        tallies.filter(day__gte=first)
         .values("day")
-        .annotate(
-            made=Count("id", filter=MailboxEvent.MADE), lost=Count("id", filter=MailboxEvent.LOST)
-        )
+        .annotate(made=Sum("made"), lost=Sum("lost"))
         .order_by()
     )
     per_day = {row["day"]: row for row in rows}
@@ -335,3 +422,38 @@ def _trend(events, ws_param: dict) -> list[TrendDay]:
             )
         )
     return trend
+
+
+UPTIME_ROWS = 10  # workspaces shown, lowest uptime first
+
+
+def _uptime(board: Dashboard) -> None:
+    """Uptime per workspace from the hourly rollup (never the events), read with the workspace
+    list (uptime.workspace_annotations): no query of its own."""
+    shown = [board.selected] if board.selected else board.workspaces
+    rows = []
+    for workspace in shown:
+        ws = {"workspace__id__exact": workspace.pk}
+        rows.append(
+            UptimeRow(
+                workspace.name,
+                workspace.uptime_checks,
+                workspace.uptime_passed,
+                workspace.uptime_lost,
+                changelist(MailboxEvent, kind=MailboxEvent.Kind.CONNECTION_TEST, within="30d", **ws),
+                changelist(MailboxEvent, change="lost", within="24h", **ws),
+            )
+        )
+    # Tested workspaces with the lowest uptime first, then those without a test.
+    rows.sort(key=lambda r: (r.uptime is None, r.uptime if r.uptime is not None else 0, r.name))
+    board.uptime = rows[:UPTIME_ROWS]
+    if len(shown) > 1:
+        every = {"kind": MailboxEvent.Kind.CONNECTION_TEST, "within": "30d"}
+        board.uptime_total = UptimeRow(
+            "All your workspaces",
+            sum(r.checks for r in rows),
+            sum(r.passed for r in rows),
+            sum(r.disconnections for r in rows),
+            changelist(MailboxEvent, **every),
+            changelist(MailboxEvent, change="lost", within="24h"),
+        )

@@ -230,6 +230,19 @@ CONSENT_REQUEST_CLOSED = define(
     "Ask the person who sent it for a new consent link (links expire, and a completed or "
     "cancelled consent cannot be reused).",
 )
+NOTHING_TO_RECONNECT = define(
+    "NOTHING_TO_RECONNECT",
+    "No mailbox of this selection needs reconnecting",
+    "Reconnect all failing asks for consent again from OAuth mailboxes in reauth_required; "
+    "app-password mailboxes in error are fixed by a new password or the move off Basic auth.",
+)
+EMAIL_NOT_SENT = define(
+    "EMAIL_NOT_SENT",
+    "The e-mail could not be sent",
+    "Check Fleet's outgoing mail settings (EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, "
+    "EMAIL_USE_TLS, DEFAULT_FROM_EMAIL) and that the mail server accepts Fleet; then send again.",
+    permanent=False,
+)
 MAILBOX_NOT_APPROVED = define(
     "MAILBOX_NOT_APPROVED",
     "This mailbox is waiting for a manager's approval",

@@ -106,14 +106,18 @@ class Heartbeat:
         if self._started:
             self._thread.join()
 
+    def renew(self) -> int:
+        """One renewal: how many rows are still held (0: the lease was taken back)."""
+        return self.model.objects.filter(pk=self.pk, lease_owner=self.owner).update(
+            lease_expires_at=lease_until()
+        )
+
     def _run(self) -> None:
         interval = max(lease_seconds() / 3, 0.2)
         try:
             while not self._stop.wait(interval):
                 try:
-                    renewed = self.model.objects.filter(pk=self.pk, lease_owner=self.owner).update(
-                        lease_expires_at=lease_until()
-                    )
+                    renewed = self.renew()
                 except DatabaseError:  # a busy or restarting database: try again next beat
                     log.warning("lease renewal of %s %s failed", self.model.__name__, self.pk)
                     close_old_connections()

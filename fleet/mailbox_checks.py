@@ -9,12 +9,15 @@ that an import's progress bar moves while the batch runs.
 from __future__ import annotations
 
 import logging
+import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager, nullcontext
+from itertools import zip_longest
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from fleet import app_only as app_only_mail
@@ -66,11 +69,7 @@ def record(mailbox: Mailbox, error: errors.ErrorCode | None, detail: str, actor=
     current = Mailbox.objects.select_for_update().filter(pk=mailbox.pk).first()
     if current is None:
         return DELETED
-    outcome = Mailbox.Status.ERROR if error else Mailbox.Status.ACTIVE
-    if outcome == Mailbox.Status.ACTIVE and current.needs_approval:
-        # Mailivery's Microsoft connect API: a mailbox nobody announced stays pending until a manager approves it (or the
-        # API's warmup/start does); the passing test is recorded all the same.
-        outcome = Mailbox.Status.PENDING
+    outcome = outcome_for(current, error)  # a passing test is recorded all the same
     MailboxEvent.objects.create(
         workspace_id=current.workspace_id,
         mailbox=current,
@@ -140,22 +139,98 @@ def graph_checks(mailboxes: list[Mailbox]) -> dict[int, tuple[errors.ErrorCode |
 GRAPH_CHECKED = "Checked via Microsoft Graph only (mailbox settings): the app holds no Exchange roles"
 
 
-def check_mailboxes(
-    mailbox_ids: Iterable[int], actor=None, concurrency: int | None = None
-) -> Counter:
-    """Test every mailbox (disabled ones excepted), by its auth method: an app password signs
-    in over SMTP and IMAP, an OAuth mailbox with XOAUTH2 and its access token, a Graph
-    app-only mailbox with XOAUTH2 and the app's token when its credential holds the Exchange
-    roles (IMAP.AccessAsApp, SMTP.SendAsApp), else through Graph only. Returns the number of
-    mailboxes per resulting status."""
-    mailboxes = list(
-        Mailbox.objects.filter(pk__in=list(mailbox_ids))
-        .exclude(status=Mailbox.Status.DISABLED)
-        .select_related("credential")
-    )
-    outcome: Counter = Counter()
-    if not mailboxes:
-        return outcome
+# What `test_each` yields for a mailbox whose outcome is already written (a revoked grant:
+# identity.access_token_for moved it to reauth_required) and for one deleted meanwhile.
+ALREADY_RECORDED = "already_recorded"
+
+
+def outcome_for(current: Mailbox, error: errors.ErrorCode | None) -> str:
+    """The status a test's result means for this mailbox."""
+    outcome = Mailbox.Status.ERROR if error else Mailbox.Status.ACTIVE
+    if outcome == Mailbox.Status.ACTIVE and current.needs_approval:
+        # Mailivery's Microsoft connect API: a mailbox nobody announced stays pending until a
+        # manager approves it (or the API's warmup/start does).
+        outcome = Mailbox.Status.PENDING
+    return outcome
+
+
+def tenant_key(mailbox: Mailbox) -> str:
+    """Whose servers a test signs in to, for the per-tenant cap: the credential's tenant when
+    it names one, else the mail domain (one domain is one Microsoft tenant)."""
+    tenant = mailbox.credential.tenant_id if mailbox.credential_id and mailbox.credential else ""
+    if tenant and tenant not in ("common", "organizations", "consumers"):
+        return tenant.lower()
+    return mailbox.email.rsplit("@", 1)[-1].lower()
+
+
+class Caps:
+    """At most `per_host` tests at once against one mail-server host and `per_tenant` against
+    one tenant, so a sweep of many mailboxes never looks like an attack to Exchange Online
+    (its limits are per mailbox and per tenant: https://learn.microsoft.com/en-us/office365/
+    servicedescriptions/exchange-online-service-description/exchange-online-limits)."""
+
+    def __init__(self, per_host: int, per_tenant: int):
+        self.per_host, self.per_tenant = per_host, per_tenant
+        self._lock = threading.Lock()
+        self._hosts: dict[str, threading.BoundedSemaphore] = {}
+        self._tenants: dict[str, threading.BoundedSemaphore] = {}
+
+    def _get(self, table: dict, key: str, size: int) -> threading.BoundedSemaphore:
+        with self._lock:
+            if key not in table:
+                table[key] = threading.BoundedSemaphore(size)
+            return table[key]
+
+    @contextmanager
+    def hold(self, mailbox: Mailbox):
+        host = self._get(self._hosts, (mailbox.smtp_host or "").lower(), self.per_host)
+        tenant = self._get(self._tenants, tenant_key(mailbox), self.per_tenant)
+        with tenant, host:
+            yield
+
+
+def interleaved(mailboxes: list[Mailbox]) -> list[Mailbox]:
+    """Round-robin over tenants, so that pool threads rarely wait on one tenant's cap."""
+    groups: dict[str, list[Mailbox]] = {}
+    for mailbox in mailboxes:
+        groups.setdefault(tenant_key(mailbox), []).append(mailbox)
+    return [m for batch in zip_longest(*groups.values()) for m in batch if m is not None]
+
+
+def _test_one(mailbox: Mailbox, token: str, fetch_token: bool, caps: Caps | None):
+    """One mailbox's test on a pool thread: its token first when it needs one (so many token
+    requests run at once), then the sign-in. Database work only through access_token_for."""
+    if fetch_token:
+        try:
+            token = identity.access_token_for(mailbox)
+        except Mailbox.DoesNotExist:
+            return DELETED
+        except FleetError as failure:
+            if failure.error is errors.REAUTH_REQUIRED:
+                return ALREADY_RECORDED
+            return failure.error, failure.message
+        finally:
+            connection.close()  # this thread's own connection, opened by the token's save
+    with caps.hold(mailbox) if caps else nullcontext():
+        if mailbox.auth_method == Mailbox.AuthMethod.GRAPH_APP_ONLY:
+            return app_only_mail.app_only_probe(mailbox)
+        return probe(mailbox, token)
+
+
+def test_each(
+    mailboxes: list[Mailbox],
+    concurrency: int | None = None,
+    caps: Caps | None = None,
+) -> Iterator[tuple[Mailbox, object]]:
+    """Test these mailboxes (not disabled ones: the caller leaves those out), by auth method: an
+    app password signs in over SMTP and IMAP, an OAuth mailbox with XOAUTH2 and its access
+    token, a Graph app-only mailbox with XOAUTH2 and the app's token when its credential holds
+    the Exchange roles (IMAP.AccessAsApp, SMTP.SendAsApp), else through Graph only. Yields
+    (mailbox, result) in the calling thread as results arrive: (error or None, detail),
+    DELETED or ALREADY_RECORDED. The network work runs on `concurrency` threads."""
+    # Inside an uncommitted transaction (a test calling this in-process) other connections see
+    # nothing: tokens are then fetched here, on this thread's connection.
+    tokens_on_threads = not connection.in_atomic_block
     tokens, testable, app_only = {}, [], []
     for mailbox in mailboxes:
         if mailbox.auth_method == Mailbox.AuthMethod.GRAPH_APP_ONLY:
@@ -167,41 +242,64 @@ def check_mailboxes(
         if mailbox.auth_method == Mailbox.AuthMethod.OAUTH and mailbox.credential_id:
             if is_unreadable(mailbox.refresh_token) or is_unreadable(mailbox.access_token):
                 # A missing encryption key: say so on the mailbox rather than call it revoked.
-                unreadable = "The stored token is unreadable"
-                outcome[record(mailbox, errors.SECRET_UNREADABLE, unreadable, actor)] += 1
+                yield mailbox, (errors.SECRET_UNREADABLE, "The stored token is unreadable")
                 continue
-            try:
-                # Refreshed (and the rotated refresh token saved) only when it is about to expire;
-                # the upkeep task keeps most tokens fresh, so this is rarely a round trip.
-                tokens[mailbox.pk] = identity.access_token_for(mailbox)
-            except Mailbox.DoesNotExist:
-                outcome[DELETED] += 1  # deleted since the batch was read
-                continue
-            except FleetError as failure:
-                if failure.error is errors.REAUTH_REQUIRED:
-                    outcome[Mailbox.Status.REAUTH_REQUIRED] += 1  # already recorded there
+            if not tokens_on_threads:
+                try:
+                    tokens[mailbox.pk] = identity.access_token_for(mailbox)
+                except Mailbox.DoesNotExist:
+                    yield mailbox, DELETED
                     continue
-                outcome[record(mailbox, failure.error, failure.message, actor)] += 1
-                continue
+                except FleetError as failure:
+                    yield mailbox, (
+                        ALREADY_RECORDED
+                        if failure.error is errors.REAUTH_REQUIRED
+                        else (failure.error, failure.message)
+                    )
+                    continue
         testable.append(mailbox)
     if app_only:
         found = graph_checks(app_only)
         for mailbox in app_only:
-            error, detail = found[mailbox.pk]
-            outcome[record(mailbox, error, detail, actor)] += 1
+            yield mailbox, found[mailbox.pk]
     if not testable:
-        return outcome
+        return
     workers = min(concurrency or settings.MAIL_CHECK_CONCURRENCY, len(testable))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailcheck") as pool:
         futures = {
-            (
-                pool.submit(app_only_mail.app_only_probe, m)
-                if m.auth_method == Mailbox.AuthMethod.GRAPH_APP_ONLY
-                else pool.submit(probe, m, tokens.get(m.pk, ""))
+            pool.submit(
+                _test_one,
+                m,
+                tokens.get(m.pk, ""),
+                tokens_on_threads
+                and m.auth_method == Mailbox.AuthMethod.OAUTH
+                and bool(m.credential_id),
+                caps,
             ): m
-            for m in testable
+            for m in (interleaved(testable) if caps else testable)
         }
         for future in as_completed(futures):
-            error, detail = future.result()
-            outcome[record(futures[future], error, detail, actor)] += 1
+            yield futures[future], future.result()
+
+
+def check_mailboxes(
+    mailbox_ids: Iterable[int], actor=None, concurrency: int | None = None
+) -> Counter:
+    """Test every mailbox (disabled ones excepted) at once and record each outcome (the
+    connection test of a click or an import before health sweeps, fleet/health.py; kept for
+    callers that want the outcome in hand). Returns the number of mailboxes per status."""
+    mailboxes = list(
+        Mailbox.objects.filter(pk__in=list(mailbox_ids))
+        .exclude(status=Mailbox.Status.DISABLED)
+        .select_related("credential")
+    )
+    outcome: Counter = Counter()
+    for mailbox, result in test_each(mailboxes, concurrency):
+        if result == DELETED:
+            outcome[DELETED] += 1
+        elif result == ALREADY_RECORDED:
+            outcome[Mailbox.Status.REAUTH_REQUIRED] += 1
+        else:
+            error, detail = result
+            outcome[record(mailbox, error, detail, actor)] += 1
     return outcome

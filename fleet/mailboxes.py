@@ -19,16 +19,18 @@ import pyotp
 from django.db import transaction
 from django.db.models import Q
 
-from fleet import errors, providers
+from fleet import audit, errors, health, providers
 from fleet.errors import FleetError
 from fleet.models import EventKind, Mailbox, MailboxEvent, Tag, WebhookDelivery, Workspace
 from fleet.secrets import is_unreadable
-from fleet.tasks import check_mailboxes, enqueue_on_commit
 
 ADMIN, API, TASK = "admin", "api", "task"
 VIA = (ADMIN, API, TASK)
-# Mailboxes per connection-test task: a large selection spreads over the workers.
-CHECK_CHUNK = 500
+# What a new mailbox's audit entry shows (secrets as "changed" only).
+CREATED_FIELDS = [
+    "email", "display_name", "provider", "auth_method", "status", "smtp_host", "imap_host",
+    "password", "totp_secret", "refresh_token", "graph_user_id", "needs_approval",
+]
 
 
 def _event(mailbox: Mailbox, kind: str, message: str, *, actor, via: str) -> MailboxEvent:
@@ -77,6 +79,10 @@ def create(
 
 def record_created(mailbox: Mailbox, *, actor, via: str, message: str = "") -> MailboxEvent:
     """The first line of a mailbox's history (for mailboxes saved by a form, too)."""
+    audit.record(
+        "mailbox.created", mailbox, actor=actor, via=via,
+        changes=audit.set_fields(mailbox, CREATED_FIELDS),
+    )
     return MailboxEvent.objects.create(
         workspace_id=mailbox.workspace_id,
         mailbox=mailbox,
@@ -89,11 +95,19 @@ def record_created(mailbox: Mailbox, *, actor, via: str, message: str = "") -> M
     )
 
 
-def record_changes(mailbox: Mailbox, names: Iterable[str], *, actor, via: str) -> None:
+def record_changes(
+    mailbox: Mailbox, names: Iterable[str], *, actor, via: str, before: dict | None = None
+) -> None:
     """A history line naming the settings a person changed (never their values: some are
-    secrets)."""
+    secrets), and the audit entry with their values before → after (`before`: the old values
+    of `names`)."""
     names = [name for name in names if name != "tags"]
     if names:
+        changes = audit.diff(mailbox, before) if before is not None else {}
+        audit.record(
+            "mailbox.updated", mailbox, actor=actor, via=via,
+            changes=changes or dict.fromkeys(names, audit.CHANGED),
+        )
         _event(
             mailbox,
             EventKind.NOTE,
@@ -111,6 +125,7 @@ def approve(mailbox: Mailbox, *, actor, via: str) -> bool:
     needed no approval."""
     if not mailbox.needs_approval:
         return False
+    before = audit.snapshot(mailbox, ["needs_approval", "status"])
     mailbox.needs_approval = False
     mailbox.save(update_fields=["needs_approval", "updated_at"])
     if mailbox.status == Mailbox.Status.PENDING:
@@ -119,6 +134,9 @@ def approve(mailbox: Mailbox, *, actor, via: str) -> bool:
         )
     else:
         _event(mailbox, EventKind.NOTE, "Approved by a manager", actor=actor, via=via)
+    audit.record(
+        "mailbox.approved", mailbox, actor=actor, via=via, changes=audit.diff(mailbox, before)
+    )
     return True
 
 
@@ -146,8 +164,12 @@ def _check_warmup_settings(daily_volume: int | None, response_rate: int | None) 
         raise FleetError(errors.VALIDATION_ERROR, "Response rate must be 0 to 100")
 
 
-def _set_warmup(mailbox, status, daily_volume, response_rate, *, actor, via) -> None:
+WARMUP_FIELDS = ["warmup_status", "warmup_daily_volume", "warmup_response_rate"]
+
+
+def _set_warmup(mailbox, status, daily_volume, response_rate, *, actor, via, action) -> None:
     previous = mailbox.warmup_status
+    before = audit.snapshot(mailbox, WARMUP_FIELDS)
     mailbox.warmup_status = status
     if daily_volume is not None:
         mailbox.warmup_daily_volume = daily_volume
@@ -165,6 +187,7 @@ def _set_warmup(mailbox, status, daily_volume, response_rate, *, actor, via) -> 
         via=via,
     )
     _webhook(mailbox, "mailbox.warmup_changed", **{"from": previous, "to": status})
+    audit.record(action, mailbox, actor=actor, via=via, changes=audit.diff(mailbox, before))
 
 
 @transaction.atomic
@@ -184,7 +207,10 @@ def start_warmup(
     if approve_if_needed and mailbox.needs_approval:
         approve(mailbox, actor=actor, via=via)
     _check_can_warm_up(mailbox)
-    _set_warmup(mailbox, Mailbox.Warmup.ACTIVE, daily_volume, response_rate, actor=actor, via=via)
+    _set_warmup(
+        mailbox, Mailbox.Warmup.ACTIVE, daily_volume, response_rate,
+        actor=actor, via=via, action="mailbox.warmup_started",
+    )
 
 
 @transaction.atomic
@@ -195,7 +221,10 @@ def pause_warmup(mailbox: Mailbox, *, actor, via: str) -> None:
             f"Warmup of {mailbox.email} is {mailbox.get_warmup_status_display().lower()}, "
             "not running",
         )
-    _set_warmup(mailbox, Mailbox.Warmup.PAUSED, None, None, actor=actor, via=via)
+    _set_warmup(
+        mailbox, Mailbox.Warmup.PAUSED, None, None,
+        actor=actor, via=via, action="mailbox.warmup_paused",
+    )
 
 
 @transaction.atomic
@@ -215,7 +244,10 @@ def resume_warmup(
         )
     _check_warmup_settings(daily_volume, response_rate)
     _check_can_warm_up(mailbox)
-    _set_warmup(mailbox, Mailbox.Warmup.ACTIVE, daily_volume, response_rate, actor=actor, via=via)
+    _set_warmup(
+        mailbox, Mailbox.Warmup.ACTIVE, daily_volume, response_rate,
+        actor=actor, via=via, action="mailbox.warmup_resumed",
+    )
 
 
 # --- on and off -------------------------------------------------------------------------------
@@ -224,7 +256,11 @@ def disable(mailbox: Mailbox, *, actor, via: str) -> bool:
     """Take a mailbox out of use (no tests, no warmup); False when it already was."""
     if mailbox.status == Mailbox.Status.DISABLED:
         return False
+    before = audit.snapshot(mailbox, ["status"])
     mailbox.set_status(Mailbox.Status.DISABLED, actor=actor, via=via)
+    audit.record(
+        "mailbox.disabled", mailbox, actor=actor, via=via, changes=audit.diff(mailbox, before)
+    )
     return True
 
 
@@ -233,8 +269,12 @@ def enable(mailbox: Mailbox, *, actor, via: str) -> bool:
     """Back in use: pending, and its connection is tested again at once."""
     if mailbox.status != Mailbox.Status.DISABLED:
         return False
+    before = audit.snapshot(mailbox, ["status"])
     mailbox.set_status(Mailbox.Status.PENDING, message="Re-enabled", actor=actor, via=via)
-    queue_connection_tests([mailbox], actor=actor, via=via)
+    audit.record(
+        "mailbox.enabled", mailbox, actor=actor, via=via, changes=audit.diff(mailbox, before)
+    )
+    health.queue_tests([mailbox], actor=actor, via=via)
     return True
 
 
@@ -244,6 +284,7 @@ def delete(mailbox: Mailbox, *, actor, via: str) -> dict:
     data = mailbox.webhook_data()
     _event(mailbox, EventKind.NOTE, "Mailbox deleted", actor=actor, via=via)
     _webhook(mailbox, "mailbox.deleted")
+    audit.record("mailbox.deleted", mailbox, actor=actor, via=via)
     mailbox.delete()
     return data
 
@@ -271,7 +312,14 @@ def tags_named(workspace_id: int, names: Iterable[str]) -> list[Tag]:
 @transaction.atomic
 def set_tags(mailbox: Mailbox, names: Iterable[str], *, actor, via: str) -> list[Tag]:
     tags = tags_named(mailbox.workspace_id, names)
+    before = sorted(mailbox.tags.values_list("name", flat=True))
+    after = sorted(tag.name for tag in tags)
     mailbox.tags.set(tags)
+    if before != after:
+        audit.record(
+            "mailbox.tags_set", mailbox, actor=actor, via=via,
+            changes={"tags": {"before": before, "after": after}},
+        )
     return tags
 
 
@@ -297,11 +345,12 @@ def update(
         )
         if value is not None and getattr(mailbox, name) != value
     }
+    before = audit.snapshot(mailbox, changes)
     for name, value in changes.items():
         setattr(mailbox, name, value)
     if changes:
         mailbox.save(update_fields=[*changes, "updated_at"])
-        record_changes(mailbox, changes, actor=actor, via=via)
+        record_changes(mailbox, changes, actor=actor, via=via, before=before)
     if tags is not None:
         set_tags(mailbox, tags, actor=actor, via=via)
     return mailbox
@@ -309,13 +358,8 @@ def update(
 
 # --- connection tests and secrets -------------------------------------------------------------
 def queue_connection_tests(mailboxes: Iterable[Mailbox], *, actor, via: str) -> int:
-    """Queue connection tests (SMTP/IMAP sign-in, or Graph for app-only mailboxes) of these
-    mailboxes, disabled ones excepted; returns how many were queued. Runs after commit."""
-    ids = [m.pk for m in mailboxes if m.status != Mailbox.Status.DISABLED]
-    actor_id = getattr(actor, "pk", None)
-    for start in range(0, len(ids), CHECK_CHUNK):
-        enqueue_on_commit(check_mailboxes, ids[start : start + CHECK_CHUNK], actor_id)
-    return len(ids)
+    """Kept for callers written before health sweeps: `fleet.health.queue_tests`."""
+    return health.queue_tests(mailboxes, actor=actor, via=via)
 
 
 def queue_connection_test(mailbox: Mailbox, *, actor, via: str) -> None:
@@ -324,7 +368,7 @@ def queue_connection_test(mailbox: Mailbox, *, actor, via: str) -> None:
         raise FleetError(
             errors.MAILBOX_DISABLED, f"{mailbox.email} is disabled; enable it to test it"
         )
-    queue_connection_tests([mailbox], actor=actor, via=via)
+    health.queue_tests([mailbox], actor=actor, via=via)
 
 
 class AccountTOTP(pyotp.TOTP):
@@ -352,4 +396,5 @@ def reveal_totp(mailbox: Mailbox, *, actor, via: str) -> TotpCode:
     totp = AccountTOTP(str(mailbox.totp_secret))
     code = totp.now()
     _event(mailbox, EventKind.TOTP_REVEAL, "TOTP code shown", actor=actor, via=via)
+    audit.record("mailbox.totp_revealed", mailbox, actor=actor, via=via)
     return TotpCode(code, totp.interval - int(time.time()) % totp.interval)

@@ -87,6 +87,24 @@ class Leased(models.Model):
         abstract = True
 
 
+def default_health_check_interval() -> timedelta:
+    """A new workspace's health-sweep cadence: HEALTH_CHECK_INTERVAL_HOURS (fleet/health.py)."""
+    return timedelta(hours=settings.HEALTH_CHECK_INTERVAL_HOURS)
+
+
+# The shortest cadence a workspace may choose: one test per mailbox per hour.
+MIN_HEALTH_CHECK_INTERVAL = timedelta(hours=1)
+
+
+def validate_health_check_interval(value: timedelta) -> None:
+    from django.core.exceptions import ValidationError
+
+    if value is None or value < MIN_HEALTH_CHECK_INTERVAL:
+        raise ValidationError("The health check interval must be at least 1 hour.")
+    if value > timedelta(days=90):
+        raise ValidationError("The health check interval must be at most 90 days.")
+
+
 class Workspace(models.Model):
     """An agency client: its mailboxes, credentials and members live inside it."""
 
@@ -101,6 +119,12 @@ class Workspace(models.Model):
     # Cleared when the receiver answers 410 Gone; saving a URL again turns it back on.
     webhook_enabled = models.BooleanField(default=True)
     webhook_disabled_reason = models.CharField(max_length=200, blank=True)
+    # Every mailbox that is not disabled is tested once per interval (fleet/health.py).
+    health_check_interval = models.DurationField(
+        default=default_health_check_interval,
+        validators=[validate_health_check_interval],
+        help_text="How often every mailbox is tested (at least 1 hour), e.g. 24:00:00 for daily.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ScopedQuerySet.as_manager()
@@ -137,6 +161,14 @@ class Membership(models.Model):
     )
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+    # Managers and owners get the workspace's disconnect digests (fleet/alerts.py) unless they
+    # turn this off; members change it for themselves, managers for anyone in the workspace.
+    alert_emails = models.BooleanField(
+        "alert e-mails",
+        default=True,
+        help_text="E-mail me a digest when this workspace's mailboxes disconnect or come back "
+        "(managers and owners with an e-mail address).",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     objects = ScopedQuerySet.as_manager()
@@ -351,6 +383,15 @@ class Mailbox(models.Model):
     refresh_token = EncryptedTextField(blank=True)
     access_token = EncryptedTextField(blank=True)
     token_expires_at = models.DateTimeField(null=True, blank=True)
+    # Token upkeep (fleet/microsoft/identity.py, fleet/tokens.py). A refresh holds a lease on the
+    # row instead of a transaction across the HTTP call: `token_lease_owner` is the refresh (or
+    # the keep-alive task) redeeming the refresh token now, until `token_lease_expires_at`.
+    token_lease_owner = models.CharField(max_length=64, blank=True, editable=False)
+    token_lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When the refresh token was last redeemed (or granted), and when the keep-alive refreshes it
+    # if nothing else needed a token before then (TOKEN_KEEPALIVE_DAYS after, spread out).
+    refresh_token_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    token_keepalive_due_at = models.DateTimeField(null=True, blank=True, editable=False)
     graph_user_id = models.CharField(max_length=64, blank=True)
     # The app registration that holds this mailbox's OAuth grant (refresh tokens are bound to it).
     credential = models.ForeignKey(
@@ -378,6 +419,22 @@ class Mailbox(models.Model):
     mx_correct = models.BooleanField(null=True, blank=True)
 
     last_checked_at = models.DateTimeField(null=True, blank=True)
+    # Connection tests live on the mailbox row (fleet/health.py): when the next one is due
+    # (null: none scheduled yet), the task testing it now (a lease renewed by a heartbeat,
+    # taken back by the reaper when its worker dies), who asked for it, and how many transient
+    # failures in a row it has had (the third counts as a disconnect).
+    check_due_at = models.DateTimeField(null=True, blank=True, editable=False)
+    check_lease_owner = models.CharField(max_length=64, blank=True, editable=False)
+    check_lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    check_requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        editable=False,
+    )
+    check_transient_failures = models.PositiveSmallIntegerField(default=0, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -413,6 +470,9 @@ class Mailbox(models.Model):
         indexes = [
             # The admin's default view: one workspace's mailboxes by status.
             models.Index(fields=["workspace", "status"], name="mailbox_ws_status"),
+            # The status filter across workspaces (a superuser's list, a manager's several): its
+            # capped count (CappedPaginator) reads 10,001 entries here instead of scanning.
+            models.Index(fields=["status"], name="mailbox_status"),
             # "Which mailboxes fail with code X" (the error-code filter, its ranked choices, the
             # dashboard): only failing mailboxes are indexed, a small share of the fleet.
             models.Index(
@@ -433,6 +493,45 @@ class Mailbox(models.Model):
                 name="mailbox_ws_graph_user",
                 condition=~Q(graph_user_id=""),
             ),
+            # The keep-alive dispatcher reads the next due refresh tokens in due order, LIMIT a
+            # chunk; only mailboxes with a refresh token to keep are indexed.
+            models.Index(
+                fields=["token_keepalive_due_at"],
+                name="mailbox_token_keepalive_due",
+                condition=Q(token_keepalive_due_at__isnull=False),
+            ),
+            # The reaper finds token leases of workers that died; only held leases are indexed.
+            models.Index(
+                fields=["token_lease_expires_at"],
+                name="mailbox_token_lease",
+                condition=~Q(token_lease_owner=""),
+            ),
+            # The health dispatcher's "what is due", oldest first, LIMIT a chunk; only
+            # scheduled mailboxes are indexed.
+            models.Index(
+                fields=["check_due_at"],
+                name="mailbox_check_due",
+                condition=Q(check_due_at__isnull=False),
+            ),
+            # Mailboxes nobody scheduled yet (new since the last pass): the dispatcher gives
+            # them their slot, a chunk at a time, without reading the rest of the fleet.
+            models.Index(
+                fields=["id"],
+                name="mailbox_check_unscheduled",
+                condition=Q(check_due_at__isnull=True) & ~Q(status="disabled"),
+            ),
+            # The dashboard's "never tested" (fleet/dashboard.py): few rows once a fleet is swept.
+            models.Index(
+                fields=["workspace"],
+                name="mailbox_never_tested",
+                condition=Q(last_checked_at__isnull=True),
+            ),
+            # The reaper's "whose test lease ran out".
+            models.Index(
+                fields=["check_lease_expires_at"],
+                name="mailbox_check_lease",
+                condition=Q(check_lease_expires_at__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -441,6 +540,13 @@ class Mailbox(models.Model):
     @property
     def error(self) -> errors.ErrorCode | None:
         return errors.get(self.error_code)
+
+    def admin_url(self) -> str:
+        """The mailbox's page in the admin, absolute (FLEET_BASE_URL): for e-mails and webhooks,
+        which are read outside any request."""
+        from django.urls import reverse
+
+        return settings.FLEET_BASE_URL + reverse("admin:fleet_mailbox_change", args=[self.pk])
 
     def webhook_data(self) -> dict:
         """How a mailbox appears in webhook payloads (and never with a secret)."""
@@ -513,22 +619,34 @@ class Mailbox(models.Model):
             error_message=message if error else "",
             updated_at=now,
         )
+        outbox: dict[int, tuple[Workspace, list[tuple[str, dict]]]] = {}
+        alerts = []
         for m in mailboxes:
-            previous = m.status
+            previous, previous_code = m.status, m.error_code
             m.status, m.updated_at = status, now
             m.error_code = error.code if error else ""
             m.error_message = message if error else ""
-            if previous != status:
-                WebhookDelivery.objects.emit(
-                    m.workspace,
-                    "mailbox.status_changed",
-                    {"mailbox": m.webhook_data(), "from": previous, "to": status},
-                )
+            if previous == status:
+                continue
+            if m.workspace_id not in outbox:
+                outbox[m.workspace_id] = (m.workspace, [])
+            data = m.webhook_data()
+            pending = outbox[m.workspace_id][1]
+            pending.append(
+                ("mailbox.status_changed", {"mailbox": data, "from": previous, "to": status})
+            )
+            alert = AlertItem.for_change(m, previous, previous_code, now)
+            if alert is not None:
+                alerts.append(alert)
+                pending.append((alert.webhook_event, alert.webhook_data(data)))
+        # Leaving `active` for an error, or coming back: a line for the workspace's digest
+        # e-mail (fleet/alerts.py), in the same transaction as the change; one INSERT for all.
+        AlertItem.objects.bulk_create(alerts)
+        for workspace, pending in outbox.values():
+            WebhookDelivery.objects.emit_many(workspace, pending)
         return events
 
-    def note(
-        self, message: str, actor=None, via: str = "", kind: str = "note"
-    ) -> MailboxEvent:
+    def note(self, message: str, actor=None, via: str = "", kind: str = "note") -> MailboxEvent:
         """A line in the mailbox's history that is not a status change."""
         return MailboxEvent.objects.create(
             workspace_id=self.workspace_id,
@@ -738,6 +856,250 @@ class MailboxEvent(models.Model):
         return f"{self.email}: {self.get_kind_display()}"
 
 
+class AlertKind(models.TextChoices):
+    DISCONNECTED = "disconnected", "Disconnected"
+    RECONNECTED = "reconnected", "Reconnected"
+
+
+class AlertDigestStatus(models.TextChoices):
+    PENDING = "pending", "Waiting to be sent"
+    SENT = "sent", "Sent"
+    NO_RECIPIENTS = "no_recipients", "Nobody to send to"  # no manager/owner wants alert e-mails
+    FAILED = "failed", "Gave up"
+
+
+class AlertDigest(Leased):
+    """One digest e-mail of a workspace: the alert items it carries (claimed when it is made, in
+    the same transaction), who it goes to, and whether it went. Sent by the task that leases it
+    (fleet/alerts.py); at most one per workspace per ALERT_DIGEST_MINUTES."""
+
+    workspace_lookup = "workspace"
+
+    Status = AlertDigestStatus
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="alert_digests")
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.PENDING, editable=False
+    )
+    # The addresses it goes to, fixed when it is made (a resend goes to the same people).
+    recipients = models.JSONField(default=list, blank=True, editable=False)
+    attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+    last_error = models.CharField(max_length=300, blank=True, editable=False)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    sent_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=AlertDigestStatus.values), name="alertdigest_status_valid"
+            )
+        ]
+        indexes = [
+            # The window check: a workspace's latest digest.
+            models.Index(fields=["workspace", "-created_at"], name="alertdigest_ws_time"),
+            # The sender's question: digests still to send.
+            models.Index(
+                fields=["next_attempt_at"], condition=Q(status="pending"), name="alertdigest_due"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Alert digest #{self.pk}, {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class AlertItem(models.Model):
+    """A mailbox that left `active` for an error (or reauth), or came back to `active` from one:
+    written by `Mailbox.set_status_many` with the change, waiting for its workspace's next digest
+    (`digest` is null until a digest claims it)."""
+
+    workspace_lookup = "workspace"
+
+    Kind = AlertKind
+
+    DROPPED_TO = (MailboxStatus.ERROR, MailboxStatus.REAUTH_REQUIRED)
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="alert_items")
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    email = models.CharField(max_length=254)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    from_status = models.CharField(max_length=16)
+    to_status = models.CharField(max_length=16)
+    # Disconnected: the code it dropped with; reconnected: the code it had until it came back.
+    error_code = models.CharField(max_length=64, blank=True)
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    digest = models.ForeignKey(
+        AlertDigest, null=True, blank=True, on_delete=models.SET_NULL, related_name="items"
+    )
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=AlertKind.values), name="alertitem_kind")
+        ]
+        indexes = [
+            # Items waiting for a digest: few rows at any time, whatever the history's size.
+            models.Index(
+                fields=["workspace", "created_at"],
+                condition=Q(digest__isnull=True),
+                name="alertitem_waiting",
+            ),
+            models.Index(fields=["digest"], name="alertitem_digest"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} {self.get_kind_display().lower()} ({self.from_status} → {self.to_status})"
+
+    @classmethod
+    def for_change(
+        cls, mailbox: Mailbox, previous: str, previous_code: str, when
+    ) -> AlertItem | None:
+        """The alert a status change makes, or None: only leaving `active` for an error or
+        reauth (disconnected), or coming back to `active` from one (reconnected)."""
+        if previous == MailboxStatus.ACTIVE and mailbox.status in cls.DROPPED_TO:
+            kind, code, message = AlertKind.DISCONNECTED, mailbox.error_code, mailbox.error_message
+        elif previous in cls.DROPPED_TO and mailbox.status == MailboxStatus.ACTIVE:
+            kind, code, message = AlertKind.RECONNECTED, previous_code, ""
+        else:
+            return None
+        return cls(
+            workspace_id=mailbox.workspace_id,
+            mailbox=mailbox,
+            email=mailbox.email,
+            kind=kind,
+            from_status=previous,
+            to_status=mailbox.status,
+            error_code=code,
+            message=message,
+            created_at=when,
+        )
+
+    @property
+    def error(self) -> errors.ErrorCode | None:
+        return errors.get(self.error_code)
+
+    @property
+    def webhook_event(self) -> str:
+        return f"mailbox.{self.kind}"
+
+    def webhook_data(self, mailbox_data: dict) -> dict:
+        """`mailbox.disconnected` / `mailbox.reconnected`: the mailbox, the code (dropped with,
+        or recovered from) with the catalogue's message and hint, and its admin page."""
+        entry = self.error
+        return {
+            "mailbox": mailbox_data,
+            "from": self.from_status,
+            "to": self.to_status,
+            "code": self.error_code,
+            "message": entry.message if entry else self.message,
+            "hint": entry.hint if entry else "",
+            "link": self.mailbox.admin_url() if self.mailbox_id else "",
+        }
+
+
+# --- Rolled-up counts for the dashboard ------------------------------------------------------------
+# Counting a million mailboxes (or their events) on every dashboard view takes seconds; these
+# tables hold the same counts, a few rows per workspace. Database triggers (migration
+# 0017_scale_tallies: statement-level with transition tables on PostgreSQL, row-level on SQLite)
+# keep them in step with every INSERT, UPDATE and DELETE of the source rows — the ORM's bulk
+# writes, `QuerySet.update`, cascades and raw SQL included — in the same transaction. Rows are
+# never written by Fleet's code; `fleet/tallies.py` reads them and can recount them from scratch.
+# Their workspace column carries no foreign key: a workspace's rows fall to zero as its mailboxes
+# are deleted, whatever order Django's cascade deletes in.
+
+
+class MailboxTally(models.Model):
+    """Mailboxes per workspace, status, warmup state, error code and auth method."""
+
+    workspace_lookup = "workspace"
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    status = models.CharField(max_length=16)
+    warmup_status = models.CharField(max_length=16)
+    error_code = models.CharField(max_length=64)
+    auth_method = models.CharField(max_length=16)
+    mailboxes = models.BigIntegerField(default=0)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "status", "warmup_status", "error_code", "auth_method"],
+                name="mailbox_tally_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status}/{self.warmup_status}/{self.error_code}: {self.mailboxes}"
+
+
+class DomainTally(models.Model):
+    """Mailboxes per workspace, domain and deliverability state (Microsoft's own consumer
+    domains, provider outlook_com, left out as on the dashboard). Each check is 1 found, 0
+    missing, -1 never checked (the mailbox's boolean or NULL)."""
+
+    workspace_lookup = "workspace"
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    domain = models.CharField(max_length=254)
+    spf = models.SmallIntegerField()
+    dkim = models.SmallIntegerField()
+    dmarc = models.SmallIntegerField()
+    mx = models.SmallIntegerField()
+    dmarc_policy = models.CharField(max_length=16)
+    mailboxes = models.BigIntegerField(default=0)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "domain", "spf", "dkim", "dmarc", "mx", "dmarc_policy"],
+                name="domain_tally_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.domain}: {self.mailboxes}"
+
+
+class EventDayTally(models.Model):
+    """Connections made (→ active) and lost (active → error or reauth) per workspace and UTC
+    day: the dashboard's trend chart."""
+
+    workspace_lookup = "workspace"
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    day = models.DateField()
+    made = models.BigIntegerField(default=0)
+    lost = models.BigIntegerField(default=0)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "day"], name="event_day_tally_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day}: +{self.made} -{self.lost}"
+
+
 class WebhookCounter(models.Model):
     """The last webhook `sequence` given out in a workspace. Its row is locked by the transaction
     that emits an event (so a rolled-back event gives its number back: no gaps) and by the
@@ -752,19 +1114,19 @@ class WebhookCounter(models.Model):
         return f"{self.workspace_id}: {self.last_sequence}"
 
     @classmethod
-    def next_sequence(cls, workspace_id: int) -> int:
-        """The workspace's next webhook sequence number. The UPDATE locks the counter row until
-        the caller's transaction ends, so numbers are handed out (and given back on rollback)
-        in commit order."""
+    def next_sequence(cls, workspace_id: int, count: int = 1) -> int:
+        """The workspace's next webhook sequence number (the last of `count` reserved at once).
+        The UPDATE locks the counter row until the caller's transaction ends, so numbers are
+        handed out (and given back on rollback) in commit order."""
         for _ in range(2):
             if cls.objects.filter(pk=workspace_id).update(
-                last_sequence=models.F("last_sequence") + 1
+                last_sequence=models.F("last_sequence") + count
             ):
                 return cls.objects.values_list("last_sequence", flat=True).get(pk=workspace_id)
             try:
                 with transaction.atomic():
-                    cls.objects.create(workspace_id=workspace_id, last_sequence=1)
-                return 1
+                    cls.objects.create(workspace_id=workspace_id, last_sequence=count)
+                return count
             except IntegrityError:
                 continue  # created by a concurrent transaction meanwhile: count on from theirs
         raise RuntimeError(f"no webhook counter for workspace {workspace_id}")
@@ -781,19 +1143,57 @@ class WebhookDeliveryQuerySet(ScopedQuerySet):
         if not workspace.webhooks_on:
             return None
         with transaction.atomic():
-            sequence = WebhookCounter.next_sequence(workspace.pk)
-            delivery = WebhookDelivery(workspace=workspace, event=event, sequence=sequence)
-            delivery.payload = {
-                "id": str(delivery.uid),
-                "event": event,
-                "sequence": sequence,
-                "occurred_at": delivery.created_at.isoformat(),
-                "created_at": delivery.created_at.isoformat(),
-                "workspace": {"slug": workspace.slug, "name": workspace.name},
-                "data": data,
-            }
+            delivery = self._numbered(
+                workspace, event, WebhookCounter.next_sequence(workspace.pk), data
+            )
             delivery.save()
         return delivery
+
+    @staticmethod
+    def _numbered(workspace: Workspace, event: str, sequence: int, data: dict) -> WebhookDelivery:
+        delivery = WebhookDelivery(workspace=workspace, event=event, sequence=sequence)
+        delivery.payload = {
+            "id": str(delivery.uid),
+            "event": event,
+            "sequence": sequence,
+            "occurred_at": delivery.created_at.isoformat(),
+            "created_at": delivery.created_at.isoformat(),
+            "workspace": {"slug": workspace.slug, "name": workspace.name},
+            "data": data,
+        }
+        return delivery
+
+    def emit_many(
+        self, workspace: Workspace, events: list[tuple[str, dict]]
+    ) -> list[WebhookDelivery]:
+        """`emit` for several events of one workspace (a bulk add's chunk, its alerts): their
+        sequence numbers in one UPDATE, the rows in one INSERT, in the order given."""
+        for event, _ in events:
+            if event not in WebhookDelivery.EVENTS:
+                raise ValueError(f"unknown webhook event {event!r}")
+        if not events or not workspace.webhooks_on:
+            return []
+        if len(events) == 1:
+            return [self.emit(workspace, *events[0])]
+        with transaction.atomic():
+            last = WebhookCounter.next_sequence(workspace.pk, len(events))
+            first = last - len(events) + 1
+            deliveries = WebhookDelivery.objects.bulk_create(
+                self._numbered(workspace, event, sequence, data)
+                for sequence, (event, data) in enumerate(events, start=first)
+            )
+            # bulk_create sends no post_save: send it, so the receiver in fleet/webhooks.py has
+            # them sent on commit (one send task per workspace and transaction all the same).
+            for delivery in deliveries:
+                models.signals.post_save.send(
+                    sender=WebhookDelivery,
+                    instance=delivery,
+                    created=True,
+                    update_fields=None,
+                    raw=False,
+                    using=self.db,
+                )
+        return deliveries
 
 
 class WebhookDelivery(Leased):
@@ -808,6 +1208,8 @@ class WebhookDelivery(Leased):
         "mailbox.status_changed": "A mailbox's connection status changed",
         "mailbox.warmup_changed": "A mailbox's warmup was started, paused or resumed",
         "mailbox.deleted": "A mailbox was deleted",
+        "mailbox.disconnected": "An active mailbox dropped to error or reauth_required",
+        "mailbox.reconnected": "A mailbox in error or reauth_required is active again",
         "consent_request.status_changed": "A consent request moved to another status",
         "webhook.test": "A test event sent from the admin",
     }
@@ -1206,3 +1608,169 @@ class MoveItem(models.Model):
 
     def __str__(self) -> str:
         return self.email
+
+
+class AuditVia(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    API = "api", "API"
+    TASK = "task", "Task"
+    # A public page with no Fleet user behind it: Microsoft's consent callback.
+    WEB = "web", "Consent page"
+
+
+class AuditEntry(models.Model):
+    """Who changed what, from where: one row per state-changing operation (fleet/audit.py writes
+    them, in the transaction of the change). Instantly's audit log answers the same questions:
+    who, what, from which address, whether through the API.
+
+    The workspace and actor are kept as plain ids (no foreign-key constraint, nothing cascades):
+    the log outlives a deleted workspace, user or object, and a delete never touches 10M rows."""
+
+    workspace_lookup = "workspace"
+
+    Via = AuditVia
+    SYSTEM = "system"
+
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    workspace = models.ForeignKey(
+        Workspace,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="+",
+    )
+    # The actor's username at the time, or "system": the log reads the same after a rename.
+    actor_name = models.CharField(max_length=150)
+    api_key_prefix = models.CharField(max_length=24, blank=True)
+    via = models.CharField(max_length=8, choices=Via.choices)
+    client_address = models.CharField(max_length=45, blank=True)
+    request_id = models.CharField(max_length=128, blank=True)
+    object_type = models.CharField(max_length=40)
+    # The object's public id (a mailbox's or consent request's uid, else its pk) and its pk (for
+    # the admin's link); its name as it was then.
+    object_id = models.CharField(max_length=64)
+    object_pk = models.PositiveBigIntegerField(null=True, blank=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    action = models.CharField(max_length=64)
+    # {"field": {"before": …, "after": …}}; a secret field is only ever "changed".
+    changes = models.JSONField(default=dict, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit log"
+        default_permissions = ("view",)
+        indexes = [
+            # The list and the API page: one (or a few) workspaces' newest entries, read from
+            # the index in order (keyset), never sorted or counted.
+            models.Index(fields=["workspace", "-created_at", "-id"], name="audit_ws_time"),
+            # Superusers' unfiltered list, and pruning (created_at < cutoff) in batches.
+            models.Index(fields=["-created_at", "-id"], name="audit_time"),
+            # "What happened to this object", and "which entries did this request write" (the
+            # search box and the API's object_id filter: exact ids, never a scan).
+            models.Index(fields=["object_id", "-created_at"], name="audit_object"),
+            models.Index(
+                fields=["request_id"], name="audit_request", condition=~Q(request_id="")
+            ),
+            # The actor and action filters: each an ordered range of its own (an action is
+            # often rare; read through the workspace index it would be a long scan).
+            models.Index(fields=["actor", "-created_at"], name="audit_actor_time"),
+            models.Index(fields=["action", "-created_at"], name="audit_action_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.actor_name} {self.action} {self.object_type} {self.object_repr}"
+
+
+class ReconnectRun(models.Model):
+    """One "Reconnect all failing": the consent requests asked of a workspace's OAuth mailboxes
+    that need reauthorization, grouped so that one page lists their links and shows progress.
+    Progress is read from the mailboxes themselves (`active` again), not kept here."""
+
+    workspace_lookup = "workspace"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="reconnects")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # What was chosen, as the person chose it ("all failing", "tag=…"), for the page's title.
+    selection = models.CharField(max_length=300, blank=True)
+    total = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["workspace", "-created_at"], name="reconnect_ws_time")]
+
+    def __str__(self) -> str:
+        return f"Reconnect of {self.total} mailbox(es), {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class ReconnectItem(models.Model):
+    """One mailbox of a reconnect run and the consent request it was given (a new one, or the
+    open one it already had)."""
+
+    workspace_lookup = "run__workspace"
+
+    run = models.ForeignKey(ReconnectRun, on_delete=models.CASCADE, related_name="items")
+    mailbox = models.ForeignKey(
+        Mailbox, null=True, on_delete=models.SET_NULL, related_name="reconnect_items"
+    )
+    email = models.CharField(max_length=254)
+    consent_request = models.ForeignKey(
+        ConsentRequest, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reused = models.BooleanField(default=False, help_text="An open consent request was reused.")
+    emailed_to = models.CharField(max_length=254, blank=True)
+    emailed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["run", "email"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "mailbox"], name="reconnect_item_once")
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class UptimeHour(models.Model):
+    """Connection tests and disconnections of one workspace in one hour (UTC): the dashboard's
+    uptime without reading the events (1M mailboxes tested daily write 30M events a month).
+    Kept in step with MailboxEvent by database triggers (migration 0016), so every writer of
+    events counts, whatever code path it takes; Fleet's code never writes these rows."""
+
+    workspace_lookup = "workspace"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    hour = models.DateTimeField()
+    checks = models.PositiveIntegerField(default=0)  # CONNECTION_TEST events
+    passed = models.PositiveIntegerField(default=0)  # … of them without an error code
+    disconnections = models.PositiveIntegerField(default=0)  # MailboxEvent.LOST events
+
+    objects = ScopedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["workspace", "-hour"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "hour"], name="uptime_ws_hour")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id} {self.hour:%Y-%m-%d %H}:00"

@@ -30,7 +30,7 @@ from django.db import transaction
 from django.db.models import Case, Count, F, Q, Value, When
 from django.utils import timezone
 
-from fleet import errors
+from fleet import audit, errors
 from fleet.errors import FleetError
 from fleet.microsoft import identity
 from fleet.microsoft.http import MicrosoftError
@@ -247,6 +247,9 @@ def start_move(workspace: Workspace, user=None, mailbox_ids: list[int] | None = 
             )
         MoveItem.objects.bulk_create(items, batch_size=1000)
         refresh_counts(run)
+        audit.record(
+            "moverun.started", run, actor=user, changes=audit.set_fields(run, ["total"])
+        )
         enqueue_on_commit(run_move, run.pk)
     return run
 

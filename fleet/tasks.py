@@ -70,13 +70,47 @@ def check_mailboxes(mailbox_ids: list[int], actor_id: int | None = None) -> dict
     return dict(mailbox_checks.check_mailboxes(mailbox_ids, actor=actor))
 
 
-# --- Microsoft OAuth upkeep -----------------------------------------------------------------
-@task()
-def refresh_expiring_tokens() -> dict[str, int]:
-    """Periodic (see `manage.py run_periodic`): refresh access tokens ahead of expiry."""
-    from fleet.microsoft.identity import refresh_expiring
+@task(takes_context=True)
+def test_due_mailboxes(context: TaskContext) -> dict[str, int]:
+    """Claim a chunk of mailboxes whose test is due (leased, fleet/health.py) and test them."""
+    from fleet import health, leases
 
-    return refresh_expiring()
+    outcome = dict(health.run_due(leases.owner_of(context)))
+    health.continue_if_due()
+    return outcome
+
+
+@task(priority=UPKEEP_PRIORITY)
+def dispatch_health_checks() -> dict[str, int]:
+    """Periodic: schedule new mailboxes' health checks and queue tasks for the due ones."""
+    from fleet import health
+
+    return health.dispatch()
+
+
+# --- Microsoft OAuth upkeep (fleet/tokens.py) ------------------------------------------------
+@task(priority=UPKEEP_PRIORITY)
+def dispatch_token_keepalive() -> int:
+    """Periodic: hand the refresh tokens due for their keep-alive to `keep_tokens_alive` tasks."""
+    from fleet import tokens
+
+    return tokens.dispatch()
+
+
+@task(takes_context=True)
+def keep_tokens_alive(context: TaskContext, queued_owner: str) -> dict[str, int]:
+    """Redeem one chunk of due refresh tokens, TOKEN_REFRESH_CONCURRENCY at a time."""
+    from fleet import leases, tokens
+
+    return tokens.run(queued_owner, owner=leases.owner_of(context))
+
+
+@task()
+def refresh_expiring_tokens() -> int:
+    """Tasks queued before access tokens were fetched when needed: the keep-alive dispatch."""
+    from fleet import tokens
+
+    return tokens.dispatch()
 
 
 @task()
@@ -107,6 +141,15 @@ def run_bulk_add(context: TaskContext, run_id: int) -> str:
     return execute(run, owner=leases.owner_of(context)).status if run else "gone"
 
 
+# --- Disconnect alerts (fleet/alerts.py) ------------------------------------------------------
+@task(takes_context=True, priority=UPKEEP_PRIORITY)
+def send_alert_digests(context: TaskContext) -> dict[str, int]:
+    """Periodic: open the workspaces' due alert digests and send them (leased)."""
+    from fleet import alerts, leases
+
+    return alerts.send_due(owner=leases.owner_of(context))
+
+
 # --- Work of dead workers (fleet/leases.py) ---------------------------------------------------
 # Each job kind's `reclaim_expired(now) -> int`, in the service module of that job: it takes
 # back the kind's rows whose lease expired (a conditional UPDATE, safe on many hosts at once),
@@ -116,6 +159,9 @@ RECLAIMERS = [
     "fleet.webhooks.reclaim_expired",
     "fleet.credentials.reclaim_expired",
     "fleet.move.reclaim_expired",
+    "fleet.tokens.reclaim_expired",
+    "fleet.alerts.reclaim_expired",
+    "fleet.health.reclaim_expired",
 ]
 
 
@@ -146,10 +192,23 @@ def finish_consent_move(item_id: int) -> str:
     return finish(item_id)
 
 
+# --- The audit log (fleet/audit.py) ---------------------------------------------------------
+@task(priority=UPKEEP_PRIORITY)
+def prune_audit_log() -> int:
+    """Periodic: delete audit entries older than AUDIT_RETENTION_DAYS, in batches."""
+    from fleet import audit
+
+    return audit.prune()
+
+
 # Periodic tasks and their interval in seconds, for `manage.py run_periodic`.
 PERIODIC = {
-    refresh_expiring_tokens: 5 * 60,
+    dispatch_token_keepalive: settings.JOB_REAPER_SECONDS,
     expire_consent_requests: 15 * 60,
     reap: settings.JOB_REAPER_SECONDS,
     sweep_webhooks: settings.JOB_REAPER_SECONDS,
+    # Every minute whatever ALERT_DIGEST_MINUTES is: the window is kept per workspace.
+    send_alert_digests: 60,
+    prune_audit_log: 60 * 60,
+    dispatch_health_checks: settings.JOB_REAPER_SECONDS,
 }

@@ -14,6 +14,7 @@ turned off (`basic_auth_off`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -58,12 +59,18 @@ class User:
 
     @property
     def oid(self) -> str:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-user:{self.username.lower()}"))
+        return _oid(self.username.lower())
 
     @property
     def proxy_addresses(self) -> list[str]:
         """Exchange's form: the primary address as `SMTP:`, aliases as `smtp:`."""
         return [f"SMTP:{self.username}", *(f"smtp:{a}" for a in self.aliases)]
+
+
+@functools.lru_cache(maxsize=100_000)
+def _oid(username: str) -> str:
+    """A user's object id: stable, derived from the sign-in address."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"sandbox-user:{username}"))
 
 
 @dataclass
@@ -98,6 +105,8 @@ class Directory:
         ]
         self.users: dict[str, User] = {}
         self.by_upn: dict[str, User] = {}  # sign-in names other than the mail address → user
+        # Object id → user: `/users/{id}` without computing every user's id (a uuid5) each time.
+        self.by_oid: dict[str, User] = {}
         for u in data.get("users", []):
             self.add_user(u["username"], u.get("name", ""), **_opts(u))
         self.apps: dict[str, Application] = {}
@@ -133,6 +142,7 @@ class Directory:
             raise ValueError(f"no sandbox tenant has the domain {domain}")
         user = User(username=username, name=name or username, tenant=tenant, **opts)
         self.users[username.lower()] = user
+        self.by_oid[user.oid] = user
         if user.upn:
             self.by_upn[user.upn.lower()] = user
         return user
@@ -149,6 +159,10 @@ class Directory:
             user = None  # the mail address of a user who signs in with another name
         if user is None:
             user = self.by_upn.get(key)
+            if user is not None and self.users.get(user.username.lower()) is not user:
+                user = None  # removed from the directory since
+        if user is None:
+            user = self.by_oid.get(key)
             if user is not None and self.users.get(user.username.lower()) is not user:
                 user = None  # removed from the directory since
         user = user or next((u for u in self.users.values() if u.oid == key), None)

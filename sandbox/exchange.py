@@ -10,12 +10,19 @@ XOAUTH2 (identity.validate_access_token):
 - Basic auth turned off for a tenant (`basic_auth_off`): app passwords get
   `550 5.7.30 Basic authentication is not supported for Client Submission` on SMTP and a plain
   `NO LOGIN failed.` on IMAP.
+- The demo's planned drop (`drop_passwords`, from `drop_at`): the user's app password gets
+  `535 5.7.3 Authentication unsuccessful` (SMTP) and `NO LOGIN failed.` (IMAP), as after the
+  user changed it.
 """
 
 from __future__ import annotations
 
 from sandbox.identity import verified_claims
-from sandbox.mailservers import IMAP_LOGIN_FAILED, SMTP_BASIC_AUTH_UNSUPPORTED
+from sandbox.mailservers import (
+    IMAP_LOGIN_FAILED,
+    SMTP_BAD_CREDENTIALS,
+    SMTP_BASIC_AUTH_UNSUPPORTED,
+)
 from sandbox.server import RUNNING
 
 PROTOCOL_ROLE = {"smtp": "SMTP.SendAsApp", "imap": "IMAP.AccessAsApp"}
@@ -40,8 +47,11 @@ def validate_app_token(username: str, token: str, protocol: str) -> bool:
 
 
 def basic_auth_reply(username: str, protocol: str) -> str | None:
-    """Exchange's answer to an app-password sign-in where the tenant turned Basic auth off."""
+    """Exchange's answer to an app-password sign-in where the tenant turned Basic auth off, or
+    where the demo's planned drop (`drop_passwords`) has come: the password no longer works."""
     for sandbox in list(RUNNING):
+        if sandbox.switches.password_refused(username):
+            return SMTP_BAD_CREDENTIALS if protocol == "smtp" else IMAP_LOGIN_FAILED
         user = sandbox.directory.user(username)
         tenant = (
             user.tenant

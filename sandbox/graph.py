@@ -252,10 +252,13 @@ def batch(request: Request) -> Response:
             browser=False,
         )
         answer = sandbox.dispatch(sub, inner=True)
-        try:
-            content = json.loads(answer.encoded() or b"null")
-        except ValueError:
-            content = answer.encoded().decode(errors="replace")
+        if isinstance(answer.body, (dict, list)):  # as it is: encoded once, with the envelope
+            content = answer.body
+        else:
+            try:
+                content = json.loads(answer.encoded() or b"null")
+            except ValueError:
+                content = answer.encoded().decode(errors="replace")
         answers.append(
             {"id": item["id"], "status": answer.status, "headers": answer.headers, "body": content}
         )

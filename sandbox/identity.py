@@ -11,12 +11,14 @@ loopback SMTP/IMAP servers check XOAUTH2 tokens.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import secrets
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from html import escape
 from urllib.parse import urlencode
@@ -25,6 +27,19 @@ from sandbox.server import RUNNING, Request, Response, route
 
 RESERVED_SCOPES = {"openid", "profile", "offline_access", "email"}
 TOKEN_LIFETIME = 3600
+# The demo's grants (`Sandbox.grant_demo_refresh_tokens`): the refresh token
+# `sandbox-demo-grant:<username>` of every directory user, redeemable once by any app of the
+# directory, which `manage.py seed_demo` stores on the demo's connected OAuth mailboxes (grants
+# given before this sandbox started). Rotated on first use like any other.
+DEMO_GRANT_PREFIX = "sandbox-demo-grant:"
+DEMO_GRANT_ANY_APP = "*"
+DEMO_GRANT_SCOPES = [
+    "https://outlook.office.com/IMAP.AccessAsUser.All",
+    "https://outlook.office.com/SMTP.Send",
+    "offline_access",
+    "openid",
+    "profile",
+]
 CODE_LIFETIME = 600
 
 
@@ -35,7 +50,20 @@ class IdentityState:
     key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     codes: dict[str, dict] = field(default_factory=dict)
     refresh_tokens: dict[str, dict] = field(default_factory=dict)
+    # Redemption attempts per refresh token (issued or not): a token redeemed twice shows as 2.
+    redemptions: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def redeem(self, token: str, keep: bool = False) -> dict | None:
+        """A refresh token's grant. The sandbox rotates strictly by default (a used token is
+        refused, so any second use shows); `keep` is Microsoft's own behaviour, which does not
+        revoke a refresh token when it is used
+        (https://learn.microsoft.com/entra/identity-platform/refresh-tokens#token-lifetime)."""
+        with self.lock:
+            self.redemptions[token] += 1
+            if keep:
+                return self.refresh_tokens.get(token)
+            return self.refresh_tokens.pop(token, None)
 
     def take(self, table: dict, key: str) -> dict | None:
         with self.lock:
@@ -63,15 +91,23 @@ def sign(key: bytes, claims: dict) -> str:
 
 
 def verified_claims(key: bytes, token: str) -> dict | None:
+    claims = _signed_claims(key, token)
+    return dict(claims) if claims and claims.get("exp", 0) > time.time() else None
+
+
+@functools.lru_cache(maxsize=256)
+def _signed_claims(key: bytes, token: str) -> dict | None:
+    """The claims of a token signed with `key`: checked once per token (every request inside a
+    `$batch` carries the envelope's), expiry checked on every use."""
     try:
         head, body, sig = token.split(".")
         expected = hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()
         if not hmac.compare_digest(expected, _unb64(sig)):
             return None
         claims = json.loads(_unb64(body))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, AttributeError):
         return None
-    return claims if claims.get("exp", 0) > time.time() else None
+    return claims if isinstance(claims, dict) else None
 
 
 def validate_access_token(
@@ -87,7 +123,7 @@ def validate_access_token(
         return (
             claims.get("upn", "").lower() == (username or "").lower()
             and claims.get("aud") == resource
-            and username.lower() not in sandbox.switches.revoked
+            and not sandbox.switches.grant_revoked(username)
         )
     return False
 
@@ -119,6 +155,7 @@ def issue_tokens(
 ) -> dict:
     sandbox = request.sandbox
     now = int(time.time())
+    lifetime = sandbox.switches.token_lifetime
     resource = resource_of(scopes)
     named = [s for s in scopes if s not in RESERVED_SCOPES]
     access = sign(
@@ -127,7 +164,7 @@ def issue_tokens(
             "aud": resource,
             "iss": f"https://sts.sandbox/{user.tenant.id}/",
             "iat": now,
-            "exp": now + TOKEN_LIFETIME,
+            "exp": now + lifetime,
             "appid": client_id,
             "upn": user.username,
             "oid": user.oid,
@@ -139,8 +176,8 @@ def issue_tokens(
     answer = {
         "token_type": "Bearer",
         "scope": " ".join(named),
-        "expires_in": TOKEN_LIFETIME,
-        "ext_expires_in": TOKEN_LIFETIME,
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
         "access_token": access,
     }
     if "openid" in scopes:
@@ -399,6 +436,8 @@ def token(request: Request, tenant: str) -> Response:
     sandbox, f = request.sandbox, request.form
     with sandbox.lock:
         sandbox.counts["token"] += 1
+    if sandbox.switches.token_latency:
+        time.sleep(sandbox.switches.token_latency)
     app, refused = client_of(request)
     if app is None:
         return refused
@@ -430,12 +469,16 @@ def token(request: Request, tenant: str) -> Response:
         )
     if grant == "refresh_token":
         # Rotation: a refresh token is good once; the answer carries its successor.
-        old = sandbox.identity.take(sandbox.identity.refresh_tokens, f.get("refresh_token", ""))
-        if old is None or old["client_id"] != app.client_id:
+        with sandbox.lock:
+            sandbox.counts["refresh"] += 1
+        old = sandbox.identity.redeem(
+            f.get("refresh_token", ""), keep=sandbox.switches.keep_used_refresh_tokens
+        )
+        if old is None or old["client_id"] not in (app.client_id, DEMO_GRANT_ANY_APP):
             return token_error(
                 "invalid_grant", 70043, "The refresh token has expired or is invalid."
             )
-        if old["username"].lower() in sandbox.switches.revoked:
+        if sandbox.switches.grant_revoked(old["username"]):
             return token_error(
                 "invalid_grant",
                 50173,

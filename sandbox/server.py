@@ -98,6 +98,9 @@ class Switches:
     """Failures the sandbox injects. Counts are used up one request at a time."""
 
     latency: float = 0.0  # seconds added to every HTTP reply (a `$batch` is one reply)
+    token_latency: float = 0.0  # seconds added to the token endpoint's replies only
+    # Used refresh tokens stay valid, as at Microsoft (strict rotation when off).
+    keep_used_refresh_tokens: bool = False
     throttle: int = 0  # next N API requests answer 429 …
     retry_after: int = 2  # … with this Retry-After
     server_errors: int = 0  # next N API requests answer 503
@@ -114,24 +117,43 @@ class Switches:
     revoked: set[str] = field(default_factory=set)  # usernames whose grants were revoked
     # Tenants (ids or domains) whose Exchange refuses app passwords: 550 5.7.30.
     basic_auth_off: set[str] = field(default_factory=set)
+    # Seconds an access token lives (Microsoft's are 60-90 minutes; the demo shortens them so
+    # that Fleet refreshes, and so notices a revoked grant, within minutes).
+    token_lifetime: int = 3600
+    # A drop planned ahead (the demo's SANDBOX_DEMO_DROP_AFTER): from `drop_at` (Unix time; 0:
+    # never) the users in `drop_passwords` have their app password refused (535 5.7.3, as when
+    # the password was changed) and those in `drop_grants` their grant revoked (AADSTS50173).
+    # Set with {"drop_after": seconds from now, "drop_passwords": [...], "drop_grants": [...]}.
+    drop_at: float = 0.0
+    drop_passwords: set[str] = field(default_factory=set)
+    drop_grants: set[str] = field(default_factory=set)
+
+    SETS = ("revoked", "basic_auth_off", "drop_passwords", "drop_grants")
 
     def update(self, data: dict) -> None:
         for key, value in data.items():
-            if key == "revoked":
-                self.revoked = {v.lower() for v in value}
-            elif key == "basic_auth_off":
-                self.basic_auth_off = {v.lower() for v in value}
+            if key in self.SETS:
+                setattr(self, key, {v.lower() for v in value})
+            elif key == "drop_after":
+                self.drop_at = time.time() + float(value)
             elif hasattr(self, key):
                 setattr(self, key, type(getattr(self, key))(value))
             else:
                 raise ValueError(f"unknown switch {key}")
 
     def as_dict(self) -> dict:
-        return {
-            **self.__dict__,
-            "revoked": sorted(self.revoked),
-            "basic_auth_off": sorted(self.basic_auth_off),
-        }
+        return {**self.__dict__, **{name: sorted(getattr(self, name)) for name in self.SETS}}
+
+    @property
+    def dropped(self) -> bool:
+        return bool(self.drop_at) and time.time() >= self.drop_at
+
+    def grant_revoked(self, username: str) -> bool:
+        name = (username or "").lower()
+        return name in self.revoked or (self.dropped and name in self.drop_grants)
+
+    def password_refused(self, username: str) -> bool:
+        return self.dropped and (username or "").lower() in self.drop_passwords
 
 
 class Sandbox:
@@ -178,6 +200,28 @@ class Sandbox:
             self.counts: Counter = Counter()
             # (time, method, path, status) of recent Graph requests, for tests and curious people.
             self.graph_log: deque = deque(maxlen=20000)
+            # (started, ended, inner URLs) of recent `$batch` envelopes, latency included: which
+            # stages were in flight together.
+            self.batch_log: deque = deque(maxlen=5000)
+
+    def grant_demo_refresh_tokens(self) -> int:
+        """Give every directory user the demo's refresh token (sandbox/identity.py,
+        DEMO_GRANT_PREFIX), as if they had consented before the sandbox started: the demo's
+        connected OAuth mailboxes hold them (seed_demo). Returns how many."""
+        from sandbox.identity import DEMO_GRANT_ANY_APP, DEMO_GRANT_PREFIX, DEMO_GRANT_SCOPES
+
+        with self.lock:
+            for username in self.directory.users:
+                self.identity.put(
+                    self.identity.refresh_tokens,
+                    DEMO_GRANT_PREFIX + username,
+                    {
+                        "username": username,
+                        "client_id": DEMO_GRANT_ANY_APP,
+                        "scopes": DEMO_GRANT_SCOPES,
+                    },
+                )
+            return len(self.directory.users)
 
     def _server(self, port: int, context: ssl.SSLContext | None) -> ThreadingHTTPServer:
         server = ThreadingHTTPServer((self.host, port), _handler_for(self, browser=context is None))
@@ -241,12 +285,14 @@ class Sandbox:
                 self.counts["batch_in_flight_max"] = max(
                     self.counts["batch_in_flight_max"], self.counts["batch_in_flight"]
                 )
+        started = time.monotonic()
         try:
             return self._dispatch(request, inner)
         finally:
             if batch:
                 with self.lock:
                     self.counts["batch_in_flight"] -= 1
+                    self.batch_log.append((started, time.monotonic(), _inner_urls(request)))
 
     def _dispatch(self, request: Request, inner: bool) -> Response:
         if self.switches.latency and not inner:
@@ -307,6 +353,14 @@ class Sandbox:
                     {"error": "server_error", "error_description": "Sandbox outage"}, 503
                 )
         return None
+
+
+def _inner_urls(request: Request) -> tuple[str, ...]:
+    try:
+        inner = request.json().get("requests") or []
+        return tuple(str(r.get("url", "")) for r in inner if isinstance(r, dict))
+    except (ValueError, AttributeError):
+        return ()
 
 
 # The sandboxes running in this process, so that the loopback SMTP/IMAP servers can check

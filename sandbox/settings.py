@@ -21,6 +21,19 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"{name} has an invalid value: {raw!r} is not a port number") from None
 
 
+def _seconds(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name} has an invalid value: {raw!r} is not a number of seconds")
+    return value
+
+
 def _str(name: str, default: str) -> str:
     return os.environ.get(name, "").strip() or default
 
@@ -42,3 +55,14 @@ DIR = Path(_str("SANDBOX_DIR", str(BASE_DIR / "var" / "sandbox")))
 DIRECTORY = _str("SANDBOX_DIRECTORY", "")
 # UDP/TCP port of the DNS server (SPF/DKIM records of the directory's demo domains).
 DNS_PORT = _int("SANDBOX_DNS_PORT", 8553)
+
+# The demo's planned drop (bin/run sets it): this many seconds after the sandbox starts, the app
+# password of DEMO_DROP_PASSWORD is refused (535 5.7.3) and the grant of DEMO_DROP_GRANT revoked
+# (AADSTS50173 → reauth_required), so that the next connection tests disconnect them and their
+# managers get an alert. Empty or 0: no drop.
+DEMO_DROP_AFTER = _seconds("SANDBOX_DEMO_DROP_AFTER", 0)
+DEMO_DROP_PASSWORD = _str("SANDBOX_DEMO_DROP_PASSWORD", "cara@acme-outreach.com")
+DEMO_DROP_GRANT = _str("SANDBOX_DEMO_DROP_GRANT", "ava@acme-outreach.com")
+# Seconds an access token lives (default 3600, as Microsoft's); the demo shortens it so that
+# Fleet refreshes tokens, and meets a revoked grant, within minutes.
+TOKEN_LIFETIME = _seconds("SANDBOX_TOKEN_LIFETIME", 3600) or 3600

@@ -1,4 +1,4 @@
-"""`POST /api/v1/mailboxes/microsoft/bulk` (seed 004) and its poll URL.
+"""`POST /api/v1/mailboxes/microsoft/bulk` (Woodpecker's bulk-add API) and its poll URL.
 
 Seed 004's own request example (its Python client: headers, body) is replayed with `requests`
 against a live Fleet while a real `db_worker` process runs the bulk add against the Microsoft
@@ -353,7 +353,7 @@ def test_invalid_credential_id_is_422_in_both_shapes(live_server, api_keys, ws_a
         assert response.status_code == 422, (credential_id, response.text)
         conforms(response, body=payload)
         body = response.json()
-        assert body["message"] == "INVALID_CREDENTIAL_ID"  # seed 004's own body
+        assert body["message"] == "INVALID_CREDENTIAL_ID"  # Woodpecker's own body
         assert body["success"] is False
         assert body["error"]["code"] == "INVALID_CREDENTIAL_ID"
     # And with no valid one at all.

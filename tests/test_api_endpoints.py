@@ -309,7 +309,9 @@ def test_connection_test_is_queued_like_the_admin(
         "queued": True,
     }
     task = DBTaskResult.objects.get()
-    assert task.task_path.endswith("check_mailboxes") and task.args_kwargs["args"][0] == [ann.pk]
+    assert task.task_path.endswith("test_due_mailboxes")
+    due = Mailbox.objects.filter(check_due_at__isnull=False)
+    assert list(due.values_list("pk", flat=True)) == [ann.pk]
     ann.set_status(Mailbox.Status.DISABLED)
     assert (
         api("post", f"/api/v1/mailboxes/{ann.uid}/test", api_keys["a_operator"]).status_code == 400

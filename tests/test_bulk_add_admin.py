@@ -9,7 +9,7 @@ from fleet.models import BulkAddResult, BulkAddRun, Mailbox
 
 
 def seed(result) -> dict:
-    """A result as seed 004 shows it (the API's representation, without Fleet's two fields)."""
+    """A result as Woodpecker's bulk-add API shows it (the API's representation, without Fleet's two fields)."""
     data = BulkAddResultSerializer(result).data
     return {k: v for k, v in data.items() if k not in ("mailbox_uid", "error_detail")}
 

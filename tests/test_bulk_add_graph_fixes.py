@@ -12,6 +12,7 @@ from fleet.microsoft.graph import GraphClient, GraphRequest
 from fleet.models import BulkAddRun, Credential, Mailbox, MailboxEvent
 from tests.test_bulk_add import (  # noqa: F401  (fixtures)
     CLIENT_ID,
+    SECRET,
     by_email,
     dns_zone,
     fresh_tokens,
@@ -191,6 +192,22 @@ def test_four_chunks_with_a_rejected_token_make_one_token_call(graph_credential,
     assert run.connected == 80
     assert sandbox.counts["batch_in_flight_max"] > 1
     assert sandbox.counts["token"] == 2  # one renewal for four chunks, not four
+
+
+def test_a_token_lost_mid_run_ends_every_unfinished_account_with_its_code(
+    graph_credential, sandbox
+):
+    GraphClient(graph_credential).token()  # cached, as in a run under way
+    sandbox.identity.key = b"another-key-0123456789abcdef0123"  # the cached token is refused
+    app = sandbox.directory.apps[CLIENT_ID]
+    app.expired_secrets.append(SECRET)  # and no new one can be had
+    app.client_secret = "the-new-one"
+    run = run_list(graph_credential, [("ava@acme-outreach.com", ""), ("ben@acme-outreach.com", "")])
+    results = list(run.results.order_by("position"))
+    assert [(r.done, r.error_code) for r in results] == [(True, "CLIENT_SECRET_EXPIRED")] * 2
+    assert (run.processed, run.connected, run.failed) == (2, 0, 2)
+    assert sandbox.counts["batch"] == 1  # nothing more was sent once the token was lost
+    assert not Mailbox.objects.exists()
 
 
 # --- a missing application permission is the credential's problem --------------------------------

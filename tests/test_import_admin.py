@@ -50,6 +50,56 @@ def confirm_data(page):
     return dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', form[: form.index("</form>")]))
 
 
+def preview_rows(page) -> list[list[str]]:
+    """The preview table's rows: the row's kind, then its cells as import-export renders them."""
+    html = page.content.decode()
+    table = html[html.index('<table class="import-preview">') :]
+    table = table[: table.index("</table>")]
+    return [
+        [
+            re.sub(r"\s+", " ", cell).strip()
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+        ]
+        for row in re.findall(r"<tr class=[^>]*>(.*?)</tr>", table, re.S)
+    ]
+
+
+def test_preview_rows_show_what_each_row_brings(client_for, personas, ws_a):
+    """The preview writes nothing and builds its rows from the file's values: the cells are
+    import-export's own (`<ins>` for what a new row brings, escaped, secrets as dots)."""
+    data = (
+        b"email,password,name,totpsecret\n"
+        b"jo@contoso.com,pw-jo,Jo <&> Co,JBSWY3DPEHPK3PXP\n"
+        b"ann@contoso.com,pw-ann,,\n"
+        b"jo@contoso.com,pw-dup,Again,\n"
+        b"not-an-address,pw,,\n"
+    )
+    preview = upload(client_for(personas["alice"]), ws_a, data)
+    ins = '<ins style="background:#e6ffe6;">{}</ins>'.format
+    dots = ins("••••••")
+    assert preview_rows(preview) == [
+        ["New", ins("jo@contoso.com"), ins("Jo &lt;&amp;&gt; Co"), dots, dots],
+        ["New", ins("ann@contoso.com"), "", dots, ""],
+        ["Skipped", ins("jo@contoso.com"), ins("Again"), dots, ""],
+        ["Skipped", ins("not-an-address"), "", dots, ""],
+    ]
+    assert not Mailbox.objects.exists()
+
+
+def test_an_address_longer_than_254_characters_is_refused_in_the_preview(
+    client_for, personas, ws_a
+):
+    long = "a" * 64 + "@" + ".".join(["b" * 60] * 4) + ".com"  # valid parts, 312 characters
+    assert len(long) > 254
+    preview = upload(
+        client_for(personas["alice"]),
+        ws_a,
+        f"email,password\n{long},pw\nok@contoso.com,pw\n".encode(),
+    )
+    html = preview.content.decode()
+    assert "Invalid email address" in html and "<strong>1</strong> to import" in html
+
+
 def test_upload_preview_confirm(client_for, personas, ws_a, django_capture_on_commit_callbacks):
     client = client_for(personas["alice"])
     preview = upload(client, ws_a)
@@ -68,7 +118,8 @@ def test_upload_preview_confirm(client_for, personas, ws_a, django_capture_on_co
     assert done["Location"] == reverse("admin:fleet_importbatch_change", args=[batch.pk])
     assert (batch.imported, batch.skipped, batch.failed) == (2, 1, 1)
     assert batch.tag.name == "spring" and batch.file_name == "boxes.csv"
-    assert DBTaskResult.objects.filter(task_path="fleet.tasks.check_mailboxes").count() == 1
+    assert DBTaskResult.objects.filter(task_path="fleet.tasks.test_due_mailboxes").count() == 1
+    assert Mailbox.objects.filter(check_due_at__isnull=False).count() == 2
 
     page = client.get(done["Location"])
     assert page.status_code == 200
@@ -225,5 +276,8 @@ def test_test_connection_action_queues_only_permitted_mailboxes(
                 "_selected_action": [mailboxes["a"].pk, mailboxes["b"].pk],
             },
         )
-    task = DBTaskResult.objects.get()
-    assert task.args_kwargs["args"] == [[mailboxes["a"].pk], personas["bob"].pk]
+    assert DBTaskResult.objects.get().task_path == "fleet.tasks.test_due_mailboxes"
+    due = Mailbox.objects.filter(check_due_at__isnull=False)
+    assert list(due.values_list("pk", "check_requested_by")) == [
+        (mailboxes["a"].pk, personas["bob"].pk)
+    ]

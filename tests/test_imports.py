@@ -1,4 +1,4 @@
-"""The mailbox import service (seed 001): validation messages word for word, encodings and
+"""The mailbox import service (SendKit's CSV import API): validation messages word for word, encodings and
 delimiters, duplicates, auto-configuration, all-or-exactly-what-it-reports, tenant isolation."""
 
 import io
@@ -99,8 +99,9 @@ def test_realistic_file_imports_skips_and_fails(ws_a, personas, django_capture_o
     )
     assert batch.progress() == {"total": 4, "tested": 0, "active": 0, "failed": 0, "pending": 4}
     task = DBTaskResult.objects.get()  # the connection tests, queued once committed
-    assert task.task_path == "fleet.tasks.check_mailboxes"
-    assert sorted(task.args_kwargs["args"][0]) == sorted(
+    assert task.task_path == "fleet.tasks.test_due_mailboxes"
+    due = Mailbox.objects.filter(check_due_at__isnull=False)
+    assert sorted(due.values_list("pk", flat=True)) == sorted(
         batch.mailboxes.values_list("pk", flat=True)
     )
 

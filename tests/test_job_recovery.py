@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -71,14 +72,18 @@ class Fleet:
             "WEBHOOK_ALLOW_PRIVATE_NETWORKS": "true",
             "WEBHOOK_ALLOW_HTTP": "true",
         }
+        # stderr goes to a file, not a pipe: a worker that logs more than a pipe holds (64 KiB)
+        # while nobody reads it would block on its next write and stop taking tasks.
+        log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop())
         process = subprocess.Popen(
             [sys.executable, "manage.py", *command],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log,
             text=True,
         )
+        process.log = log
         self.processes[name] = process
         return process
 
@@ -101,8 +106,11 @@ class Fleet:
         for process in self.processes.values():
             process.kill()
         for process in self.processes.values():
-            _, err = process.communicate(timeout=20)
-            assert "Traceback" not in (err or ""), err
+            process.wait(timeout=20)
+            process.log.seek(0)
+            err = process.log.read()
+            process.log.close()
+            assert "Traceback" not in err, err
 
 
 @pytest.fixture
@@ -344,13 +352,15 @@ def test_receiver_down_five_minutes_then_up_gets_every_event_once_in_order(fleet
         for ws in (ws_a, ws_b)
         for n in range(3)
     ]
-    for m in mailboxes:  # 2 status changes each: 12 events, 6 per workspace
+    # 2 status changes each, and `mailbox.reconnected` on the way back (error → active):
+    # 18 events, 9 per workspace
+    for m in mailboxes:
         m.set_status("error", errors.SECRET_UNREADABLE)
     for m in mailboxes:
         m.set_status("active")
-    WebhookDelivery.objects.emit(ws_a, "webhook.test", {"last": True})  # 13th
+    WebhookDelivery.objects.emit(ws_a, "webhook.test", {"last": True})  # the 19th
     expected = {ws.pk: WebhookDelivery.objects.filter(workspace=ws).count() for ws in (ws_a, ws_b)}
-    assert expected == {ws_a.pk: 7, ws_b.pk: 6}
+    assert expected == {ws_a.pk: 10, ws_b.pk: 9}
 
     simulated = 0
     attempts = 0
@@ -391,7 +401,7 @@ def test_receiver_down_five_minutes_then_up_gets_every_event_once_in_order(fleet
         received.setdefault(r.headers["X-Fleet-Delivery"], []).append(
             int(r.headers["X-Fleet-Sequence"])
         )
-    assert len(received) == 13 and all(len(s) == 1 for s in received.values())  # each once
+    assert len(received) == 19 and all(len(s) == 1 for s in received.values())  # each once
     per_workspace: dict[str, list[int]] = {}
     for r in up.requests:
         per_workspace.setdefault(json.loads(r.body)["workspace"]["slug"], []).append(
@@ -405,6 +415,6 @@ def test_receiver_down_five_minutes_then_up_gets_every_event_once_in_order(fleet
         f"\n[webhooks] receiver down {simulated / 60:.0f} simulated minutes: "
         f"{len(received)} events delivered once, stranded {stranded}, inversions {inversions}"
     )
-    assert per_workspace == {"alpha": list(range(1, 8)), "beta": list(range(1, 7))}
+    assert per_workspace == {"alpha": list(range(1, 11)), "beta": list(range(1, 10))}
     assert inversions == 0 and stranded == 0
     assert not DBTaskResult.objects.filter(task_path=send_webhooks.module_path, status="FAILED")

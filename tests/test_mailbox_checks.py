@@ -134,7 +134,7 @@ def test_batch_goes_on_when_mailboxes_are_deleted_disabled_or_unreadable(mail, w
     Mailbox.objects.filter(pk=boxes[names[1]].pk).update(password=Ciphertext(foreign))
     mail.reply_delay = 0.1  # ~1 s per mailbox: the batch is still running when we act
 
-    env = {**os.environ, "DATABASE_URL": database_url(), "MAIL_CHECK_CONCURRENCY": "1"}
+    env = {**os.environ, "DATABASE_URL": database_url(), "HEALTH_CHECK_CONCURRENCY": "1"}
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "db_worker", "--batch", "--interval", "0",
          "--no-startup-delay", "--worker-id", "mid-batch"],

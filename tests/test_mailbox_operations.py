@@ -108,10 +108,10 @@ def snapshot(mailbox):
         for d in WebhookDelivery.objects.filter(payload__data__mailbox__uid=str(mailbox.uid))
         .order_by("id")
     ]
-    tests = sum(
-        1
-        for t in DBTaskResult.objects.filter(task_path="fleet.tasks.check_mailboxes")
-        if mailbox.pk in t.args_kwargs["args"][0]
+    # A queued test is the mailbox's check due (fleet/health.py) and a task to run it.
+    due = Mailbox.objects.filter(pk=mailbox.pk, check_due_at__isnull=False).exists()
+    tests = int(
+        due and DBTaskResult.objects.filter(task_path="fleet.tasks.test_due_mailboxes").exists()
     )
     return {"row": row, "events": events, "webhooks": hooks, "tests_queued": tests}
 

@@ -84,3 +84,20 @@ def test_seed_demo_runs_again_without_duplicates(demo):
         Model.objects.count()
         for Model in (Mailbox, ConsentRequest, ImportBatch, BulkAddRun, Credential)
     ]
+
+
+def test_the_mailboxes_the_sandbox_drops_are_tested_a_minute_after_the_drop(demo, monkeypatch):
+    """bin/run's demo (issue 12, item 7): the health sweep finds the two mailboxes the sandbox
+    drops after SANDBOX_DEMO_DROP_AFTER seconds, without anyone pressing a button."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    monkeypatch.setenv("SANDBOX_DEMO_DROP_AFTER", "30")
+    before = timezone.now()
+    call_command("seed_demo", stdout=io.StringIO())
+    for email in ("cara@acme-outreach.com", "ava@acme-outreach.com"):
+        due = Mailbox.objects.get(email=email).check_due_at
+        assert before + timedelta(seconds=90) <= due <= timezone.now() + timedelta(seconds=90)
+    others = Mailbox.objects.exclude(email__in=["cara@acme-outreach.com", "ava@acme-outreach.com"])
+    assert not others.filter(check_due_at__lte=timezone.now() + timedelta(minutes=5)).exists()

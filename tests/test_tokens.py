@@ -69,18 +69,25 @@ def test_periodic_refresh_in_a_worker_then_revoked_grant_needs_reauth_then_recon
     point_at(ava, sandbox_mail)  # the consent queues an XOAUTH2 connection test: it must pass
     connect(client, ava)
     before = str(ava.refresh_token)
-    Mailbox.objects.filter(pk=ava.pk).update(token_expires_at=timezone.now() + timedelta(minutes=5))
-    from fleet.tasks import refresh_expiring_tokens
+    assert ava.token_keepalive_due_at > timezone.now() + timedelta(days=5)  # set by the consent
+    Mailbox.objects.filter(pk=ava.pk).update(token_keepalive_due_at=timezone.now())
+    from fleet.tasks import dispatch_token_keepalive
 
-    refresh_expiring_tokens.enqueue()
-    run_workers(1)
+    dispatch_token_keepalive.enqueue()
+    run_workers(1)  # the dispatch, then the keep-alive task it queued
     ava.refresh_from_db()
     assert str(ava.refresh_token) != before and ava.status == "active"
+    assert ava.token_keepalive_due_at > timezone.now() + timedelta(days=5)
+    assert not ava.token_lease_owner
 
     sandbox.switches.revoked = {"ava@acme-outreach.com"}  # e.g. the password was changed
     Mailbox.objects.filter(pk=ava.pk).update(token_expires_at=timezone.now())
-    assert identity.refresh_expiring() == {"refreshed": 0, "reauth_required": 1, "failed": 0}
     ava.refresh_from_db()
+    with pytest.raises(FleetError) as revoked:
+        identity.access_token_for(ava)
+    assert revoked.value.code == "REAUTH_REQUIRED"
+    ava.refresh_from_db()
+    assert ava.token_keepalive_due_at is None  # nothing left to keep alive
     assert ava.status == "reauth_required" and ava.error_code == "REAUTH_REQUIRED"
     assert "AADSTS50173" in ava.error_message
     with pytest.raises(FleetError) as failure:
@@ -103,11 +110,15 @@ def test_periodic_refresh_in_a_worker_then_revoked_grant_needs_reauth_then_recon
 def test_transient_failures_leave_the_mailbox_alone(sandbox, oauth_app, ava, client):
     connect(client, ava)
     Mailbox.objects.filter(pk=ava.pk).update(token_expires_at=timezone.now())
-    sandbox.switches.server_errors = 1
-    assert identity.refresh_expiring()["failed"] == 1
     ava.refresh_from_db()
-    assert ava.status == "active"
-    assert identity.refresh_expiring()["refreshed"] == 1  # the next run succeeds
+    sandbox.switches.server_errors = 1
+    with pytest.raises(FleetError) as outage:
+        identity.access_token_for(ava)
+    assert outage.value.code == "MICROSOFT_UNAVAILABLE"
+    ava.refresh_from_db()
+    assert ava.status == "active" and not ava.token_lease_owner
+    assert identity.access_token_for(ava) == str(ava.access_token)  # the next call succeeds
+    assert sandbox.counts["refresh"] == 1  # the 503 was answered in front of the endpoint
 
 
 def test_our_ca_setting_wins_over_requests_ca_bundle(sandbox):

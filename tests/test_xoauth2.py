@@ -28,8 +28,8 @@ def connected(sandbox, oauth_app, sandbox_mail, ws_a, client, django_capture_on_
 
 
 def test_consent_queues_the_xoauth2_test_and_it_passes(connected, sandbox_mail):
-    queued = DBTaskResult.objects.get(task_path="fleet.tasks.check_mailboxes")
-    assert queued.args_kwargs["args"] == [[connected.pk], None]
+    assert DBTaskResult.objects.filter(task_path="fleet.tasks.test_due_mailboxes").exists()
+    assert connected.check_due_at is not None and connected.check_requested_by is None
 
     outcome = mailbox_checks.check_mailboxes([connected.pk])  # what the task runs
     connected.refresh_from_db()

@@ -1,5 +1,7 @@
 from fleet.admin import (  # noqa: F401
+    alerts,
     api_keys,
+    audit,
     auth,
     bulk_add,
     consent,
@@ -7,6 +9,7 @@ from fleet.admin import (  # noqa: F401
     imports,
     mailboxes,
     move,
+    reconnect,
     tasks,
     webhooks,
     workspaces,

@@ -6,9 +6,10 @@ manager role in its workspace and may not be given more than its creator's role 
 
 from django import forms
 from django.contrib import admin
+from django.db import transaction
 from django.template.response import TemplateResponse
 
-from fleet import access
+from fleet import access, audit
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
 from fleet.models import ApiKey, Role, Workspace
 
@@ -137,7 +138,15 @@ class ApiKeyAdmin(ScopedAdmin):
             obj._raw_key = obj.new_secret()  # kept on this object only, for the next page
         elif not self._mine_or_managed(request, obj):
             return  # the queryset already hides it; guard a forged POST too
+        before = audit.snapshot(obj, ["name"])
         obj.save()
+        audit.record(
+            "apikey.updated" if change else "apikey.created", obj, actor=request.user,
+            via="admin",
+            changes=audit.diff(obj, before) if change else audit.set_fields(
+                obj, ["name", "kind", "workspace_id", "role", "prefix"]
+            ),
+        )
 
     def response_add(self, request, obj, post_url_continue=None):
         # The key is shown on this one page and nowhere else, never again.
@@ -165,6 +174,11 @@ class ApiKeyAdmin(ScopedAdmin):
         revoked = 0
         for key in queryset.filter(revoked_at=None):
             if self._mine_or_managed(request, key):
-                key.revoke()
+                with transaction.atomic():
+                    key.revoke()
+                    audit.record(
+                        "apikey.revoked", key, actor=request.user, via="admin",
+                        changes={"revoked_at": {"before": None, "after": key.revoked_at}},
+                    )
                 revoked += 1
         self.message_user(request, f"{revoked} key(s) revoked; they stop working at once.")

@@ -7,12 +7,16 @@ Every queryset, foreign-key choice, list filter and action goes through
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest
+from django.utils.functional import cached_property
+from django.utils.html import format_html
 
-from fleet import access
+from fleet import access, audit
 from fleet.models import Role, Workspace
 from fleet.secrets import EncryptedTextField, secret_status
 
@@ -97,6 +101,50 @@ class ValidatedChangeList(ChangeList):
                     raise IncorrectLookupParameters(f"{key}: out of range")
         return super().get_queryset(request, exclude_parameters)
 
+    def get_results(self, request):
+        super().get_results(request)
+        # Set by CappedPaginator when the list has more rows than it counts.
+        self.count_capped = getattr(self.paginator, "capped", False)
+
+
+class CappedPaginator(Paginator):
+    """Counts a list's rows only up to `cap`: `SELECT COUNT(*) FROM (… LIMIT cap + 1)` reads at
+    most cap + 1 index entries, where a plain COUNT(*) of a million-mailbox fleet reads them all
+    on every page. Past the cap, `capped` is set, the list says "more than <cap>" and offers the
+    pages up to it (a filter or a search narrows it further)."""
+
+    def __init__(self, object_list, per_page, *args, cap: int, **kwargs):
+        super().__init__(object_list, per_page, *args, **kwargs)
+        self.cap = cap
+        self.capped = False
+
+    @cached_property
+    def count(self) -> int:
+        rows = self.object_list
+        if hasattr(rows, "order_by"):
+            # Without ORDER BY the database counts from whichever index fits the filter (an
+            # index-only scan of one workspace's entries) instead of walking the list's order.
+            rows = rows.order_by()
+        counted = rows[: self.cap + 1].count() if hasattr(rows, "count") else len(rows)
+        self.capped = counted > self.cap
+        return min(counted, self.cap)
+
+
+class CountCappedMixin:
+    """`count_cap = N` on a ModelAdmin: its list counts at most N rows (CappedPaginator); the
+    list's templates (admin/fleet/pagination.html, actions.html) say "more than N"."""
+
+    count_cap: int | None = None
+
+    def get_paginator(self, request, queryset, per_page, orphans=0, allow_empty_first_page=True):
+        if self.count_cap is None:
+            return super().get_paginator(
+                request, queryset, per_page, orphans, allow_empty_first_page
+            )
+        return CappedPaginator(
+            queryset, per_page, orphans, allow_empty_first_page, cap=self.count_cap
+        )
+
 
 class ValidatedChangeListMixin:
     """For every ModelAdmin of the site (Fleet's, django-tasks-db's, auth's)."""
@@ -105,7 +153,32 @@ class ValidatedChangeListMixin:
         return ValidatedChangeList
 
 
-class ScopedAdmin(ValidatedChangeListMixin, admin.ModelAdmin):
+def form_before(form) -> dict:
+    """The model fields a form changed, with their values before (the form's initial data)."""
+    model = form._meta.model
+    names = {f.name: f.attname for f in model._meta.concrete_fields}
+    return {names[n]: form.initial.get(n) for n in form.changed_data if n in names}
+
+
+def record_form(request: HttpRequest, obj, before: dict, change: bool) -> None:
+    """The audit entry of an admin form's save: the changed fields before → after, or for a new
+    object every field it was given (secrets only as "changed")."""
+    name = obj._meta.model_name
+    if change:
+        changes = audit.diff(obj, before)
+        if changes:
+            audit.record(f"{name}.updated", obj, actor=request.user, via="admin", changes=changes)
+        return
+    fields = [
+        f.attname for f in obj._meta.concrete_fields if not f.primary_key and f.editable
+    ]
+    audit.record(
+        f"{name}.created", obj, actor=request.user, via="admin",
+        changes=audit.set_fields(obj, fields),
+    )
+
+
+class ScopedAdmin(CountCappedMixin, ValidatedChangeListMixin, admin.ModelAdmin):
     """Roles needed to see, add, change and delete; subclasses raise them where they must."""
 
     view_role = Role.VIEWER
@@ -115,6 +188,17 @@ class ScopedAdmin(ValidatedChangeListMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).restrict(request.user, self.view_role)
+
+    def action_checkbox(self, obj):
+        # Django's renders a CheckboxInput through the template engine for every row: a third
+        # of a 100-row list's time. The same markup, formatted directly.
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" '
+            'aria-label="Select this object for an action - {}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            obj,
+        )
 
     def changelist_view(self, request, extra_context=None):
         # `fleet_can.operate` etc.: the list's buttons are shown only to those they work for.
@@ -189,11 +273,51 @@ class ScopedAdmin(ValidatedChangeListMixin, admin.ModelAdmin):
             kwargs["queryset"] = related.objects.restrict(request.user, self.add_role)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
 
+    # Form saves and deletes of models no service owns (workspaces and their webhook settings,
+    # memberships, credentials, tags) are audited here; False where a service records them.
+    audited = True
+
     def save_model(self, request, obj, form, change):
         # The form's choices are scoped already; this guards a forged POST as well.
         if not self._role_allows(request, self.change_role if change else self.add_role, obj):
             raise Http404
+        before = form_before(form)
         super().save_model(request, obj, form, change)
+        if self.audited:
+            record_form(request, obj, before, change)
+
+    def delete_model(self, request, obj):
+        if self.audited:
+            audit.record(f"{obj._meta.model_name}.deleted", obj, actor=request.user, via="admin")
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        if self.audited:
+            audit.record_many(
+                f"{queryset.model._meta.model_name}.deleted", queryset,
+                actor=request.user, via="admin",
+            )
+        super().delete_queryset(request, queryset)
+
+    def save_formset(self, request, form, formset, change):
+        """Inline rows (a workspace's memberships): each added, changed or deleted row is an
+        entry."""
+        if not self.audited:
+            return super().save_formset(request, form, formset, change)
+        for gone in formset.deleted_forms:
+            if gone.instance.pk is not None:
+                audit.record(
+                    f"{gone.instance._meta.model_name}.deleted", gone.instance,
+                    actor=request.user, via="admin",
+                )
+        kept = [
+            (f, form_before(f), f.instance.pk is not None)
+            for f in formset.forms
+            if f.has_changed() and f not in formset.deleted_forms
+        ]
+        super().save_formset(request, form, formset, change)
+        for f, before, existed in kept:
+            record_form(request, f.instance, before, existed)
 
     def delete_view(self, request, object_id, extra_context=None):
         # Django checks the delete permission before it looks the object up; look it up first,

@@ -166,6 +166,7 @@ class BulkAddRunAdmin(ObjectActionsMixin, ScopedAdmin):
                     data["parsed"],
                     request.user,
                     convert=data["convert"],
+                    via="admin",
                 )
             except FleetError as failure:
                 form.add_error(None, sentence(failure.message, failure.error.hint))
@@ -251,7 +252,7 @@ class BulkAddRunAdmin(ObjectActionsMixin, ScopedAdmin):
         failed = run.results.filter(done=True, success=False).order_by("position")
         accounts = [Account(r.email, r.name) for r in failed]
         credential = resolve_credential(run.workspace, run.credential_id)
-        again = start_run(run.workspace, credential, accounts, request.user)
+        again = start_run(run.workspace, credential, accounts, request.user, via="admin")
         self.message_user(
             request,
             f"Bulk add of the {again.total} failed mailbox(es) started again.",

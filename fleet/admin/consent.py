@@ -268,11 +268,11 @@ class ConsentRequestAdmin(ObjectActionsMixin, ScopedAdmin):
         return super().get_fieldsets(request, obj)
 
     def do_complete(self, request, consent_request):
-        consent.complete_by_hand(consent_request, request.user)
+        consent.complete_by_hand(consent_request, request.user, "admin")
         self.message_user(request, f"{consent_request} marked completed.", messages.SUCCESS)
 
     def do_cancel(self, request, consent_request):
-        consent.cancel(consent_request)
+        consent.cancel(consent_request, request.user, "admin")
         self.message_user(request, f"{consent_request} cancelled; its link no longer works.")
 
     @admin.display(description="id")
@@ -338,7 +338,7 @@ class ConsentRequestAdmin(ObjectActionsMixin, ScopedAdmin):
     )
     def complete_by_hand(self, request, queryset):
         done = sum(
-            consent.complete_by_hand(cr, request.user)
+            consent.complete_by_hand(cr, request.user, "admin")
             for cr in self.scoped(request, queryset, Role.OPERATOR).select_related("mailbox")
         )
         self.message_user(request, f"{done} external consent request(s) completed.")
@@ -352,7 +352,7 @@ class ConsentRequestAdmin(ObjectActionsMixin, ScopedAdmin):
 
     @admin.action(description="Cancel selected consent requests", permissions=["operate"])
     def cancel(self, request, queryset):
-        done = sum(consent.cancel(cr) for cr in self.scoped(request, queryset, Role.OPERATOR))
+        done = sum(consent.cancel(cr, request.user, "admin") for cr in self.scoped(request, queryset, Role.OPERATOR))
         self.message_user(request, f"{done} consent request(s) cancelled.")
 
     @admin.action(description="Download consent links as CSV")

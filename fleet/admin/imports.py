@@ -15,13 +15,14 @@ from django.http import HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.loader import render_to_string
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext_lazy as _
 from import_export import fields, resources
 from import_export.admin import ImportExportMixin
 from import_export.formats import base_formats
 from import_export.forms import ConfirmImportForm, ImportForm
 
-from fleet import errors, imports, mailboxes
+from fleet import errors, health, imports, mailboxes
 from fleet.admin.base import ScopedAdmin, ScopedRelatedFilter, has_role
 from fleet.admin.object_actions import ObjectAction, ObjectActionsMixin
 from fleet.models import ImportBatch, Mailbox, Role, Workspace
@@ -31,9 +32,7 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 class MailboxImportForm(ImportForm):
     workspace = forms.ModelChoiceField(queryset=Workspace.objects.none())
-    tag = forms.CharField(
-        required=False, help_text="Optional: applied to every imported mailbox."
-    )
+    tag = forms.CharField(required=False, help_text="Optional: applied to every imported mailbox.")
     field_order = ["workspace", "tag", "import_file", "resource", "format"]
 
     def __init__(self, formats, resources, *, user, **kwargs):
@@ -170,6 +169,13 @@ class MailboxImportExportMixin(ImportExportMixin):
             "user": request.user,
         }
 
+    def import_action(self, request, **kwargs):
+        response = super().import_action(request, **kwargs)
+        result = (getattr(response, "context_data", None) or {}).get("result")
+        if result is not None and not result.has_errors() and not result.has_validation_errors():
+            response.context_data["preview_table"] = preview_table(result)
+        return response
+
     def process_import(self, request, **kwargs):
         try:
             return super().process_import(request, **kwargs)
@@ -209,6 +215,32 @@ class MailboxImportExportMixin(ImportExportMixin):
         return HttpResponseRedirect(
             reverse("admin:fleet_importbatch_change", args=[summary.batch.pk])
         )
+
+
+ROW_KINDS = {"new": _("New"), "skip": _("Skipped"), "delete": _("Delete"), "update": _("Update")}
+
+
+def preview_table(result) -> str:
+    """import-export's preview table (admin/import_export/import.html), built in one pass: the
+    template's loop over 500 rows x 5 cells was most of the preview page's time."""
+    head = format_html_join("", "<th>{}</th>", ((h,) for h in result.diff_headers))
+    rows = format_html_join(
+        "\n",
+        '<tr class="{}"><td class="import-type">{}</td>{}</tr>',
+        (
+            (
+                row.import_type,
+                ROW_KINDS.get(row.import_type, ""),
+                format_html_join("", "<td>{}</td>", ((cell,) for cell in row.diff or [])),
+            )
+            for row in result.valid_rows()
+        ),
+    )
+    return format_html(
+        '<table class="import-preview"><thead><tr><th></th>{}</tr></thead>\n{}\n</table>',
+        head,
+        rows,
+    )
 
 
 FAILED_TEST = (Mailbox.Status.ERROR, Mailbox.Status.REAUTH_REQUIRED)
@@ -306,7 +338,7 @@ class ImportBatchAdmin(ObjectActionsMixin, ScopedAdmin):
         )
 
     def do_retest_failed(self, request, batch):
-        queued = mailboxes.queue_connection_tests(
+        queued = health.queue_tests(
             failed_of(batch).only("pk", "status"), actor=request.user, via=mailboxes.ADMIN
         )
         self.message_user(

@@ -1,5 +1,9 @@
+import re
+
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.db.models.functions import Lower
 from django.http import Http404, HttpResponseRedirect
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
@@ -7,7 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from fleet import consent, mailboxes
+from fleet import consent, errors, health, mailboxes, reconnect, uptime
 from fleet.admin.base import (
     ScopedAdmin,
     ScopedRelatedFilter,
@@ -23,30 +27,40 @@ from fleet.admin.display import (
     short_time,
     truncated,
 )
-from fleet.admin.filters import ConnectionChangeFilter, DayFilter
+from fleet.admin.filters import ConnectionChangeFilter, DayFilter, WithinFilter
 from fleet.admin.imports import MailboxImportExportMixin, totp_button
 from fleet.admin.object_actions import ObjectAction, ObjectActionsMixin
+from fleet.admin.reconnect import start_runs
 from fleet.errors import FleetError
-from fleet.models import Mailbox, MailboxEvent, Role, Workspace
+from fleet.models import Mailbox, MailboxEvent, MailboxTally, Role, Workspace
 
 HISTORY_ROWS = 50
+# A search that is one domain, or one address, asks for exactly that: answered by an index
+# (mailbox_domain_upper; the unique index on LOWER(email)), not by the trigram scan that matches
+# text anywhere — for a long term made of common trigrams ("client-01-03.example") that scan
+# visits most of the fleet.
+LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+DOMAIN_TERM = re.compile(rf"{LABEL}(?:\.{LABEL})+", re.IGNORECASE)
+ADDRESS_TERM = re.compile(rf"[^@\s\"']+@{DOMAIN_TERM.pattern}", re.IGNORECASE)
 
 
 class ErrorCodeFilter(admin.SimpleListFilter):
-    """Error codes that actually occur among the user's mailboxes, most frequent first."""
+    """Error codes that actually occur among the user's mailboxes, most frequent first: read from
+    the mailbox tally (fleet/tallies.py), a few rows per workspace, not the failing mailboxes."""
 
     title = "error code"
     parameter_name = "error_code"
 
     def lookups(self, request, model_admin):
-        from django.db.models import Count
+        from django.db.models import Sum
 
         codes = (
-            model_admin.get_queryset(request)
+            MailboxTally.objects.restrict(request.user, model_admin.view_role)
             .exclude(error_code="")
             .values("error_code")
-            .annotate(n=Count("id"))
-            .order_by("-n")
+            .annotate(n=Sum("mailboxes"))
+            .filter(n__gt=0)
+            .order_by("-n", "error_code")
         )
         return [(row["error_code"], f"{row['error_code']} ({row['n']})") for row in codes]
 
@@ -74,6 +88,34 @@ class DomainFilter(admin.SimpleListFilter):
         if self.value():
             # iexact: UPPER(domain) = UPPER(%s), the mailbox_domain_upper index.
             return queryset.filter(domain__iexact=self.value().strip())
+        return queryset
+
+
+class HealthCheckFilter(admin.SimpleListFilter):
+    """Where each mailbox is in its health sweeps (the dashboard's sweep links)."""
+
+    title = "health check"
+    parameter_name = "check"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("overdue", "Overdue"),
+            ("next_hour", "Due in the next hour"),
+            ("never", "Never tested"),
+        ]
+
+    def queryset(self, request, queryset):
+        from django.utils import timezone
+
+        from fleet import health
+
+        now = timezone.now()
+        if self.value() == "overdue":
+            return queryset.filter(health.overdue_q(now))
+        if self.value() == "next_hour":
+            return queryset.filter(health.due_soon_q(now))
+        if self.value() == "never":
+            return queryset.filter(health.never_tested_q())
         return queryset
 
 
@@ -175,6 +217,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         "status",
         "needs_approval",
         ErrorCodeFilter,
+        HealthCheckFilter,
         DomainFilter,
         "auth_method",
         "provider",
@@ -186,7 +229,9 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
     search_fields = ["email", "=domain", "display_name"]
     list_select_related = ["workspace"]
     list_per_page = 100
+    # A fleet of a million: never COUNT(*) it all (see CappedPaginator).
     show_full_result_count = False
+    count_cap = 10_000
     autocomplete_fields = ["tags"]
     readonly_fields = [
         "uid",
@@ -209,6 +254,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         "totp_code",
         "history",
         "error_detail",
+        "uptime",
     ]
     fieldsets = [
         (
@@ -225,6 +271,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
                     "error_detail",
                     "credential",
                     "last_checked_at",
+                    "uptime",
                 ]
             },
         ),
@@ -276,6 +323,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         "test_connection",
         "connect_with_microsoft",
         "reconnect",
+        "reconnect_all_failing",
         "approve",
         "start_warmup",
         "pause_warmup",
@@ -283,6 +331,15 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         "disable",
         "enable",
     ]
+
+    def get_search_results(self, request, queryset, search_term):
+        term = search_term.strip().strip("\"'").strip()
+        if DOMAIN_TERM.fullmatch(term):
+            # iexact: UPPER(domain) = UPPER(%s), the mailbox_domain_upper index.
+            return queryset.filter(domain__iexact=term), False
+        if ADDRESS_TERM.fullmatch(term):
+            return queryset.alias(email_lower=Lower("email")).filter(email_lower=term.lower()), False
+        return super().get_search_results(request, queryset, search_term)
 
     def lookup_allowed(self, lookup, value, request=None):
         # "see these mailboxes" on an import batch's page; the queryset stays scoped.
@@ -301,6 +358,11 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
                 "reconnect-reauth/",
                 self.admin_site.admin_view(require_POST(self.reconnect_reauth_view)),
                 name="fleet_mailbox_reconnect_reauth",
+            ),
+            path(
+                "reconnect-failing/",
+                self.admin_site.admin_view(require_POST(self.reconnect_failing_view)),
+                name="fleet_mailbox_reconnect_failing",
             ),
             path(
                 "retest-code/",
@@ -353,6 +415,44 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
     )
     def reconnect(self, request, queryset):
         return self._connect(request, queryset, prompt="consent")
+
+    @admin.action(
+        description="Reconnect all failing (consent links for those in reauth required)",
+        permissions=["operate"],
+    )
+    def reconnect_all_failing(self, request, queryset):
+        return self._reconnect_failing(request, queryset, "selected on the mailbox list")
+
+    def _reconnect_failing(self, request, mailboxes_chosen, selection: str):
+        """A bulk reconnect run per workspace the user operates among `mailboxes_chosen`
+        (fleet/reconnect.py), then its links page."""
+        chosen = self.scoped(request, mailboxes_chosen, Role.OPERATOR)
+        workspace_ids = set(
+            reconnect.failing(chosen).order_by().values_list("workspace_id", flat=True).distinct()
+        )
+        if not workspace_ids:
+            self.message_user(
+                request,
+                sentence(errors.NOTHING_TO_RECONNECT.message, errors.NOTHING_TO_RECONNECT.hint),
+                messages.WARNING,
+            )
+            return None
+        workspaces = Workspace.objects.filter(pk__in=workspace_ids).order_by("name")
+        return start_runs(self, request, [(w, chosen) for w in workspaces], selection)
+
+    def reconnect_failing_view(self, request):
+        """The list's "Reconnect all failing" button: the list as filtered (its query string)."""
+        require_role(request, Role.OPERATOR, "Reconnecting mailboxes")
+        back = reverse("admin:fleet_mailbox_changelist")
+        query = request.GET.urlencode()
+        try:
+            listed = self.get_changelist_instance(request).get_queryset(request)
+        except IncorrectLookupParameters:
+            self.message_user(request, "The list's filters are not valid.", messages.ERROR)
+            return HttpResponseRedirect(back)
+        selection = f"filtered list: {query}" if query else "all failing"
+        response = self._reconnect_failing(request, listed, selection[:300])
+        return response or HttpResponseRedirect(f"{back}?{query}" if query else back)
 
     def connect_new_view(self, request):
         """Connect a new Outlook mailbox: a consent link for a workspace; the mailbox is created
@@ -542,20 +642,17 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         """The dashboard's "Reconnect N mailboxes": the Reconnect action on the mailboxes that
         need reauthorization (of one workspace, or all the user operates)."""
         require_role(request, Role.OPERATOR, "Reconnecting mailboxes")
-        waiting = self._dashboard_selection(request).filter(status=Mailbox.Status.REAUTH_REQUIRED)
-        response = self._connect(request, waiting, prompt="consent")
-        if response is None:
-            if not waiting.exists():
-                self.message_user(request, "No mailbox needs reauthorization any more.")
-            return HttpResponseRedirect(self._dashboard_url(request))
-        return response
+        response = self._reconnect_failing(
+            request, self._dashboard_selection(request), "all failing (dashboard)"
+        )
+        return response or HttpResponseRedirect(self._dashboard_url(request))
 
     def retest_code_view(self, request):
         """The dashboard's "Test N again" beside an error code."""
         require_role(request, Role.OPERATOR, "Testing mailboxes")
         code = request.POST.get("code", "")
         chosen = self._dashboard_selection(request).filter(error_code=code)
-        queued = mailboxes.queue_connection_tests(
+        queued = health.queue_tests(
             chosen.only("pk", "status"), actor=request.user, via=mailboxes.ADMIN
         )
         self.message_user(
@@ -607,7 +704,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
 
     @admin.action(description="Test connection (SMTP and IMAP)", permissions=["operate"])
     def test_connection(self, request, queryset):
-        queued = mailboxes.queue_connection_tests(
+        queued = health.queue_tests(
             self.scoped(request, queryset, Role.OPERATOR).select_related(None).only("pk", "status"),
             actor=request.user,
             via=mailboxes.ADMIN,
@@ -654,6 +751,20 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
     def warmup(self, obj):
         return badge(obj.warmup_status, obj.get_warmup_status_display())
 
+    @admin.display(description="uptime, 30 days")
+    def uptime(self, obj):
+        """The share of its connection tests that passed in 30 days, and the last tests: read
+        from this mailbox's own events only (fleet/uptime.py)."""
+        if obj.pk is None:
+            return "—"
+        health = uptime.for_mailbox(obj)
+        for check in health.last_checks:
+            entry = errors.get(check.error_code)
+            check.hint = entry.hint if entry else ""
+        return render_to_string(
+            "fleet/mailbox_uptime.html", {"health": health, "days": uptime.WINDOW_DAYS}
+        )
+
     @admin.display(description="status history")
     def history(self, obj):
         if obj.pk is None:
@@ -679,10 +790,15 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         )
         self.message_user(request, f"{changed} mailbox(es) re-enabled; their connection is tested.")
 
+    audited = False  # fleet/mailboxes.py records its saves and deletes
+
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if change:
-            mailboxes.record_changes(obj, form.changed_data, actor=request.user, via="admin")
+            mailboxes.record_changes(
+                obj, form.changed_data, actor=request.user, via="admin",
+                before={name: form.initial.get(name) for name in form.changed_data},
+            )
         else:
             mailboxes.record_created(obj, actor=request.user, via=mailboxes.ADMIN)
 
@@ -701,6 +817,7 @@ class MailboxEventAdmin(ScopedAdmin):
     list_filter = [
         ConnectionChangeFilter,
         DayFilter,
+        WithinFilter,
         "kind",
         "to_status",
         ("workspace", ScopedRelatedFilter),
@@ -709,6 +826,7 @@ class MailboxEventAdmin(ScopedAdmin):
     list_select_related = ["workspace", "actor"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+    count_cap = 10_000
 
     def has_add_permission(self, request):
         return False

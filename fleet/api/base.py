@@ -47,6 +47,11 @@ class FleetView(APIView):
         """`queryset`'s rows that the key sees (to read; `check_role` decides about more)."""
         return access.key_scope(queryset.all(), self.request.auth, Role.VIEWER)
 
+    def operable(self, queryset: QuerySet, role: str | None = None) -> QuerySet:
+        """`queryset`'s rows in the workspaces where the key may act with `role` (default: this
+        method's): what a bulk operation over a selection may touch."""
+        return access.key_scope(queryset.all(), self.request.auth, role or self.role)
+
     def get_object(self, queryset: QuerySet | None = None, **lookup) -> Model:
         """The object the URL names (or `lookup` names in `queryset`, scoped here): 404 when the
         key cannot see it, 403 when it can but this method needs a higher role there."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 
-from fleet import errors
+from fleet import audit, errors
 from fleet.api.base import FleetView
 from fleet.api.envelope import ApiError
 from fleet.api.schema import WORKSPACE_ID_PARAM, envelope
@@ -62,7 +63,12 @@ class CredentialList(CredentialView):
         values = {k: v for k, v in data.items() if v is not None}
         credential = Credential(workspace=workspace, **values)
         credential.full_clean()  # the model's own rules, the same as in the admin
-        credential.save()
+        with transaction.atomic():
+            credential.save()
+            audit.record(
+                "credential.created", credential, actor=request.user, via="api",
+                changes=audit.set_fields(credential, [*values, "workspace_id"]),
+            )
         return self.respond(credential, status=201)
 
 

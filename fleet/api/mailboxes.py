@@ -7,17 +7,18 @@ from django.db.models import BooleanField, ExpressionWrapper, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 
-from fleet import mailboxes
+from fleet import health, mailboxes
 from fleet.api.base import FleetView
 from fleet.api.envelope import ok
 from fleet.api.pagination import CursorPage
 from fleet.api.schema import envelope
 from fleet.api.serializers import (
     MailboxFilterSerializer,
+    MailboxSelectionSerializer,
     MailboxSerializer,
     MailboxUpdateSerializer,
 )
-from fleet.models import Mailbox, Role
+from fleet.models import Mailbox, Role, Workspace
 
 TAG = ["Mailboxes"]
 SECRETS = ["password", "totp_secret", "refresh_token", "access_token"]
@@ -275,6 +276,43 @@ class MailboxConnectionTest(MailboxView):
             status=202,
             serializer_class=ConnectionTestSerializer,
         )
+
+
+class SweepSerializer(serializers.Serializer):
+    queued = serializers.IntegerField(help_text="Mailboxes queued for a test (not disabled).")
+
+
+class MailboxSweep(FleetView):
+    roles = {"POST": Role.OPERATOR}
+
+    @extend_schema(
+        tags=TAG,
+        operation_id="mailboxes_sweep",
+        summary="Sweep now: test the selected mailboxes",
+        description="Operators. Queues a connection test of every mailbox the filters in the "
+        "body select (all of them combined; none: every mailbox the key may operate), disabled "
+        "ones excepted, and answers 202 with how many; each mailbox's `status` and "
+        "`last_checked_at` show the outcome, and its health sweeps go on from its own slot.",
+        request=MailboxSelectionSerializer,
+        responses={202: envelope("SweepEnvelope", SweepSerializer())},
+    )
+    def post(self, request):
+        wanted = self.validated(MailboxSelectionSerializer)
+        if request.auth.workspace_id is not None:
+            self.check_role(request.auth.workspace_id)  # a viewer's workspace key: 403
+        chosen = self.operable(Mailbox.objects.all())
+        if "workspace_id" in wanted:
+            self.get_object(Workspace.objects.all(), pk=wanted["workspace_id"])  # 404 / 403
+            chosen = chosen.filter(workspace_id=wanted["workspace_id"])
+        for field in ("status", "error_code", "warmup_status"):
+            if field in wanted:
+                chosen = chosen.filter(**{field: wanted[field]})
+        if "tag" in wanted:
+            chosen = chosen.filter(
+                pk__in=Mailbox.objects.filter(tags__name__iexact=wanted["tag"]).values("pk")
+            )
+        queued = health.sweep_now(chosen, actor=request.user, via=mailboxes.API)
+        return self.respond({"queued": queued}, status=202, serializer_class=SweepSerializer)
 
 
 class TotpCodeSerializer(serializers.Serializer):

@@ -93,7 +93,13 @@ class WorkspaceSerializer(serializers.Serializer):
         choices=Role.choices, allow_null=True, help_text="What the calling key may do here."
     )
     webhook = WebhookSerializer(source="*")
+    health_check_interval_hours = serializers.SerializerMethodField(
+        help_text="How often every mailbox is tested (hours)."
+    )
     created_at = serializers.DateTimeField()
+
+    def get_health_check_interval_hours(self, workspace) -> float:
+        return workspace.health_check_interval.total_seconds() / 3600
 
 
 class WorkspaceWriteSerializer(serializers.Serializer):
@@ -101,8 +107,19 @@ class WorkspaceWriteSerializer(serializers.Serializer):
     slug = serializers.SlugField(
         max_length=64, required=False, help_text="Defaults to a slug of the name."
     )
+    health_check_interval_hours = serializers.FloatField(
+        min_value=1,
+        max_value=90 * 24,
+        required=False,
+        help_text="How often every mailbox is tested: 1 hour to 90 days (default 24).",
+    )
 
     def validate(self, attrs):
+        from datetime import timedelta
+
+        if "health_check_interval_hours" in attrs:
+            hours = attrs.pop("health_check_interval_hours")
+            attrs["health_check_interval"] = timedelta(seconds=round(hours * 3600))
         if "slug" not in attrs and "name" in attrs and self.instance is None:
             attrs["slug"] = slugify(attrs["name"])[:64]
             if not attrs["slug"]:
@@ -182,6 +199,16 @@ class MailboxSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class MailboxSelectionSerializer(serializers.Serializer):
+    """Which mailboxes a bulk call acts on (all filters optional, combined with AND)."""
+
+    workspace_id = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+    status = serializers.ChoiceField(choices=Mailbox.Status.choices, required=False)
+    tag = serializers.CharField(max_length=64, required=False)
+    error_code = serializers.CharField(max_length=64, required=False)
+    warmup_status = serializers.ChoiceField(choices=Mailbox.Warmup.choices, required=False)
+
+
 class MailboxFilterSerializer(serializers.Serializer):
     workspace_id = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     status = serializers.ChoiceField(choices=Mailbox.Status.choices, required=False)
@@ -248,3 +275,27 @@ class CredentialCreateSerializer(serializers.Serializer):
     client_secret = serializers.CharField(max_length=2000, write_only=True, trim_whitespace=False)
     secret_expires_at = serializers.DateField(required=False, allow_null=True)
     redirect_uri = serializers.URLField(max_length=500, required=False, allow_blank=True)
+
+
+class AlertSettingsSerializer(serializers.Serializer):
+    """The key's user's alert e-mails in one workspace (their Membership)."""
+
+    workspace_id = serializers.IntegerField(read_only=True)
+    role = serializers.CharField(read_only=True)
+    alert_emails = serializers.BooleanField(
+        help_text="Whether this workspace's disconnect digests are e-mailed to you."
+    )
+    receives_digests = serializers.SerializerMethodField(
+        help_text="True when digests reach you: manager or owner, an e-mail address, not opted out."
+    )
+
+    def get_receives_digests(self, membership) -> bool:
+        return bool(
+            membership.alert_emails
+            and membership.user.email
+            and Role.includes(membership.role, Role.MANAGER)
+        )
+
+
+class AlertSettingsWriteSerializer(serializers.Serializer):
+    alert_emails = serializers.BooleanField()

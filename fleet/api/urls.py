@@ -7,7 +7,18 @@ from drf_spectacular.views import (
     SpectacularSwaggerSplitView,
 )
 
-from fleet.api import bulk, connect, credentials, imports, mailboxes, move, workspaces
+from fleet.api import (
+    alerts,
+    audit,
+    bulk,
+    connect,
+    credentials,
+    imports,
+    mailboxes,
+    move,
+    reconnect,
+    workspaces,
+)
 from fleet.api.envelope import page_not_found
 
 urlpatterns = [
@@ -18,11 +29,16 @@ urlpatterns = [
     path("workspaces", workspaces.WorkspaceList.as_view()),
     path("workspaces/<int:pk>", workspaces.WorkspaceDetail.as_view()),
     path("workspaces/<int:pk>/webhook", workspaces.WorkspaceWebhook.as_view()),
+    path("workspaces/<int:pk>/alerts", alerts.WorkspaceAlerts.as_view()),
     path("mailboxes", mailboxes.MailboxList.as_view()),
+    path("mailboxes/sweep", mailboxes.MailboxSweep.as_view()),
     path("mailboxes/move-plan", move.MovePlanView.as_view()),
     path("mailboxes/move-to-oauth", move.MoveToOAuth.as_view()),
     path("mailboxes/move-to-oauth/<uuid:run_uid>", move.MoveRunDetail.as_view()),
+    path("mailboxes/reconnect", reconnect.MailboxReconnect.as_view()),
+    path("mailboxes/reconnect/<uuid:run_uid>", reconnect.ReconnectRunDetail.as_view()),
     path("mailboxes/<uuid:uid>", mailboxes.MailboxDetail.as_view()),
+    path("mailboxes/<uuid:uid>/health", reconnect.MailboxHealth.as_view()),
     path("mailboxes/<uuid:uid>/warmup/start", mailboxes.WarmupStart.as_view()),
     path("mailboxes/<uuid:uid>/warmup/pause", mailboxes.WarmupPause.as_view()),
     path("mailboxes/<uuid:uid>/warmup/resume", mailboxes.WarmupResume.as_view()),
@@ -39,6 +55,7 @@ urlpatterns = [
     path("mailboxes/consent-request/initiate", connect.ConsentRequestInitiate.as_view()),
     path("mailboxes/consent-request", connect.ConsentRequestList.as_view()),
     path("mailboxes/consent-request/<uuid:uid>", connect.ConsentRequestDetail.as_view()),
+    path("audit-log", audit.AuditLogList.as_view()),
     path("credentials", credentials.CredentialList.as_view()),
     path("credentials/<int:pk>", credentials.CredentialDetail.as_view()),
     path("credentials/<int:pk>/verify", credentials.CredentialVerify.as_view()),

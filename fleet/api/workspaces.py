@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from drf_spectacular.utils import extend_schema
 
-from fleet import access, errors
+from fleet import access, audit, errors, health
 from fleet.api.auth import PlatformKeyOnly
 from fleet.api.base import FleetView
 from fleet.api.envelope import ApiError, ok
@@ -75,7 +75,17 @@ class WorkspaceList(WorkspaceView):
         data = self.validated(WorkspaceWriteSerializer)
         with transaction.atomic():
             workspace = Workspace.objects.create(**data)
-            Membership.objects.create(user=request.user, workspace=workspace, role=Role.OWNER)
+            membership = Membership.objects.create(
+                user=request.user, workspace=workspace, role=Role.OWNER
+            )
+            audit.record(
+                "workspace.created", workspace, actor=request.user, via="api",
+                changes=audit.set_fields(workspace, ["name", "slug"]),
+            )
+            audit.record(
+                "membership.created", membership, actor=request.user, via="api",
+                changes=audit.set_fields(membership, ["user_id", "role"]),
+            )
         access.forget_roles(request.user)
         return self.respond(workspace, status=201)
 
@@ -101,16 +111,26 @@ class WorkspaceDetail(WorkspaceView):
         tags=TAG,
         operation_id="workspaces_update",
         summary="Update workspace",
-        description="Owners: rename, or change the slug.",
+        description="Owners: rename, change the slug, or set `health_check_interval_hours` "
+        "(every mailbox is tested once per interval, at least 1 hour).",
         request=WorkspaceWriteSerializer(partial=True),
         responses={200: envelope("WorkspaceEnvelope", WorkspaceSerializer())},
     )
     def patch(self, request, pk: int):
         workspace = self.get_object()
         changes = self.validated(WorkspaceWriteSerializer, instance=workspace, partial=True)
+        interval = changes.pop("health_check_interval", None)
+        before = audit.snapshot(workspace, changes)
         for field, value in changes.items():
             setattr(workspace, field, value)
-        workspace.save(update_fields=[*changes] or None)
+        with transaction.atomic():
+            workspace.save(update_fields=[*changes] or None)
+            if changes := audit.diff(workspace, before):
+                audit.record(
+                    "workspace.updated", workspace, actor=request.user, via="api", changes=changes
+                )
+            if interval is not None:
+                health.set_interval(workspace, interval)
         return self.respond(workspace)
 
     @extend_schema(
@@ -124,7 +144,9 @@ class WorkspaceDetail(WorkspaceView):
     def delete(self, request, pk: int):
         workspace = self.get_object()
         data = self.serialize(workspace)
-        workspace.delete()
+        with transaction.atomic():
+            audit.record("workspace.deleted", workspace, actor=request.user, via="api")
+            workspace.delete()
         return ok(data)
 
 
@@ -160,9 +182,15 @@ class WorkspaceWebhook(WorkspaceView):
                 "secret: Set a signing secret: receivers need it to verify deliveries.",
                 fields={"secret": ["Required with a URL when no secret is set yet."]},
             )
+        before = audit.snapshot(workspace, ["webhook_url", "webhook_secret", "webhook_enabled"])
         workspace.webhook_url = url
         if secret is not None:
             workspace.webhook_secret = secret
         workspace.reenable_webhook()
-        workspace.save()
+        with transaction.atomic():
+            workspace.save()
+            audit.record(
+                "workspace.webhook_updated", workspace, actor=request.user, via="api",
+                changes=audit.diff(workspace, before),
+            )
         return self.respond(workspace)

@@ -7,6 +7,9 @@
 - JSON batching: at most 20 requests per `$batch` (https://learn.microsoft.com/graph/json-batching)
   and at most 4 batches in flight, Outlook's limit of four concurrent requests per app and mailbox
   (https://learn.microsoft.com/graph/throttling-limits#outlook-service-limits).
+- Work in stages (`flow`): each item's next request joins the queue as soon as its answer is
+  in, and every free slot takes up to 20 queued requests of any stage, so four full batches are
+  in flight whenever there is work (a chunk's second stage does not wait for its neighbours).
 - Throttling: every request inside a batch is throttled on its own, so each inner 429 is retried
   after its own Retry-After (https://learn.microsoft.com/graph/throttling); 5xx and transport
   failures are retried with exponential backoff; GRAPH_MAX_ATTEMPTS bounds both. Permanent
@@ -16,12 +19,14 @@
 from __future__ import annotations
 
 import hashlib
+import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -30,7 +35,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from fleet import errors
-from fleet.errors import ErrorCode
+from fleet.errors import ErrorCode, FleetError
 from fleet.microsoft import identity
 from fleet.microsoft.http import MicrosoftError, MicrosoftSession, error_from_parts, request_json
 
@@ -313,3 +318,159 @@ class GraphClient:
             futures = [pool.submit(step, self, chunk) for chunk in chunks]
             for future in as_completed(futures):
                 yield future.result()
+
+    def flow(
+        self,
+        items: Sequence[T],
+        start: Callable[[T], GraphRequest],
+        advance: Callable[[T, GraphResponse], GraphRequest | None],
+        abort: Callable[[T, FleetError], None],
+        *,
+        at_least: int = 1,
+    ) -> Iterator[list[T]]:
+        """Take every item through its requests, stage after stage: `start(item)` is its first
+        request, `advance(item, answer)` its next one, or None when the item is done. Requests of
+        any stage share the batches: whenever one of the four slots is free it takes up to 20
+        queued requests (see `fill`), so no batch waits for its neighbours' stages and four full
+        batches are in flight whenever there is work. Retries follow `send`'s rules
+        (Retry-After, backoff, one token renewal, GRAPH_MAX_ATTEMPTS). When no token can be had,
+        `abort(item, failure)` ends every unfinished item.
+
+        Yields the items finished since the last yield, as lists of `at_least` items or more
+        (shorter ones once fewer than `at_least` are left). The batches are sent and their answers read by a thread of
+        its own, so that what the caller does with a list (writing it to the database) never
+        holds the requests back; `start`, `advance` and `abort` run on that thread and must not
+        touch the database."""
+        if not items:
+            return
+        finished: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._flow, args=(items, start, advance, abort, finished, stop), daemon=True
+        )
+        thread.start()
+        group: list[T] = []
+        left = len(items)  # not yet finished
+        try:
+            while True:
+                done = [finished.get()]
+                while True:  # whatever else finished while the caller was busy, in one list
+                    try:
+                        done.append(finished.get_nowait())
+                    except queue.Empty:
+                        break
+                arrived = [i for d in done if isinstance(d, list) for i in d]
+                group += arrived
+                left -= len(arrived)
+                failure = next((d for d in done if isinstance(d, BaseException)), None)
+                end = failure is not None or any(d is None for d in done)
+                # Near the end (fewer than `at_least` items left in flight) every list goes out
+                # at once: what is written while the last batches are in flight is not written
+                # after them.
+                if group and (end or len(group) >= at_least or left < at_least):
+                    yield group
+                    group = []
+                if failure is not None:
+                    raise failure
+                if end:
+                    return
+        finally:
+            stop.set()  # the caller stopped early (LeaseLost …): no new batches
+            thread.join()
+
+    def _flow(self, items, start, advance, abort, finished: queue.Queue, stop) -> None:
+        try:
+            self._run_flow(items, start, advance, abort, finished, stop)
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            finished.put(exc)
+        else:
+            finished.put(None)
+
+    def _run_flow(self, items, start, advance, abort, finished: queue.Queue, stop) -> None:
+        # Each item's current request carries the item's index as its id: unique in any batch.
+        fresh = deque((i, replace(start(item), id=str(i))) for i, item in enumerate(items))
+        follow_ups: deque[tuple[int, GraphRequest]] = deque()
+        waiting: list[tuple[float, int, GraphRequest]] = []  # (not before, index, request)
+        attempts = [0] * len(items)
+        renewed = [False] * len(items)
+        ended = [False] * len(items)
+        unfinished = len(items)
+        in_flight: set[Future] = set()
+
+        def fill(in_flight: set[Future]) -> None:
+            """Every free slot takes up to 20 queued requests. Follow-ups first (items finish,
+            and are written, early), but while fewer than a round's worth (4 x 20) are queued,
+            first requests first: so that when the first requests run out there are always
+            follow-ups left for every slot, and no slot waits for a stage to come back."""
+            while len(in_flight) < MAX_IN_FLIGHT and (follow_ups or fresh) and not stop.is_set():
+                reserve = MAX_IN_FLIGHT * BATCH_LIMIT
+                order = (follow_ups, fresh) if len(follow_ups) >= reserve else (fresh, follow_ups)
+                batch = []
+                for source in order:
+                    while len(batch) < BATCH_LIMIT and source:
+                        batch.append(source.popleft())
+                in_flight.add(pool.submit(self._post_for_flow, batch))
+
+        with ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT) as pool:
+            while unfinished and not stop.is_set():
+                now = time.monotonic()
+                if waiting:
+                    follow_ups.extend((i, r) for t, i, r in waiting if t <= now)
+                    waiting = [w for w in waiting if w[0] > now]
+                fill(in_flight)
+                if not in_flight:
+                    time.sleep(max(0.0, min(t for t, _, _ in waiting) - now))
+                    continue
+                timeout = max(0.0, min(t for t, _, _ in waiting) - now) if waiting else None
+                done, in_flight = wait(in_flight, timeout=timeout, return_when=FIRST_COMPLETED)
+                for future in done:
+                    group: list = []
+                    try:
+                        batch, answers, token = future.result()
+                        # A 401: the token was revoked or expired early. Once more with a new one
+                        # (fetched once for all the batches it failed), not counted as an attempt.
+                        if any(answers[str(i)].status == 401 and not renewed[i] for i, _ in batch):
+                            renew_token(self.credential, token)
+                    except FleetError as failure:  # no token any more (secret revoked mid-run …)
+                        stop.set()
+                        left = [i for i in range(len(items)) if not ended[i]]
+                        for i in left:
+                            abort(items[i], failure)
+                        finished.put([items[i] for i in left])
+                        return
+                    now = time.monotonic()
+                    for i, request in batch:
+                        answer = answers[str(i)]
+                        if answer.status == 401 and not renewed[i]:
+                            renewed[i] = True
+                            follow_ups.append((i, request))
+                            continue
+                        attempts[i] += 1
+                        if not (
+                            answer.ok or answer.error.permanent or attempts[i] >= self.max_attempts
+                        ):
+                            waiting.append(
+                                (now + self.delay(answer.error, attempts[i]), i, request)
+                            )
+                            continue
+                        following = advance(items[i], answer)
+                        if following is None:
+                            ended[i] = True
+                            unfinished -= 1
+                            group.append(items[i])
+                        else:
+                            attempts[i], renewed[i] = 0, False
+                            follow_ups.append((i, replace(following, id=str(i))))
+                    fill(in_flight)  # this batch's slot, at once: its follow-ups first
+                    if group:
+                        finished.put(group)
+
+    def _post_for_flow(self, batch: list[tuple[int, GraphRequest]]):
+        """One batch for `flow`, on a pool thread: the batch, its answers by id, and the token
+        it was sent with (to renew exactly that one on a 401)."""
+        requests = [r for _, r in batch]
+        try:
+            answers = self._post_batch(requests)
+        except MicrosoftError as error:  # the envelope itself failed
+            answers = {r.id: GraphResponse(error.status or 0, None, error) for r in requests}
+        return batch, answers, getattr(self._local, "token", "")

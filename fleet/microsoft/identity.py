@@ -4,7 +4,8 @@
   `finish_user_flow`.
 - Tenant admin consent for an app registration: `admin_consent_url` (msal has no helper; the URL
   shape is https://learn.microsoft.com/entra/identity-platform/v2-admin-consent).
-- Token upkeep: `refresh_mailbox_token`, `access_token_for` (XOAUTH2 for SMTP/IMAP).
+- Token upkeep: `access_token_for` (XOAUTH2 for SMTP/IMAP), `refresh_mailbox_token` (leased;
+  the keep-alive of fleet/tokens.py calls it too).
 - App-only tokens (client credentials): `app_only_token`.
 
 One ConfidentialClientApplication per credential and call site: msal caches discovery and 4xx
@@ -13,7 +14,13 @@ answers per application object, and tokens live on our rows, not in msal's cache
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import random
 import re
+import threading
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -21,7 +28,6 @@ from urllib.parse import urlencode, urlsplit
 
 import msal
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from fleet import errors
@@ -60,6 +66,8 @@ AADSTS = re.compile(r"\bAADSTS(\d+)")
 
 KNOWN_MICROSOFT_HOSTS = msal.authority.WELL_KNOWN_AUTHORITY_HOSTS
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class SignedIn:
@@ -74,7 +82,9 @@ class SignedIn:
     display_name: str
 
 
-def build_app(credential) -> msal.ConfidentialClientApplication:
+def build_app(
+    credential, token_cache: msal.TokenCache | None = None
+) -> msal.ConfidentialClientApplication:
     """A fresh msal application for this credential (discovery happens here, over HTTPS)."""
     if credential is None:
         raise FleetError(errors.MICROSOFT_OAUTH_NOT_CONFIGURED)
@@ -88,7 +98,7 @@ def build_app(credential) -> msal.ConfidentialClientApplication:
             # Microsoft's own hosts (the sandbox and national-cloud mirrors are configured).
             instance_discovery=host in KNOWN_MICROSOFT_HOSTS,
             http_client=MicrosoftSession(),
-            token_cache=None,
+            token_cache=token_cache,
         )
 
 
@@ -238,89 +248,232 @@ def app_only_token(credential, scopes: list[str] | None = None) -> AppToken:
     return AppToken(result["access_token"], expiry(result))
 
 
-def refresh_mailbox_token(mailbox, app: msal.ConfidentialClientApplication | None = None) -> str:
-    """Redeem the mailbox's refresh token for a new access token and save both, the rotated
-    refresh token included (Microsoft may rotate it on every use). A revoked or expired grant
-    moves the mailbox to `reauth_required` and raises FleetError(REAUTH_REQUIRED).
+# --- Token upkeep ------------------------------------------------------------------------------
+# Access tokens live an hour; refresh tokens 90 days unused and replace themselves on every use
+# (https://learn.microsoft.com/entra/identity-platform/refresh-tokens#token-lifetime). So Fleet
+# fetches an access token only when a test or a program needs one (`access_token_for`), and keeps
+# each refresh token alive with one redemption every TOKEN_KEEPALIVE_DAYS when nothing needed it
+# sooner (fleet/tokens.py).
+#
+# One refresh token is never redeemed twice at once: the refresh takes a lease on the mailbox's
+# row (a conditional UPDATE of `token_lease_owner`), makes the HTTP call with no transaction
+# open, and writes the rotated refresh token with the access token in one UPDATE fenced on the
+# lease. A second caller meanwhile waits for that write instead of redeeming the same token.
 
-    The row is locked while refreshing, so that two workers never redeem one refresh token."""
+# Fresh enough to hand out: valid for at least another minute.
+FRESH_FOR = timedelta(seconds=60)
+# How long a second caller waits for the refresh another one is making (its HTTP call is bounded
+# by MICROSOFT_HTTP_TIMEOUT, twice when msal has to fetch the OpenID configuration first).
+WAIT_POLL_MAX = 0.25
+
+
+def refresh_lease() -> timedelta:
+    """A refresh's lease outlasts its HTTP calls, so it never expires while a token is out."""
+    lease = max(float(settings.JOB_LEASE_SECONDS), 2 * settings.MICROSOFT_HTTP_TIMEOUT + 5)
+    return timedelta(seconds=lease)
+
+
+def next_keepalive(used_at):
+    """When the keep-alive redeems a refresh token used at `used_at`: TOKEN_KEEPALIVE_DAYS later,
+    up to a quarter earlier at random, so that mailboxes connected together (an import, a bulk
+    add) do not come due together, and drift further apart with every round."""
+    days = settings.TOKEN_KEEPALIVE_DAYS
+    return used_at + timedelta(days=days * (1 - 0.25 * random.random()))  # noqa: S311
+
+
+class NoTokenCache(msal.TokenCache):
+    """Tokens live on our rows: an msal application reused for thousands of refreshes must not
+    collect them in memory as well."""
+
+    def add(self, event, now=None):
+        return None
+
+
+# One msal application per credential and thread for refreshes (msal's HTTP session keeps its
+# connection to Microsoft, and discovery happens once). After a failed call the application is
+# dropped: msal remembers error answers per application (5 s for a 5xx, 60 s for a 400) and a
+# retry of ours must reach Microsoft.
+_refresh_apps = threading.local()
+
+
+def _app_key(credential) -> tuple:
+    secret = hashlib.sha256(str(credential.client_secret).encode()).hexdigest()
+    return (
+        credential.pk,
+        credential.client_id,
+        credential.tenant_id,
+        secret,
+        settings.MICROSOFT_AUTHORITY_HOST,
+        settings.MICROSOFT_CA_BUNDLE,
+    )
+
+
+def refresh_app(credential) -> msal.ConfidentialClientApplication:
+    apps = _refresh_apps.__dict__.setdefault("apps", {})
+    key = _app_key(credential)
+    if key not in apps:
+        if len(apps) >= 64:
+            apps.clear()
+        apps[key] = build_app(credential, token_cache=NoTokenCache())
+    return apps[key]
+
+
+def forget_app(credential) -> None:
+    _refresh_apps.__dict__.setdefault("apps", {}).pop(_app_key(credential), None)
+
+
+def _fresh(access_token, expires_at) -> bool:
+    return bool(access_token) and expires_at is not None and expires_at > timezone.now() + FRESH_FOR
+
+
+def _token_row(pk: int) -> dict | None:
     from fleet.models import Mailbox
 
-    failure = None
-    with transaction.atomic():
-        locked = (
-            Mailbox.objects.select_for_update(of=("self",))
-            .select_related("credential")
-            .get(pk=mailbox.pk)
-        )
-        if not locked.refresh_token:
-            raise FleetError(errors.REAUTH_REQUIRED, "No refresh token is stored")
-        app = app or build_app(locked.credential)
-        with translated_failures():
-            result = app.acquire_token_by_refresh_token(str(locked.refresh_token), OUTLOOK_SCOPES)
-        if "error" in result:
-            failure = error_for(result)
-        else:
-            locked.access_token = result["access_token"]
-            locked.token_expires_at = expiry(result)
-            if result.get("refresh_token"):
-                locked.refresh_token = result["refresh_token"]
-            locked.save(
-                update_fields=["access_token", "token_expires_at", "refresh_token", "updated_at"]
-            )
-    if failure is not None:
-        if failure.error is errors.REAUTH_REQUIRED:
-            locked.access_token = ""
-            locked.save(update_fields=["access_token", "updated_at"])
-            locked.set_status(Mailbox.Status.REAUTH_REQUIRED, failure.error, failure.detail)
-        mailbox.refresh_from_db()
-        raise failure
-    for field in ("access_token", "token_expires_at", "refresh_token", "status", "error_code"):
-        setattr(mailbox, field, getattr(locked, field))
-    return str(locked.access_token)
+    return (
+        Mailbox.objects.filter(pk=pk)
+        .values("access_token", "token_expires_at", "refresh_token", "status", "error_code")
+        .first()
+    )
 
 
-def access_token_for(mailbox) -> str:
-    """A valid Outlook access token for XOAUTH2 (SMTP/IMAP), refreshed when it expires within a
-    minute. Raises FleetError (REAUTH_REQUIRED, MICROSOFT_UNAVAILABLE, …)."""
-    fresh_until = timezone.now() + timedelta(seconds=60)
-    if mailbox.access_token and mailbox.token_expires_at and mailbox.token_expires_at > fresh_until:
-        return str(mailbox.access_token)
-    return refresh_mailbox_token(mailbox)
-
-
-def refresh_expiring(now=None) -> dict[str, int]:
-    """Token upkeep: refresh every OAuth mailbox whose access token expires within
-    TOKEN_REFRESH_AHEAD, one msal application per credential. Returns counts by outcome."""
+def _claim_or_wait(mailbox, owner: str) -> str | None:
+    """Take the refresh lease of `mailbox` (None), or the access token another caller's refresh
+    saved meanwhile."""
     from django.db.models import Q
 
     from fleet.models import Mailbox
 
-    now = now or timezone.now()
-    due = (
-        Mailbox.objects.filter(auth_method=Mailbox.AuthMethod.OAUTH, credential__isnull=False)
-        .exclude(refresh_token="")
-        .exclude(status__in=[Mailbox.Status.REAUTH_REQUIRED, Mailbox.Status.DISABLED])
-        .filter(
-            Q(token_expires_at__isnull=True)
-            | Q(token_expires_at__lte=now + timedelta(seconds=settings.TOKEN_REFRESH_AHEAD))
+    deadline = time.monotonic() + 2 * settings.MICROSOFT_HTTP_TIMEOUT + 5
+    pause = 0.02
+    while True:
+        row = _token_row(mailbox.pk)
+        if row is None:  # deleted meanwhile: as `Mailbox.objects.get` says it
+            raise Mailbox.DoesNotExist(f"Mailbox {mailbox.pk} no longer exists")
+        if _fresh(row["access_token"], row["token_expires_at"]):
+            mailbox.access_token, mailbox.token_expires_at = (
+                row["access_token"],
+                row["token_expires_at"],
+            )
+            mailbox.refresh_token = row["refresh_token"]
+            return str(row["access_token"])
+        if row["status"] == Mailbox.Status.REAUTH_REQUIRED and not row["access_token"]:
+            raise FleetError(errors.REAUTH_REQUIRED, "Microsoft refused this mailbox's grant")
+        now = timezone.now()
+        # Only while the token is still stale: a refresh that was saved since the read above
+        # (and released its lease) must not be followed by a second one.
+        stale = (
+            Q(access_token="")
+            | Q(token_expires_at__isnull=True)
+            | Q(token_expires_at__lte=now + FRESH_FOR)
         )
-        .select_related("credential")
-        .order_by("credential_id", "pk")
+        claimed = (
+            Mailbox.objects.filter(pk=mailbox.pk)
+            .filter(stale)
+            .filter(Q(token_lease_owner="") | Q(token_lease_expires_at__lt=now))
+            .update(token_lease_owner=owner, token_lease_expires_at=now + refresh_lease())
+        )
+        if claimed:
+            return None
+        if time.monotonic() > deadline:
+            raise FleetError(
+                errors.MICROSOFT_UNAVAILABLE,
+                "Another worker is refreshing this mailbox's token and has not finished",
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, WAIT_POLL_MAX)
+
+
+def release_lease(pk: int, owner: str, **changes: Any) -> int:
+    """Give a mailbox's token lease back (with `changes`), if `owner` still holds it."""
+    from fleet.models import Mailbox
+
+    return Mailbox.objects.filter(pk=pk, token_lease_owner=owner).update(
+        token_lease_owner="", token_lease_expires_at=None, **changes
     )
-    counts = {"refreshed": 0, "reauth_required": 0, "failed": 0}
-    apps: dict[int, msal.ConfidentialClientApplication] = {}
-    for mailbox in due.iterator():
-        try:
-            if mailbox.credential_id not in apps:
-                apps[mailbox.credential_id] = build_app(mailbox.credential)
-            refresh_mailbox_token(mailbox, apps[mailbox.credential_id])
-            counts["refreshed"] += 1
-        except FleetError as failure:
-            # Transient failures are tried again on the next run; revoked grants are recorded.
-            key = "reauth_required" if failure.error is errors.REAUTH_REQUIRED else "failed"
-            counts[key] += 1
-    return counts
+
+
+def refresh_mailbox_token(mailbox, *, owner: str | None = None) -> str:
+    """Redeem the mailbox's refresh token for a new access token and save both, the rotated
+    refresh token included, with the time of the redemption and the next keep-alive. A revoked
+    or expired grant moves the mailbox to `reauth_required` and raises
+    FleetError(REAUTH_REQUIRED); a transient failure raises MICROSOFT_UNAVAILABLE.
+
+    `owner`: the caller already holds the row's token lease (a keep-alive task); otherwise the
+    lease is taken here, or the token another caller is refreshing right now is waited for."""
+    from fleet.models import Mailbox
+
+    held = owner is not None  # transient failures: the holder decides when to try again
+    if owner is None:
+        owner = f"refresh-{uuid.uuid4().hex}"
+        waited = _claim_or_wait(mailbox, owner)
+        if waited is not None:
+            return waited
+    row = (
+        Mailbox.objects.select_related("credential")
+        .filter(pk=mailbox.pk, token_lease_owner=owner)
+        .first()
+    )
+    if row is None:
+        if not Mailbox.objects.filter(pk=mailbox.pk).exists():
+            raise Mailbox.DoesNotExist(f"Mailbox {mailbox.pk} no longer exists")
+        raise FleetError(
+            errors.MICROSOFT_UNAVAILABLE, "Another worker took over this mailbox's token refresh"
+        )
+    if not row.refresh_token:
+        release_lease(row.pk, owner, token_keepalive_due_at=None)
+        raise FleetError(errors.REAUTH_REQUIRED, "No refresh token is stored")
+    if row.credential is None:
+        release_lease(row.pk, owner, token_keepalive_due_at=None)
+        raise FleetError(errors.MICROSOFT_OAUTH_NOT_CONFIGURED)
+    try:
+        app = refresh_app(row.credential)
+        with translated_failures():
+            result = app.acquire_token_by_refresh_token(str(row.refresh_token), OUTLOOK_SCOPES)
+    except FleetError:
+        forget_app(row.credential)
+        if not held:
+            release_lease(row.pk, owner)
+        raise
+    if "error" in result:
+        forget_app(row.credential)
+        failure = error_for(result)
+        if failure.error is errors.REAUTH_REQUIRED:
+            release_lease(row.pk, owner, access_token="", token_keepalive_due_at=None)
+            if row.status != Mailbox.Status.REAUTH_REQUIRED:
+                Mailbox.set_status_many(
+                    [row], Mailbox.Status.REAUTH_REQUIRED, failure.error, failure.detail, via="task"
+                )
+        elif not held:
+            release_lease(row.pk, owner)
+        mailbox.refresh_from_db()
+        raise failure
+    now = timezone.now()
+    saved = {
+        "access_token": result["access_token"],
+        "token_expires_at": expiry(result),
+        "refresh_token_used_at": now,
+        "token_keepalive_due_at": next_keepalive(now),
+    }
+    if result.get("refresh_token"):
+        saved["refresh_token"] = result["refresh_token"]
+    if not release_lease(row.pk, owner, updated_at=now, **saved):
+        # Only if the lease ran out during the call (a stalled process): the answer is not ours
+        # to save any more. Microsoft keeps the old refresh token valid, so nothing is lost.
+        log.warning("token lease of mailbox %s expired before its refresh was saved", row.pk)
+        raise FleetError(errors.MICROSOFT_UNAVAILABLE, "The token refresh took too long")
+    for field, value in saved.items():
+        setattr(mailbox, field, value)
+    return str(result["access_token"])
+
+
+def access_token_for(mailbox) -> str:
+    """A valid Outlook access token for XOAUTH2 (SMTP/IMAP): the saved one until a minute before
+    it expires, else a refresh (one at a time per mailbox, across threads, processes and hosts).
+    Raises FleetError (REAUTH_REQUIRED, MICROSOFT_UNAVAILABLE, …), or Mailbox.DoesNotExist when
+    the mailbox was deleted meanwhile."""
+    if _fresh(mailbox.access_token, mailbox.token_expires_at):
+        return str(mailbox.access_token)
+    return refresh_mailbox_token(mailbox)
 
 
 @dataclass(frozen=True)

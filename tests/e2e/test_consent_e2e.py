@@ -45,11 +45,11 @@ def test_connect_through_the_sandbox_consent_page(
 
     page.goto(f"{live_server.url}/admin/fleet/mailbox/{nora.pk}/change/")
     for _ in range(30):  # the worker runs the XOAUTH2 test within a few seconds
-        if "Connection test" in page.locator(".fleet-history").inner_text():
+        if "Connection test" in page.locator(".fleet-history:not(#last-checks)").inner_text():
             break
         page.wait_for_timeout(500)
         page.reload()
-    history = page.locator(".fleet-history").inner_text()
+    history = page.locator(".fleet-history:not(#last-checks)").inner_text()
     assert "Connection test" in history and "pending → active" in history
     shot("mailbox-active-with-history")
     nora.refresh_from_db()

@@ -69,3 +69,17 @@ def test_viewer_sees_only_their_workspace_and_cannot_act(page, live_server, peop
     page.goto(f"{live_server.url}/admin/fleet/mailbox/{b.pk}/change/")
     assert page.locator("input[name=_save]").count() == 0  # read only
     page.shots("viewer-mailbox-read-only")
+
+
+def test_sweep_now_on_the_workspace_page(page, live_server, people, ws_a):
+    """An operator's *Sweep now* on the workspace page queues a test of each of its mailboxes
+    (disabled ones excepted) and says so, with a link to their list."""
+    add_mailboxes(ws_a, 4, "s")
+    log_in(page, live_server, "mo")
+    page.goto(f"{live_server.url}/admin/fleet/workspace/{ws_a.pk}/change/")
+    page.shots("workspace-with-sweep-now")
+    page.click("#tool-sweep_now")
+    expect(page.locator("ul.messagelist")).to_contain_text("queued for a connection test")
+    page.shots("sweep-now-queued")
+    due = Mailbox.objects.filter(workspace=ws_a, check_due_at__isnull=False)
+    assert due.count() == Mailbox.objects.filter(workspace=ws_a).exclude(status="disabled").count()

@@ -176,7 +176,8 @@ def test_mailbox_buttons_do_what_they_say(laptop, live_server, people, ws_a):
     boxes["waiting"].refresh_from_db()
     assert boxes["waiting"].status == "pending"
     # Enabling queues its connection test.
-    assert DBTaskResult.objects.filter(task_path="fleet.tasks.check_mailboxes").exists()
+    assert DBTaskResult.objects.filter(task_path="fleet.tasks.test_due_mailboxes").exists()
+    assert Mailbox.objects.filter(pk=boxes["waiting"].pk, check_due_at__isnull=False).exists()
 
     open_mailbox(laptop, live_server, boxes["ready"])
     laptop.click("#tool-reveal_totp")
@@ -312,11 +313,11 @@ def test_dashboard_buttons(laptop, live_server, people, val, ws_a, oauth_app, se
     expect(laptop.locator("ul.messagelist")).to_contain_text(
         "Connection tests queued for 1 mailbox(es) with INVALID_CREDENTIALS"
     )
-    assert DBTaskResult.objects.filter(task_path="fleet.tasks.check_mailboxes").count() == 1
+    assert DBTaskResult.objects.filter(task_path="fleet.tasks.test_due_mailboxes").count() == 1
 
     laptop.get_by_role("button", name="Reconnect 2 mailboxes").click()
-    expect(laptop.locator("h1")).to_contain_text("Consent links (2)")
-    expect(laptop.locator("#consent-links")).to_contain_text("eve@acme-outreach.com")
+    expect(laptop.locator("#reconnect-progress")).to_contain_text("0 of 2 reconnected")
+    expect(laptop.locator("#reconnect-links")).to_contain_text("eve@acme-outreach.com")
     assert ConsentRequest.objects.filter(kind="user", mailbox__status="reauth_required").count() == 2
     laptop.shots("reconnect-links")
 

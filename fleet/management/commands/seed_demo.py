@@ -35,6 +35,8 @@ from fleet.providers import server_settings
 
 DEMO_PASSWORD = "fleet-demo"
 
+# What the sandbox drops (sandbox/server.py Switches, SANDBOX_DEMO_DROP_AFTER): a password, a grant.
+DEMO_DROPS = ["cara@acme-outreach.com", "ava@acme-outreach.com"]
 SAMPLES = [
     # email, name, auth method, final status, error, warmup
     ("ava@acme-outreach.com", "Ava Stone", "oauth", "active", None, "active"),
@@ -96,6 +98,9 @@ GLOBEX_TENANT = "7c4d2e9f-1b3a-4f6c-8d2e-9105ebe0b002"
 # The app password the sandbox's mail servers accept for every directory user: the sandbox reads
 # the same variable with the same default (sandbox/settings.py; Fleet does not import it).
 SANDBOX_APP_PASSWORD = os.environ.get("SANDBOX_APP_PASSWORD", "").strip() or "sandbox-app-password"
+# The refresh token the sandbox holds for each directory user's demo grant (sandbox/identity.py's
+# DEMO_GRANT_PREFIX + the address), redeemable once by its apps.
+SANDBOX_DEMO_GRANT = "sandbox-demo-grant:"
 
 
 class Command(BaseCommand):
@@ -139,6 +144,10 @@ class Command(BaseCommand):
         if sandbox:
             acme_graph = self.credentials(acme, tenant_id=SANDBOX_GRAPH_APP["tenant_id"])
             globex_graph = self.credentials(globex, tenant_id=GLOBEX_TENANT, consented=False)
+        if sandbox:
+            self.demo_grants(acme)
+            self.demo_grants(globex)
+            self.demo_drop_retest(acme)
         self.consent_requests(acme, acme_boxes, "eve", "ava", acme_graph)
         self.consent_requests(globex, globex_boxes, "omar", "lena", globex_graph)
         self.import_batch(
@@ -218,6 +227,44 @@ class Command(BaseCommand):
                 graph.save(update_fields=["status", "last_error", "last_error_message"])
             request_verification(graph)  # checked again once the worker runs
         return graph
+
+    def demo_grants(self, workspace) -> None:
+        """The connected OAuth mailboxes hold the sandbox's demo grant (its refresh token
+        `sandbox-demo-grant:<address>`, sandbox/identity.py) with the sandbox's OAuth app, so
+        that their connection tests refresh real tokens and the sandbox's planned drop
+        (SANDBOX_DEMO_DROP_AFTER) can revoke one. Set again on every run: a sandbox started
+        afresh knows only these (tokens of an earlier run died with it)."""
+        app = Credential.objects.get(
+            workspace=workspace, kind=Credential.Kind.OAUTH_APP, client_id=SANDBOX_APP["client_id"]
+        )
+        connected = Mailbox.objects.filter(
+            workspace=workspace,
+            auth_method=Mailbox.AuthMethod.OAUTH,
+            status=Mailbox.Status.ACTIVE,
+            needs_approval=False,
+        )
+        for mailbox in connected:
+            mailbox.credential = app
+            mailbox.refresh_token = SANDBOX_DEMO_GRANT + mailbox.email
+            mailbox.access_token, mailbox.token_expires_at = "", None
+            mailbox.save(
+                update_fields=[
+                    "credential",
+                    "refresh_token",
+                    "access_token",
+                    "token_expires_at",
+                    "updated_at",
+                ]
+            )
+
+    def demo_drop_retest(self, workspace) -> None:
+        """The two mailboxes the sandbox drops after SANDBOX_DEMO_DROP_AFTER seconds are due for
+        their health check a minute after that (fleet/health.py), so a newcomer sees the sweep
+        find them, the alert digest and the reauth mailbox without pressing a button."""
+        drop_after = float(os.environ.get("SANDBOX_DEMO_DROP_AFTER") or 120)
+        Mailbox.objects.filter(workspace=workspace, email__in=DEMO_DROPS).update(
+            check_due_at=timezone.now() + timedelta(seconds=drop_after + 60)
+        )
 
     def consent_requests(self, workspace, boxes, reconnect: str, external: str, graph) -> None:
         """One of each kind: a reconnect (user), the tenant admin's for the Graph app (admin,

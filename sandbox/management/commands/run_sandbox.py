@@ -64,6 +64,23 @@ class Command(BaseCommand):
         for username in sandbox.directory.users:
             mail.add(username, password=conf.APP_PASSWORD)
         mail.start()
+        # The grants the demo's connected OAuth mailboxes hold (seed_demo stores them).
+        sandbox.grant_demo_refresh_tokens()
+        sandbox.switches.update({"token_lifetime": conf.TOKEN_LIFETIME})
+        drop = ""
+        if conf.DEMO_DROP_AFTER:
+            sandbox.switches.update(
+                {
+                    "drop_after": conf.DEMO_DROP_AFTER,
+                    "drop_passwords": [conf.DEMO_DROP_PASSWORD],
+                    "drop_grants": [conf.DEMO_DROP_GRANT],
+                }
+            )
+            drop = (
+                f"\n  demo drop in {conf.DEMO_DROP_AFTER} s: {conf.DEMO_DROP_PASSWORD}'s app "
+                f"password refused (535 5.7.3), {conf.DEMO_DROP_GRANT}'s grant revoked "
+                f"(AADSTS50173)"
+            )
         users = ", ".join(sorted(sandbox.directory.users)[:4])
         self.stdout.write(
             f"Microsoft sandbox running:\n"
@@ -77,7 +94,7 @@ class Command(BaseCommand):
             f"IMAP {mail.host}:{mail.imap_port} (SSL); XOAUTH2 or app password "
             f"{conf.APP_PASSWORD}\n"
             f"  DNS (SPF/DKIM of {', '.join(sorted(sandbox.directory.dns))}): "
-            f"DNS_NAMESERVERS={conf.HOST} DNS_PORT={dns.port}"
+            f"DNS_NAMESERVERS={conf.HOST} DNS_PORT={dns.port}{drop}"
         )
         self.stdout.flush()  # bin/run waits for these lines in the log
         stop = threading.Event()
