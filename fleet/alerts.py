@@ -177,21 +177,15 @@ def reclaim_expired(now: datetime) -> int:
     ).exclude(lease_owner="")
     count = 0
     for pk, owner in expired.values_list("pk", "lease_owner"):
-        taken = AlertDigest.objects.filter(
-            pk=pk, lease_owner=owner, lease_expires_at__lt=now
-        ).update(
-            lease_owner="",
-            lease_expires_at=None,
-            next_attempt_at=None,
-            lease_reclaims=F("lease_reclaims") + 1,
-            last_error="Its sender stopped mid-send; it is sent again.",
-        )
-        if taken:
-            leases.fail_task_rows(
-                [owner],
-                f"Its worker stopped while sending alert digest {pk}; Fleet's reaper has it "
-                "sent again.",
-            )
+        if leases.take_back(
+            AlertDigest,
+            pk,
+            owner,
+            now,
+            error="Its sender stopped mid-send; it is sent again.",
+            note=f"Its worker stopped while sending alert digest {pk}; Fleet's reaper has it "
+            "sent again.",
+        ):
             count += 1
     if count:
         from fleet.tasks import enqueue_on_commit, send_alert_digests

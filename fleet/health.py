@@ -347,17 +347,8 @@ def record_many(results: list[Result], owner: str) -> dict[int, str]:
                 f"trying again in {int(delay.total_seconds() // 60)} minutes)"
             )
         events.append(
-            MailboxEvent(
-                workspace_id=current.workspace_id,
-                mailbox=current,
-                email=current.email,
-                kind=MailboxEvent.Kind.CONNECTION_TEST,
-                from_status=current.status,
-                to_status=outcome,
-                error_code=error.code if error else "",
-                message=message,
-                actor_id=current.check_requested_by_id,
-                via="task",
+            mailbox_checks.connection_test_event(
+                current, outcome, error, message, current.check_requested_by_id
             )
         )
         # A mailbox disabled while it was being tested stays disabled.

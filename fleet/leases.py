@@ -129,6 +129,25 @@ class Heartbeat:
             connection.close()
 
 
+def take_back(
+    model: type[models.Model], pk: Any, owner: str, now: datetime, *, error: str, note: str
+) -> bool:
+    """The reaper's step for one row of a `Leased` job whose lease ran out: free it (a
+    conditional UPDATE, so reapers on many hosts take it once), count the reclaim, say why on
+    the row (`last_error`), make it due at once and mark the dead task's row FAILED with `note`.
+    False when another reaper (or a late heartbeat) got there first."""
+    taken = model.objects.filter(pk=pk, lease_owner=owner, lease_expires_at__lt=now).update(
+        lease_owner="",
+        lease_expires_at=None,
+        next_attempt_at=None,
+        lease_reclaims=models.F("lease_reclaims") + 1,
+        last_error=error,
+    )
+    if taken:
+        fail_task_rows([owner], note)
+    return bool(taken)
+
+
 def task_ids(owners: Iterable[str]) -> list[uuid.UUID]:
     """The owners that are task ids (a job run in-process holds its lease as `local-…`)."""
     ids = []

@@ -62,6 +62,25 @@ def probe(mailbox: Mailbox, access_token: str = "") -> tuple[errors.ErrorCode | 
 DELETED = "deleted"
 
 
+def connection_test_event(
+    mailbox: Mailbox, outcome: str, error: errors.ErrorCode | None, message: str, actor_id
+) -> MailboxEvent:
+    """One connection test as the mailbox's history shows it (unsaved): the uptime figures and
+    the dashboard's rollups count these (fleet/uptime.py)."""
+    return MailboxEvent(
+        workspace_id=mailbox.workspace_id,
+        mailbox=mailbox,
+        email=mailbox.email,
+        kind=MailboxEvent.Kind.CONNECTION_TEST,
+        from_status=mailbox.status,
+        to_status=outcome,
+        error_code=error.code if error else "",
+        message=message,
+        actor_id=actor_id,
+        via="task",
+    )
+
+
 @transaction.atomic
 def record(mailbox: Mailbox, error: errors.ErrorCode | None, detail: str, actor=None) -> str:
     """Write one test's outcome: an event always, a status change when the outcome differs.
@@ -70,18 +89,7 @@ def record(mailbox: Mailbox, error: errors.ErrorCode | None, detail: str, actor=
     if current is None:
         return DELETED
     outcome = outcome_for(current, error)  # a passing test is recorded all the same
-    MailboxEvent.objects.create(
-        workspace_id=current.workspace_id,
-        mailbox=current,
-        email=current.email,
-        kind=MailboxEvent.Kind.CONNECTION_TEST,
-        from_status=current.status,
-        to_status=outcome,
-        error_code=error.code if error else "",
-        message=detail,
-        actor=actor,
-        via="task",
-    )
+    connection_test_event(current, outcome, error, detail, getattr(actor, "pk", None)).save()
     # A mailbox disabled while it was being tested stays disabled.
     if current.status != Mailbox.Status.DISABLED and (
         current.status != outcome or current.error_code != (error.code if error else "")

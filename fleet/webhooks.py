@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 
 import requests
 from django.db import models, transaction
-from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.utils import timezone
@@ -319,21 +319,15 @@ def reclaim_expired(now: datetime) -> int:
     count = 0
     for pk, owner, workspace_id in expired.values_list("pk", "lease_owner", "workspace_id"):
         with transaction.atomic():
-            taken = WebhookDelivery.objects.filter(
-                pk=pk, lease_owner=owner, lease_expires_at__lt=now
-            ).update(
-                lease_owner="",
-                lease_expires_at=None,
-                next_attempt_at=None,
-                lease_reclaims=F("lease_reclaims") + 1,
-                last_error="Its sender stopped mid-attempt; it is sent again.",
-            )
-            if taken:
-                leases.fail_task_rows(
-                    [owner],
-                    f"Its worker stopped while sending webhook delivery {pk}; "
-                    "Fleet's reaper has it sent again.",
-                )
+            if leases.take_back(
+                WebhookDelivery,
+                pk,
+                owner,
+                now,
+                error="Its sender stopped mid-attempt; it is sent again.",
+                note=f"Its worker stopped while sending webhook delivery {pk}; "
+                "Fleet's reaper has it sent again.",
+            ):
                 _send_soon(workspace_id)
                 count += 1
     return count

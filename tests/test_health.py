@@ -432,13 +432,16 @@ def test_admin_sweep_button_is_role_aware_and_the_interval_is_validated(
 
 @on_postgres
 @pytest.mark.django_db(transaction=True)
-def test_sweep_now_across_two_real_workers(fleet, mail, monkeypatch, ws_a, personas):
+def test_sweep_now_across_two_real_workers(fleet, mail, monkeypatch, settings, ws_a, personas):
     """A workspace of 120 mailboxes swept at once: two workers share the chunks (each takes
     some), every mailbox is tested once and goes back to its slot."""
     # A chunk takes about three seconds: a worker polling every 0.1 s cannot be left out.
     mail.reply_delay = 0.3
     monkeypatch.setenv("HEALTH_CHECK_CONCURRENCY", "10")
     monkeypatch.setenv("HEALTH_CHECK_CHUNK", "10")
+    # …and here, where the sweep is queued: 12 tasks at once, which the workers share (with
+    # the default chunk of 500 one task would be queued, each handing on to the next).
+    settings.HEALTH_CHECK_CHUNK = 10
     names = [f"sw{n:03}@contoso.com" for n in range(120)]
     for name in names:
         mail.add(name, "pw")
