@@ -226,6 +226,8 @@ def token_error(error: str, code: int, description: str, status: int = 400) -> R
 @route("GET", r"/(?P<tenant>[^/]+)/v2\.0/\.well-known/openid-configuration")
 def openid_configuration(request: Request, tenant: str) -> Response:
     sandbox = request.sandbox
+    with sandbox.lock:
+        sandbox.counts["discovery"] += 1
     known = sandbox.directory.tenant(tenant)
     if tenant not in ("common", "organizations", "consumers") and known is None:
         return token_error("invalid_tenant", 90002, f"Tenant '{tenant}' not found.")

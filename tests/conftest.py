@@ -82,10 +82,14 @@ def test_settings(settings):
 @pytest.fixture(autouse=True)
 def fresh_cache():
     """Each test starts with an empty cache: rate-limit counters (per key, and the bad-key one
-    per client address, 127.0.0.1 for every test) do not carry over from earlier tests."""
+    per client address, 127.0.0.1 for every test) do not carry over from earlier tests, nor do
+    app-only tokens (kept in the process and, encrypted, in the cache) or discovery answers."""
     from django.core.cache import cache
 
+    from fleet.microsoft import graph
+
     cache.clear()
+    graph.forget_all_tokens()
 
 
 # --- DNS: every look-up stays on loopback ----------------------------------------------------

@@ -23,9 +23,9 @@ ALL_ROLES = ["User.Read.All", "MailboxSettings.Read", "IMAP.AccessAsApp", "SMTP.
 
 @pytest.fixture(autouse=True)
 def fresh_tokens():
-    graph._tokens.clear()  # the sandbox signs with a new key after every reset
+    graph.forget_all_tokens()  # the sandbox signs with a new key after every reset
     yield
-    graph._tokens.clear()
+    graph.forget_all_tokens()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from fleet import bulk_add
 from fleet.api.bulk import BulkAddResultSerializer
 from fleet.bulk_add import Account, execute, start_run
 from fleet.errors import FleetError
-from fleet.microsoft import graph
+from fleet.microsoft import graph, identity
 from fleet.microsoft.graph import GraphClient, GraphRequest
 from fleet.models import BulkAddRun, Credential, Mailbox, MailboxEvent
 from sandbox.dns import SandboxDNS, Zone
@@ -30,9 +30,9 @@ SECRET = "bulk-secret"
 
 @pytest.fixture(autouse=True)
 def fresh_tokens():
-    graph._tokens.clear()  # the sandbox signs with a new key after every reset
+    graph.forget_all_tokens()  # the sandbox signs with a new key after every reset
     yield
-    graph._tokens.clear()
+    graph.forget_all_tokens()
 
 
 @pytest.fixture
@@ -348,6 +348,53 @@ def test_tokens_are_cached_per_credential(graph_credential, sandbox):
     answer = GraphClient(graph_credential).send([GraphRequest("1", "/users/ava@acme-outreach.com")])
     assert answer["1"].ok and answer["1"].body["mail"] == "ava@acme-outreach.com"
     assert sandbox.counts["token"] == 3
+
+
+def test_a_token_is_shared_encrypted_with_other_processes_and_forgotten_for_them(
+    graph_credential, sandbox
+):
+    from django.core.cache import cache
+
+    token = GraphClient(graph_credential).token()
+    assert sandbox.counts["token"] == 1
+    # The entry names neither tenant nor client, and holds the token only encrypted.
+    key = graph._shared_key(graph._token_key(graph_credential))
+    kept = cache.get(key)
+    assert kept and token not in repr(kept) and ACME not in key and CLIENT_ID not in key
+    # A new process (nothing kept in memory: no token, no discovery answer) asks nobody.
+    graph._tokens.clear()
+    identity.forget_discovery()
+    http_before = sandbox.counts["http"]
+    assert GraphClient(graph_credential).token() == token
+    assert sandbox.counts["token"] == 1 and sandbox.counts["http"] == http_before
+    # Forgotten here (a revoked secret …) is forgotten for the others too.
+    graph.forget_token(graph_credential)
+    assert cache.get(key) is None
+    graph._tokens.clear()
+    GraphClient(graph_credential).token()
+    assert sandbox.counts["token"] == 2
+    # A token the sandbox refuses (401) is dropped from the shared cache as well, once.
+    sandbox.identity.key = b"another-key-0123456789abcdef0123"
+    answer = GraphClient(graph_credential).send([GraphRequest("1", "/users/ava@acme-outreach.com")])
+    assert answer["1"].ok and sandbox.counts["token"] == 3
+    renewed = cache.get(key)
+    graph._tokens.clear()
+    assert GraphClient(graph_credential).token() == graph.secrets.decrypt(renewed["token"])
+
+
+def test_discovery_is_asked_once_per_process_and_tenant(graph_credential, sandbox):
+    def asked() -> int:
+        return sandbox.counts["discovery"]
+
+    for _ in range(3):
+        graph.forget_token(graph_credential)  # a token call each time, a discovery only once
+        GraphClient(graph_credential).token()
+    assert sandbox.counts["token"] == 3
+    assert asked() == 1
+    identity.forget_discovery()
+    graph.forget_token(graph_credential)
+    GraphClient(graph_credential).token()
+    assert asked() == 2
 
 
 def test_operator_of_another_workspace_cannot_start(graph_credential, ws_b, personas):

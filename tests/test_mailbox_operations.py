@@ -206,7 +206,7 @@ CLIENT_ID = "55555555-2222-4333-8444-555555555555"
 
 @pytest.fixture
 def graph_mailboxes(sandbox, ws_a, settings):
-    graph._tokens.clear()
+    graph.forget_all_tokens()
     settings.GRAPH_RETRY_BACKOFF = 0.01
     sandbox.directory.add_app(CLIENT_ID, "bulk-secret", "Fleet tests")
     sandbox.directory.tenant(ACME).consented_apps.add(CLIENT_ID)
@@ -231,7 +231,7 @@ def graph_mailboxes(sandbox, ws_a, settings):
         for name in ("rosa", "paul", "quinn")
     }
     yield made
-    graph._tokens.clear()
+    graph.forget_all_tokens()
 
 
 def test_graph_app_only_mailboxes_are_checked_through_graph(graph_mailboxes, sandbox):

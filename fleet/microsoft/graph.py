@@ -1,7 +1,8 @@
 """Microsoft Graph with app-only tokens: the only module that talks to Graph.
 
 - Tokens (client credentials, through `identity.app_only_token`) are cached per credential until
-  a minute before they expire; a changed secret or tenant is a different cache entry.
+  a minute before they expire, in the process and, encrypted, in Django's cache for the other
+  processes; a changed secret or tenant is a different cache entry.
 - Every call goes through the Microsoft chokepoint (`fleet.microsoft.http`): a timeout on each,
   our CA bundle, one error type.
 - JSON batching: at most 20 requests per `$batch` (https://learn.microsoft.com/graph/json-batching)
@@ -19,6 +20,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import queue
 import random
 import threading
@@ -27,14 +29,15 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
-from fleet import errors
+from fleet import errors, secrets
 from fleet.errors import ErrorCode, FleetError
 from fleet.microsoft import identity
 from fleet.microsoft.http import MicrosoftError, MicrosoftSession, error_from_parts, request_json
@@ -42,6 +45,8 @@ from fleet.microsoft.http import MicrosoftError, MicrosoftSession, error_from_pa
 BATCH_LIMIT = 20
 MAX_IN_FLIGHT = 4
 MAX_BACKOFF = 30.0
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -72,6 +77,13 @@ class GraphResponse:
 # need the same token wait on that entry's lock, and a thread whose token was rejected (401) only
 # fetches a new one when nobody replaced the rejected one meanwhile — four parallel $batch chunks
 # hit by one revoked token make one token call, not four.
+#
+# The token is shared with the other processes through Django's cache (CACHES: a file cache per
+# host by default, Redis across hosts), encrypted with the field keys like every secret at rest:
+# a worker that starts a bulk add a minute after the admin verified the credential (or after
+# another worker's sweep) sends its first batch at once instead of after a token round trip, and
+# N workers make one token call an hour per credential, not N. Microsoft's advice for services
+# with several instances: https://learn.microsoft.com/entra/msal/python/advanced/msal-python-token-cache-serialization
 GRAPH = "graph"
 EXCHANGE = "exchange"
 RESOURCE_SCOPES = {GRAPH: identity.GRAPH_APP_SCOPES, EXCHANGE: identity.EXCHANGE_APP_SCOPES}
@@ -95,6 +107,53 @@ def _fresh(token: identity.AppToken | None) -> bool:
     return bool(token) and token.expires_at > timezone.now() + timedelta(seconds=60)
 
 
+def _shared_key(key: tuple) -> str:
+    """The entry's name in Django's cache: a digest, so that it names no tenant nor client."""
+    return "fleet:app-token:" + hashlib.sha256(repr(key).encode()).hexdigest()
+
+
+def _shared_token(key: tuple) -> identity.AppToken | None:
+    """The token another process fetched, if Django's cache has one that still decrypts."""
+    try:
+        kept = cache.get(_shared_key(key))
+    except Exception:  # a cache that cannot be read is only a slower start
+        log.warning("The shared token cache could not be read", exc_info=True)
+        return None
+    if not isinstance(kept, dict):
+        return None
+    token = secrets.decrypt(str(kept.get("token", "")))
+    if secrets.is_unreadable(token):  # the field keys changed since
+        return None
+    try:
+        expires_at = datetime.fromisoformat(str(kept.get("expires_at")))
+    except ValueError:
+        return None
+    return identity.AppToken(str(token), expires_at)
+
+
+def _share_token(key: tuple, token: identity.AppToken) -> None:
+    seconds = int((token.expires_at - timezone.now()).total_seconds()) - 60
+    if seconds <= 0:
+        return
+    kept = {"token": secrets.encrypt(token.access_token), "expires_at": token.expires_at.isoformat()}
+    try:
+        cache.set(_shared_key(key), kept, timeout=seconds)
+    except Exception:
+        log.warning("The shared token cache could not be written", exc_info=True)
+
+
+def _unshare_token(key: tuple, rejected: str | None = None) -> None:
+    """Drop the shared token (only if it is `rejected`, when given)."""
+    if rejected is not None:
+        kept = _shared_token(key)
+        if kept is None or kept.access_token != rejected:
+            return
+    try:
+        cache.delete(_shared_key(key))
+    except Exception:
+        log.warning("The shared token cache could not be written", exc_info=True)
+
+
 def app_token(credential, resource: str = GRAPH) -> str:
     """An app-only token for the credential and resource, from the cache while it has a minute
     left. Raises FleetError (CLIENT_SECRET_EXPIRED, ADMIN_APPROVAL_REQUIRED, …) when none can be
@@ -109,7 +168,10 @@ def app_token(credential, resource: str = GRAPH) -> str:
             cached = _tokens.get(key)
         if _fresh(cached):  # another thread got it while this one waited
             return cached.access_token
-        token = identity.app_only_token(credential, RESOURCE_SCOPES[resource])
+        token = _shared_token(key)
+        if not _fresh(token):
+            token = identity.app_only_token(credential, RESOURCE_SCOPES[resource])
+            _share_token(key, token)
         with _tokens_lock:
             _tokens[key] = token
         return token.access_token
@@ -119,16 +181,30 @@ def renew_token(credential, rejected: str, resource: str = GRAPH) -> str:
     """A new token after `rejected` was refused (401): fetched once, whoever asks first; the
     others get the one it fetched."""
     key = _token_key(credential, resource)
-    with _flight(key), _tokens_lock:
-        cached = _tokens.get(key)
-        if cached and cached.access_token == rejected:
-            del _tokens[key]
+    with _flight(key):
+        with _tokens_lock:
+            cached = _tokens.get(key)
+            if cached and cached.access_token == rejected:
+                del _tokens[key]
+        _unshare_token(key, rejected)
     return app_token(credential, resource)
 
 
 def forget_token(credential, resource: str = GRAPH) -> None:
+    """Drop the credential's token here and for the other processes (its secret was revoked,
+    its consent withdrawn …)."""
+    key = _token_key(credential, resource)
     with _tokens_lock:
-        _tokens.pop(_token_key(credential, resource), None)
+        _tokens.pop(key, None)
+    _unshare_token(key)
+
+
+def forget_all_tokens() -> None:
+    """This process's tokens and discovery answers (a test's sandbox signs with new keys after
+    every reset; the shared cache is cleared with Django's cache)."""
+    with _tokens_lock:
+        _tokens.clear()
+    identity.forget_discovery()
 
 
 # --- Graph's signals → the catalogue ------------------------------------------------------------

@@ -8,8 +8,10 @@
   the keep-alive of fleet/tokens.py calls it too).
 - App-only tokens (client credentials): `app_only_token`.
 
-One ConfidentialClientApplication per credential and call site: msal caches discovery and 4xx
-answers per application object, and tokens live on our rows, not in msal's cache.
+One ConfidentialClientApplication per credential and call site: msal caches 4xx answers per
+application object (a 400 for a minute), and tokens live on our rows, not in msal's cache. The
+discovery documents msal reads before its first token call are the one thing kept across
+applications (`IdentitySession`): without that, every app-only token cost two round trips.
 """
 
 from __future__ import annotations
@@ -82,6 +84,41 @@ class SignedIn:
     display_name: str
 
 
+# msal fetches the tenant's OpenID configuration (and, for Microsoft's own hosts, the instance
+# discovery document) whenever an application object is made, and keeps it in that object for a
+# day. Fleet makes an object per call site, so the answer is kept here instead, per process, for
+# the same day: https://learn.microsoft.com/entra/identity-platform/v2-protocols-oidc
+DISCOVERY_TTL = 24 * 3600
+DISCOVERY_PATHS = ("/.well-known/openid-configuration", "/common/discovery/instance")
+_discovery: dict[str, tuple[float, Any]] = {}  # url with its query → (monotonic expiry, answer)
+_discovery_lock = threading.Lock()
+
+
+class IdentitySession(MicrosoftSession):
+    """msal's HTTP client: Microsoft's chokepoint, with the discovery GETs answered from a
+    per-process cache of their 200 answers (the token endpoint's answers are never kept)."""
+
+    def get(self, url, **kwargs):  # msal calls get(url, params=…, headers=…)
+        if not urlsplit(url).path.endswith(DISCOVERY_PATHS):
+            return super().get(url, **kwargs)
+        key = url + "?" + urlencode(sorted((kwargs.get("params") or {}).items()))
+        with _discovery_lock:
+            kept = _discovery.get(key)
+        if kept is not None and kept[0] > time.monotonic():
+            return kept[1]
+        response = super().get(url, **kwargs)
+        if response.status_code == 200:
+            with _discovery_lock:
+                _discovery[key] = (time.monotonic() + DISCOVERY_TTL, response)
+        return response
+
+
+def forget_discovery() -> None:
+    """Drop the kept discovery answers (a test's sandbox with new addresses, or a fresh start)."""
+    with _discovery_lock:
+        _discovery.clear()
+
+
 def build_app(
     credential, token_cache: msal.TokenCache | None = None
 ) -> msal.ConfidentialClientApplication:
@@ -97,7 +134,7 @@ def build_app(
             # Instance discovery asks login.microsoftonline.com about the host: only for
             # Microsoft's own hosts (the sandbox and national-cloud mirrors are configured).
             instance_discovery=host in KNOWN_MICROSOFT_HOSTS,
-            http_client=MicrosoftSession(),
+            http_client=IdentitySession(),
             token_cache=token_cache,
         )
 
