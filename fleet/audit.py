@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import uuid
 from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
@@ -29,6 +30,7 @@ from django.utils import timezone
 from django.utils.functional import LazyObject, empty
 
 from fleet.clients import client_address
+from fleet.inserts import insert_many
 from fleet.models import ApiKey, AuditEntry, ConsentRequest, Workspace
 from fleet.secrets import EncryptedTextField
 
@@ -97,6 +99,7 @@ def via_of_context() -> str:
 
 
 # --- What changed -----------------------------------------------------------------------------
+@functools.cache  # a field is a secret or not for the life of the process
 def is_secret(model: type[models.Model], name: str) -> bool:
     try:
         field = model._meta.get_field(name)
@@ -216,21 +219,40 @@ def entry(
 ) -> AuditEntry:
     """An unsaved entry: `record` saves one, `record_many` many at once. `via` None: from the
     request (see via_of_context)."""
+    return _entry(_who(actor, via), action, obj, changes, workspace_id, object_type)
+
+
+def _who(actor, via: str | None) -> dict[str, Any]:
+    """Who acts, how and from where: the same for every entry of one operation, so a bulk
+    operation's 500 entries look it up once (the request, the user, the client address)."""
     request = current_request()
     via = via or via_of_context()
     actor = unwrapped(actor)
     user = actor if getattr(actor, "pk", None) is not None else None
     if via == AuditEntry.Via.TASK:
         request = None  # a task queued by a request is not that request
+    return {
+        "created_at": timezone.now(),
+        "actor": user,
+        "actor_name": user.get_username() if user is not None else AuditEntry.SYSTEM,
+        "api_key_prefix": getattr(request, "api_key_prefix", "") if request is not None else "",
+        "via": via,
+        "client_address": client_address(request)[:45] if request is not None else "",
+        "request_id": getattr(request, "request_id", "") if request is not None else "",
+    }
+
+
+def _entry(
+    who: dict[str, Any],
+    action: str,
+    obj: models.Model,
+    changes: Mapping[str, Any] | None,
+    workspace_id: int | None,
+    object_type: str | None,
+) -> AuditEntry:
     return AuditEntry(
-        created_at=timezone.now(),
+        **who,
         workspace_id=workspace_id if workspace_id is not None else _workspace_id(obj),
-        actor=user,
-        actor_name=user.get_username() if user is not None else AuditEntry.SYSTEM,
-        api_key_prefix=getattr(request, "api_key_prefix", "") if request is not None else "",
-        via=via,
-        client_address=client_address(request)[:45] if request is not None else "",
-        request_id=getattr(request, "request_id", "") if request is not None else "",
         object_type=object_type or obj._meta.model_name,
         object_id=_public_id(obj),
         object_pk=obj.pk,
@@ -256,23 +278,24 @@ def record_many(
     actor,
     via: str | None = None,
     changes=None,
-    **kwargs,
+    workspace_id: int | None = None,
+    object_type: str | None = None,
 ) -> list[AuditEntry]:
-    """One entry per object of a bulk operation, in one INSERT. `changes` is a dict for all of
-    them, or a function of the object."""
-    actor = unwrapped(actor)
+    """One entry per object of a bulk operation, in one INSERT (COPY on PostgreSQL). `changes`
+    is a dict for all of them, or a function of the object."""
+    who = _who(actor, via)
     items = [
-        entry(
+        _entry(
+            who,
             action,
             obj,
-            actor=actor,
-            via=via,
-            changes=changes(obj) if callable(changes) else changes,
-            **kwargs,
+            changes(obj) if callable(changes) else changes,
+            workspace_id,
+            object_type,
         )
         for obj in objects
     ]
-    return AuditEntry.objects.bulk_create(items, batch_size=1000)
+    return insert_many(items)
 
 
 # --- Retention ------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ from fleet import access, audit, errors, leases, mailboxes
 from fleet.credentials import record_outcome
 from fleet.deliverability import DomainCheck, check_domains
 from fleet.errors import ErrorCode, FleetError
+from fleet.inserts import insert_many
 from fleet.microsoft.graph import (
     GraphClient,
     GraphRequest,
@@ -245,7 +246,7 @@ def start_run(
             total=len(accounts),
             convert=convert,
         )
-        BulkAddResult.objects.bulk_create(
+        insert_many(
             BulkAddResult(run=run, position=n, email=a.email, name=a.name)
             for n, a in enumerate(accounts)
         )
@@ -537,7 +538,7 @@ def _record(
     # bulk_update would build a CASE per field and row.
     replaced = Q(error_code=errors.THROTTLED.code, done=True) if again else Q(done=False)
     run.results.filter(replaced, position__in=[o.position for o in outcomes]).delete()
-    BulkAddResult.objects.bulk_create(results)
+    insert_many(results)
     if again:  # already counted: failures that now connected move over
         counts = {
             "connected": F("connected") + len(successes),
@@ -688,7 +689,7 @@ def save_mailboxes(
             changed[mailbox.pk] = mailbox
     try:
         with transaction.atomic():
-            Mailbox.objects.bulk_create(new)
+            insert_many(new)
     except IntegrityError:
         # Another run added one of these meanwhile: take theirs, one by one.
         for mailbox in new:

@@ -41,7 +41,8 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from fleet import audit, errors, leases, mailbox_checks
-from fleet.models import Mailbox, MailboxEvent, Workspace, validate_health_check_interval
+from fleet.inserts import insert_many
+from fleet.models import Mailbox, Workspace, validate_health_check_interval
 from fleet.tasks import enqueue_on_commit, test_due_mailboxes
 
 log = logging.getLogger(__name__)
@@ -363,7 +364,7 @@ def record_many(results: list[Result], owner: str) -> dict[int, str]:
         current.check_transient_failures = failures
         current.check_lease_owner, current.check_lease_expires_at = "", None
         updates.append(current)
-    MailboxEvent.objects.bulk_create(events)
+    insert_many(events)
     for (outcome, error, message, actor_id), group in changes.items():
         # The one place a status is written, a group with the same outcome at a time.
         Mailbox.set_status_many(

@@ -35,6 +35,7 @@ from import_export.results import RowResult
 from import_export.tmp_storages import TempFolderStorage
 
 from fleet import access, audit, errors, health, mailboxes, providers
+from fleet.inserts import insert_many
 from fleet.models import ImportBatch, Mailbox, Role, Workspace
 from fleet.secrets import fernet
 from fleet.uploads import FILE_EMPTY as FILE_EMPTY  # the seed's texts, re-exported
@@ -310,8 +311,16 @@ class MailboxImportResource(resources.ModelResource):
             setattr(instance, name, value)
 
     def bulk_create(self, using_transactions, dry_run, raise_errors, batch_size=None, result=None):
-        self.created.extend(self.create_instances)
-        super().bulk_create(using_transactions, dry_run, raise_errors, batch_size, result)
+        """import-export's `bulk_create`, by COPY on PostgreSQL (fleet/inserts.py); the
+        preview writes nothing (`import_row`), so only the confirm comes here."""
+        if not self.create_instances or dry_run:
+            return
+        try:
+            self.created.extend(insert_many(self.create_instances))
+        except Exception as e:  # as import-export's: the row errors roll the import back
+            self.handle_import_error(result, e, raise_errors)
+        finally:
+            self.create_instances.clear()
 
     def after_import(self, dataset, result, **kwargs):
         # (ModelResource's sequence reset is for imported ids; ours come from the database.)

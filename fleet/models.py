@@ -18,6 +18,7 @@ from django.db.models.functions import Lower, StrIndex, Substr, Upper
 from django.utils import timezone
 
 from fleet import errors
+from fleet.inserts import insert_many
 from fleet.secrets import EncryptedTextField
 
 
@@ -597,7 +598,7 @@ class Mailbox(models.Model):
         if not mailboxes:
             return []
         message = message or (error.message if error else "")
-        events = MailboxEvent.objects.bulk_create(
+        events = insert_many(
             MailboxEvent(
                 workspace_id=m.workspace_id,
                 mailbox=m,
