@@ -110,8 +110,13 @@ def is_secret(model: type[models.Model], name: str) -> bool:
     )
 
 
+_JSON_SCALARS = frozenset({str, int, bool, float, type(None)})
+
+
 def _plain(value: Any) -> Any:
     """A value as JSON can hold it (dates as ISO text, ids as text, model objects as their pk)."""
+    if type(value) in _JSON_SCALARS:  # most values: first, as a bulk operation has thousands
+        return value
     if isinstance(value, models.Model):
         return value.pk
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):

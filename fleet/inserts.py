@@ -15,10 +15,12 @@ Elsewhere (SQLite), and for what COPY cannot carry (expressions as values), it i
 
 from __future__ import annotations
 
+import datetime
 import time
-from collections.abc import Iterable
-from typing import TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
+from django.conf import settings
 from django.db import connections, models, router
 
 M = TypeVar("M", bound=models.Model)
@@ -40,13 +42,18 @@ def insert_many(objects: Iterable[M], batch_size: int | None = None) -> list[M]:
     for obj in objects:
         obj._prepare_related_fields_for_save(operation_name="insert_many")
     rows = []
+    columns = [(f, _as_it_is(f)) for f in fields[1:]]
     for obj in objects:
-        values = [f.pre_save(obj, True) for f in fields[1:]]
-        if any(hasattr(value, "as_sql") for value in values):  # an expression: SQL's to say
-            return model._default_manager.bulk_create(objects, batch_size=batch_size)
-        rows.append(
-            [f.get_db_prep_save(v, connection) for f, v in zip(fields[1:], values, strict=True)]
-        )
+        row = []
+        for f, as_it_is in columns:
+            value = f.pre_save(obj, True)
+            if as_it_is(value):
+                row.append(value)  # what get_db_prep_save would give back, at a tenth the cost
+            elif hasattr(value, "as_sql"):  # an expression: only SQL can say
+                return model._default_manager.bulk_create(objects, batch_size=batch_size)
+            else:
+                row.append(f.get_db_prep_save(value, connection))
+        rows.append(row)
     table = model._meta.db_table
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
@@ -70,6 +77,42 @@ def insert_many(objects: Iterable[M], batch_size: int | None = None) -> list[M]:
         obj._state.adding = False
         obj._state.db = using
     return objects
+
+
+# Fields whose database value is the Python value itself when it has this exact type (Django's
+# preparation of them only converts other types): a mailbox row has 42 columns, and preparing
+# every value was a third of a bulk add's chunk write.
+_PLAIN = {
+    models.CharField: str,
+    models.EmailField: str,
+    models.SlugField: str,
+    models.TextField: str,
+    models.BooleanField: bool,
+    models.IntegerField: int,
+    models.BigIntegerField: int,
+    models.SmallIntegerField: int,
+    models.PositiveIntegerField: int,
+    models.PositiveBigIntegerField: int,
+    models.PositiveSmallIntegerField: int,
+}
+
+
+def _as_it_is(field: models.Field) -> Callable[[Any], bool]:
+    """Whether a value of `field` goes to the database as it is (else Django prepares it)."""
+    null = field.null
+    if type(field) is models.DateTimeField:
+        # An aware datetime as it is; a naive one is made aware, with Django's warning.
+        return lambda v: (
+            (v is None and null)
+            or (type(v) is datetime.datetime and (v.tzinfo is not None or not settings.USE_TZ))
+        )
+    if isinstance(field, models.ForeignKey) and isinstance(field.target_field, models.AutoField):
+        kind: type | None = int
+    else:  # exact classes: a subclass (an encrypted text field) prepares its own way
+        kind = _PLAIN.get(type(field))
+    if kind is None:
+        return lambda v: False
+    return lambda v: type(v) is kind or (v is None and null)
 
 
 def _serial_pk(model: type[models.Model]) -> bool:
