@@ -100,6 +100,22 @@ def _enqueue_tasks(count: int) -> int:
     return tasks
 
 
+def make_due(mailboxes: list[Mailbox], actor) -> None:
+    """For mailboxes about to be created (an import's): their tests due now, as `queue_tests`
+    makes existing ones', set on the new rows themselves instead of an UPDATE after them; the
+    tasks are queued by `queue_created_tests` once the rows are in."""
+    now, requester = timezone.now(), getattr(audit.unwrapped(actor), "pk", None)
+    for mailbox in mailboxes:
+        mailbox.check_due_at, mailbox.check_requested_by_id = now, requester
+
+
+def queue_created_tests(mailboxes: list[Mailbox]) -> int:
+    """Queue the tasks for new mailboxes `make_due` made due (after commit); how many."""
+    count = sum(1 for m in mailboxes if m.status != Mailbox.Status.DISABLED)
+    _enqueue_tasks(count)
+    return count
+
+
 def queue_tests(
     mailboxes: Iterable[Mailbox] | models.QuerySet, *, actor, via: str, audited: bool = True
 ) -> int:
@@ -142,7 +158,7 @@ def queue_tests(
 
 
 def sweep_now(mailboxes: models.QuerySet, *, actor, via: str) -> int:
-    """"Sweep now" for a workspace's mailboxes or a filtered selection (the caller scopes it to
+    """ "Sweep now" for a workspace's mailboxes or a filtered selection (the caller scopes it to
     what the user may operate): every one not disabled is tested as soon as a worker is free,
     then goes back to its slot. Returns how many were queued."""
     return queue_tests(mailboxes, actor=actor, via=via)
@@ -183,9 +199,7 @@ def schedule_unscheduled(now: datetime | None = None, limit: int = SCHEDULE_BATC
     by_slot: dict[datetime, list[int]] = {}
     for pk, uid, interval in rows:
         by_slot.setdefault(next_slot(uid, interval, now), []).append(pk)
-    updates = [
-        Mailbox(pk=pk, check_due_at=slot) for slot, pks in by_slot.items() for pk in pks
-    ]
+    updates = [Mailbox(pk=pk, check_due_at=slot) for slot, pks in by_slot.items() for pk in pks]
     Mailbox.objects.bulk_update(updates, ["check_due_at"], batch_size=ID_BATCH)
     return len(updates)
 
@@ -317,9 +331,7 @@ def record_many(results: list[Result], owner: str) -> dict[int, str]:
     }
     missing = set(pks) - set(held)
     existing = set(Mailbox.objects.filter(pk__in=missing).values_list("pk", flat=True))
-    answer = {
-        pk: (LEASE_LOST if pk in existing else mailbox_checks.DELETED) for pk in missing
-    }
+    answer = {pk: (LEASE_LOST if pk in existing else mailbox_checks.DELETED) for pk in missing}
     now = timezone.now()
     events, changes, updates = [], {}, []
     for mailbox, error, detail in results:

@@ -315,6 +315,8 @@ class MailboxImportResource(resources.ModelResource):
         preview writes nothing (`import_row`), so only the confirm comes here."""
         if not self.create_instances or dry_run:
             return
+        # Their connection tests are part of the import: due from the start (no UPDATE after).
+        health.make_due(self.create_instances, self.user)
         try:
             self.created.extend(insert_many(self.create_instances))
         except Exception as e:  # as import-export's: the row errors roll the import back
@@ -330,9 +332,7 @@ class MailboxImportResource(resources.ModelResource):
         tag = None
         if self.tag_name:
             (tag,) = mailboxes.tags_named(self.workspace.pk, [self.tag_name])
-            Mailbox.tags.through.objects.bulk_create(
-                [Mailbox.tags.through(mailbox_id=m.pk, tag_id=tag.pk) for m in self.created]
-            )
+            insert_many(Mailbox.tags.through(mailbox_id=m.pk, tag_id=tag.pk) for m in self.created)
         batch = ImportBatch.objects.create(
             workspace=self.workspace,
             created_by=self.user if getattr(self.user, "pk", None) else None,
@@ -344,24 +344,29 @@ class MailboxImportResource(resources.ModelResource):
             failed=self.result.failed,
             errors=self.result.errors[: ImportBatch.MAX_ERRORS],
         )
-        ImportBatch.mailboxes.through.objects.bulk_create(
-            [
-                ImportBatch.mailboxes.through(importbatch_id=batch.pk, mailbox_id=m.pk)
-                for m in self.created
-            ]
+        insert_many(
+            ImportBatch.mailboxes.through(importbatch_id=batch.pk, mailbox_id=m.pk)
+            for m in self.created
         )
         self.result.batch = batch
         actor = batch.created_by
         audit.record(
-            "importbatch.created", batch, actor=actor, via=self.via,
+            "importbatch.created",
+            batch,
+            actor=actor,
+            via=self.via,
             changes=audit.set_fields(batch, ["file_name", "imported", "skipped", "failed"]),
         )
         audit.record_many(
-            "mailbox.created", self.created, actor=actor, via=self.via,
+            "mailbox.created",
+            self.created,
+            actor=actor,
+            via=self.via,
             changes=lambda m: audit.set_fields(m, mailboxes.CREATED_FIELDS),
         )
-        # Their tests are part of the import: its entries above say so (no test_queued ones).
-        health.queue_tests(self.created, actor=batch.created_by, via=self.via, audited=False)
+        # Their tests are part of the import (due since `before_save_instance`): its entries
+        # above say so, no test_queued ones.
+        health.queue_created_tests(self.created)
 
 
 def import_mailboxes(

@@ -40,7 +40,9 @@ class ConnectOutlookSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
     @extend_schema_field(OpenApiTypes.URI)
-    def get_authUrl(self, consent_request: ConsentRequest) -> str:  # SendKit's OAuth connect API spells it so
+    def get_authUrl(
+        self, consent_request: ConsentRequest
+    ) -> str:  # SendKit's OAuth connect API spells it so
         return self.context["auth_url"]
 
     def get_instructions(self, consent_request: ConsentRequest) -> str:

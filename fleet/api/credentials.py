@@ -66,7 +66,10 @@ class CredentialList(CredentialView):
         with transaction.atomic():
             credential.save()
             audit.record(
-                "credential.created", credential, actor=request.user, via="api",
+                "credential.created",
+                credential,
+                actor=request.user,
+                via="api",
                 changes=audit.set_fields(credential, [*values, "workspace_id"]),
             )
         return self.respond(credential, status=201)
