@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connections, models, router
+from django.utils import timezone
 
 M = TypeVar("M", bound=models.Model)
 
@@ -77,6 +78,52 @@ def insert_many(objects: Iterable[M], batch_size: int | None = None) -> list[M]:
         obj._state.adding = False
         obj._state.db = using
     return objects
+
+
+def insert_rows(model: type[models.Model], names: list[str], rows: Iterable[tuple]) -> int:
+    """Insert rows given as tuples of the fields `names` (attnames: `run_id`), every other field
+    at its default; for many rows whose ids nobody reads back (a bulk add's 500 pending
+    results): no model instance each, and the database numbers them. Returns how many."""
+    rows = list(rows)
+    if not rows:
+        return 0
+    connection = connections[router.db_for_write(model)]
+    if connection.vendor != "postgresql":
+        made = (model(**dict(zip(names, r, strict=True))) for r in rows)
+        return len(model._default_manager.bulk_create(made))
+    by_name = {f.attname: f for f in model._meta.concrete_fields}
+    given = [by_name[name] for name in names]
+    now = timezone.now()
+    rest, per_row = [], []  # defaults: the same for every row, or made for each (a uuid)
+    for f in model._meta.concrete_fields:
+        if f in given or f.primary_key or f.generated:
+            continue
+        if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False):
+            rest.append((f, now))
+        elif f.has_default() and callable(f.default):
+            per_row.append(f)
+        else:
+            rest.append((f, f.get_default()))
+    fixed = [f.get_db_prep_save(v, connection) for f, v in rest]
+    checks = [(f, _as_it_is(f)) for f in given]
+    quote = connection.ops.quote_name
+    order = [*given, *(f for f, _ in rest), *per_row]
+    sql = f"COPY {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in order)}) FROM STDIN"
+    with connection.cursor() as cursor:
+        started = time.monotonic()
+        with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
+            for row in rows:
+                values = [
+                    v if ok(v) else f.get_db_prep_save(v, connection)
+                    for (f, ok), v in zip(checks, row, strict=True)
+                ]
+                extra = [f.get_db_prep_save(f.get_default(), connection) for f in per_row]
+                copy.write_row([*values, *fixed, *extra])
+        if connection.queries_logged:
+            connection.queries_log.append(
+                {"sql": f"{sql} -- {len(rows)} rows", "time": f"{time.monotonic() - started:.3f}"}
+            )
+    return len(rows)
 
 
 # Fields whose database value is the Python value itself when it has this exact type (Django's
