@@ -5,7 +5,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
-from fleet.inserts import insert_many
+from fleet.inserts import insert_many, insert_rows
 from fleet.models import AuditEntry, Mailbox, MailboxEvent
 from tests.conftest import on_postgres
 
@@ -93,3 +93,31 @@ def test_nothing_and_one_are_cheap(ws_a):
     assert len(queries) == 0
     (one,) = insert_many(new_mailboxes(ws_a, "single", 1))
     assert Mailbox.objects.get(pk=one.pk).email == "single0@Contoso.Example"
+
+
+def test_rows_get_every_other_field_at_its_default(ws_a):
+    rows = [(ws_a.pk, f"row{i}@contoso.example", "app_password") for i in range(4)]
+    with CaptureQueriesContext(connection) as queries:
+        count = insert_rows(Mailbox, ["workspace_id", "email", "auth_method"], rows)
+    assert count == 4
+    if on_postgres():
+        assert len(queries) == 1 and queries[0]["sql"].startswith('COPY "fleet_mailbox"')
+    stored = list(Mailbox.objects.filter(email__startswith="row").order_by("email"))
+    assert [m.email for m in stored] == [r[1] for r in rows]
+    assert len({m.uid for m in stored}) == 4  # a default made for each row, not one for all
+    assert {m.smtp_host for m in stored} == {"smtp.office365.com"}  # constant defaults
+    assert all(m.created_at and m.updated_at for m in stored)  # auto_now(_add)
+    assert {m.status for m in stored} == {Mailbox.Status.PENDING}
+    assert {m.domain for m in stored} == {"contoso.example"}
+
+
+def test_rows_and_a_duplicate(ws_a):
+    names = ["workspace_id", "email", "auth_method"]
+    assert insert_rows(Mailbox, names, []) == 0
+    insert_rows(Mailbox, names, [(ws_a.pk, "same@contoso.example", "oauth")])
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert_rows(
+            Mailbox, names,
+            [(ws_a.pk, "new@contoso.example", "oauth"), (ws_a.pk, "SAME@contoso.example", "oauth")],
+        )
+    assert Mailbox.objects.count() == 1
