@@ -44,37 +44,17 @@ ADMIN_PREFIX, API_PREFIX = "/admin/", "/api/"  # config/urls.py
 # of the distinct actions of ten million rows would be a scan). Admin form saves add
 # "<type>.created" / ".updated" / ".deleted" of the types below.
 OBJECT_TYPES = [
-    "mailbox",
-    "workspace",
-    "membership",
-    "credential",
-    "apikey",
-    "tag",
-    "consentrequest",
-    "bulkaddrun",
-    "importbatch",
-    "moverun",
+    "mailbox", "workspace", "membership", "credential", "apikey", "tag", "consentrequest",
+    "bulkaddrun", "importbatch", "moverun",
 ]
 ACTIONS = sorted(
     {f"{kind}.{verb}" for kind in OBJECT_TYPES for verb in ("created", "updated", "deleted")}
     | {
-        "mailbox.approved",
-        "mailbox.warmup_started",
-        "mailbox.warmup_paused",
-        "mailbox.warmup_resumed",
-        "mailbox.disabled",
-        "mailbox.enabled",
-        "mailbox.tags_set",
-        "mailbox.test_queued",
-        "mailbox.totp_revealed",
-        "mailbox.connected",
-        "bulkaddrun.started",
-        "moverun.started",
-        "apikey.revoked",
-        "workspace.webhook_updated",
-        "credential.admin_consented",
-        "consentrequest.completed",
-        "consentrequest.cancelled",
+        "mailbox.approved", "mailbox.warmup_started", "mailbox.warmup_paused",
+        "mailbox.warmup_resumed", "mailbox.disabled", "mailbox.enabled", "mailbox.tags_set",
+        "mailbox.test_queued", "mailbox.totp_revealed", "mailbox.connected",
+        "bulkaddrun.started", "moverun.started", "apikey.revoked", "workspace.webhook_updated",
+        "credential.admin_consented", "consentrequest.completed", "consentrequest.cancelled",
         "consentrequest.expired",
     }
 )
@@ -184,9 +164,7 @@ def set_fields(obj: models.Model, names: Iterable[str]) -> dict[str, Any]:
         value = getattr(obj, name, None)
         if value in (None, ""):
             continue
-        changes[name] = (
-            CHANGED if is_secret(model, name) else {"before": None, "after": _plain(value)}
-        )
+        changes[name] = CHANGED if is_secret(model, name) else {"before": None, "after": _plain(value)}
     return changes
 
 

@@ -255,10 +255,7 @@ def start_run(
             ((run.pk, n, a.email, a.name) for n, a in enumerate(accounts)),
         )
         audit.record(
-            "bulkaddrun.started",
-            run,
-            actor=user,
-            via=via,
+            "bulkaddrun.started", run, actor=user, via=via,
             changes=audit.set_fields(run, ["credential_id", "total", "convert"]),
         )
         enqueue_on_commit(run_bulk_add, run.pk)
@@ -565,7 +562,7 @@ def _record(
 RESULT_COLUMNS = [
     "run_id", "position", "email", "name", "done", "success", "error_code", "error_detail",
     "mailbox_id", "spf_correct", "dkim_correct", "dmarc_correct", "mx_correct",
-]  # fmt: skip
+]
 
 
 def retry_throttled(
@@ -720,17 +717,11 @@ def save_mailboxes(
     Mailbox.objects.bulk_update(list(changed.values()), [*fields, "updated_at"])
     saved = [*changed.values(), *new]
     audit.record_many(
-        "mailbox.created",
-        new,
-        actor=run.created_by,
-        via="task",
+        "mailbox.created", new, actor=run.created_by, via="task",
         changes=lambda m: audit.set_fields(m, mailboxes.CREATED_FIELDS),
     )
     audit.record_many(
-        "mailbox.updated",
-        changed.values(),
-        actor=run.created_by,
-        via="task",
+        "mailbox.updated", changed.values(), actor=run.created_by, via="task",
         changes=lambda m: audit.diff(m, before[m.pk]),
     )
     for mailbox in saved:

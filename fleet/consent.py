@@ -163,9 +163,7 @@ def record(request: ConsentRequest, *, base_url: str | None = None) -> ConsentRe
         request.consent_url = consent_link(request, base_url)
         request.save(update_fields=["consent_url"])
     audit.record(
-        "consentrequest.created",
-        request,
-        actor=request.created_by,
+        "consentrequest.created", request, actor=request.created_by,
         changes=audit.set_fields(
             request, ["kind", "mailbox_id", "username", "domain", "credential_id", "consent_url"]
         ),
@@ -320,15 +318,11 @@ def _complete_user(cr: ConsentRequest, flow: dict, params: dict) -> ConsentResul
         cr.save(update_fields=["mailbox", "updated_at"])
         cr.set_status(ConsentRequest.Status.COMPLETED)
         audit.record(
-            "mailbox.created" if created else "mailbox.connected",
-            mailbox,
-            actor=None,
+            "mailbox.created" if created else "mailbox.connected", mailbox, actor=None,
             changes=audit.set_fields(mailbox, [*mailboxes.CREATED_FIELDS, "access_token"]),
         )
         audit.record(
-            "consentrequest.completed",
-            cr,
-            actor=None,
+            "consentrequest.completed", cr, actor=None,
             changes={"status": {"before": "processing", "after": cr.status}},
         )
         after_consent(mailbox, cr)
@@ -356,9 +350,7 @@ def _complete_admin(cr: ConsentRequest, params: dict) -> ConsentResult:
         cr.save(update_fields=["request_data", "updated_at"])
         cr.set_status(ConsentRequest.Status.COMPLETED)
         audit.record(
-            "credential.admin_consented",
-            credential,
-            actor=None,
+            "credential.admin_consented", credential, actor=None,
             changes={"tenant_id": {"before": None, "after": credential.tenant_id}},
         )
         if credential.kind == Credential.Kind.GRAPH_APP_ONLY:
@@ -404,10 +396,7 @@ def complete_by_hand(consent_request: ConsentRequest, actor=None, via: str | Non
     before = consent_request.status
     consent_request.set_status(ConsentRequest.Status.COMPLETED)
     audit.record(
-        "consentrequest.completed",
-        consent_request,
-        actor=actor,
-        via=via,
+        "consentrequest.completed", consent_request, actor=actor, via=via,
         changes={"status": {"before": before, "after": consent_request.status}},
     )
     if consent_request.mailbox_id:
@@ -424,10 +413,7 @@ def cancel(consent_request: ConsentRequest, actor=None, via: str | None = None) 
     before = consent_request.status
     consent_request.set_status(ConsentRequest.Status.CANCELLED)
     audit.record(
-        "consentrequest.cancelled",
-        consent_request,
-        actor=actor,
-        via=via,
+        "consentrequest.cancelled", consent_request, actor=actor, via=via,
         changes={"status": {"before": before, "after": consent_request.status}},
     )
     return True
@@ -444,10 +430,7 @@ def expire_stale(now=None) -> int:
         before = consent_request.status
         consent_request.set_status(ConsentRequest.Status.EXPIRED)
         audit.record(
-            "consentrequest.expired",
-            consent_request,
-            actor=None,
-            via=audit.AuditEntry.Via.TASK,
+            "consentrequest.expired", consent_request, actor=None, via=audit.AuditEntry.Via.TASK,
             changes={"status": {"before": before, "after": consent_request.status}},
         )
         count += 1

@@ -173,9 +173,9 @@ def build(user, workspace_id: int | None = None) -> Dashboard:
         Workspace.objects.restrict(user)
         .annotate(
             user_role=Subquery(
-                Membership.objects.filter(workspace=OuterRef("pk"), user_id=user.pk).values("role")[
-                    :1
-                ]
+                Membership.objects.filter(workspace=OuterRef("pk"), user_id=user.pk).values(
+                    "role"
+                )[:1]
             ),
             consents_waiting=_count_in_workspace(ConsentRequest, ConsentRequest.open_q()),
             consents_expiring=_count_in_workspace(ConsentRequest, ConsentRequest.expiring_q()),
@@ -440,9 +440,7 @@ def _uptime(board: Dashboard) -> None:
                 workspace.uptime_checks,
                 workspace.uptime_passed,
                 workspace.uptime_lost,
-                changelist(
-                    MailboxEvent, kind=MailboxEvent.Kind.CONNECTION_TEST, within="30d", **ws
-                ),
+                changelist(MailboxEvent, kind=MailboxEvent.Kind.CONNECTION_TEST, within="30d", **ws),
                 changelist(MailboxEvent, change="lost", within="24h", **ws),
             )
         )

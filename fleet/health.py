@@ -158,7 +158,7 @@ def queue_tests(
 
 
 def sweep_now(mailboxes: models.QuerySet, *, actor, via: str) -> int:
-    """ "Sweep now" for a workspace's mailboxes or a filtered selection (the caller scopes it to
+    """"Sweep now" for a workspace's mailboxes or a filtered selection (the caller scopes it to
     what the user may operate): every one not disabled is tested as soon as a worker is free,
     then goes back to its slot. Returns how many were queued."""
     return queue_tests(mailboxes, actor=actor, via=via)
@@ -199,7 +199,9 @@ def schedule_unscheduled(now: datetime | None = None, limit: int = SCHEDULE_BATC
     by_slot: dict[datetime, list[int]] = {}
     for pk, uid, interval in rows:
         by_slot.setdefault(next_slot(uid, interval, now), []).append(pk)
-    updates = [Mailbox(pk=pk, check_due_at=slot) for slot, pks in by_slot.items() for pk in pks]
+    updates = [
+        Mailbox(pk=pk, check_due_at=slot) for slot, pks in by_slot.items() for pk in pks
+    ]
     Mailbox.objects.bulk_update(updates, ["check_due_at"], batch_size=ID_BATCH)
     return len(updates)
 
@@ -331,7 +333,9 @@ def record_many(results: list[Result], owner: str) -> dict[int, str]:
     }
     missing = set(pks) - set(held)
     existing = set(Mailbox.objects.filter(pk__in=missing).values_list("pk", flat=True))
-    answer = {pk: (LEASE_LOST if pk in existing else mailbox_checks.DELETED) for pk in missing}
+    answer = {
+        pk: (LEASE_LOST if pk in existing else mailbox_checks.DELETED) for pk in missing
+    }
     now = timezone.now()
     events, changes, updates = [], {}, []
     for mailbox, error, detail in results:

@@ -351,21 +351,15 @@ class MailboxImportResource(resources.ModelResource):
         self.result.batch = batch
         actor = batch.created_by
         audit.record(
-            "importbatch.created",
-            batch,
-            actor=actor,
-            via=self.via,
+            "importbatch.created", batch, actor=actor, via=self.via,
             changes=audit.set_fields(batch, ["file_name", "imported", "skipped", "failed"]),
         )
         audit.record_many(
-            "mailbox.created",
-            self.created,
-            actor=actor,
-            via=self.via,
+            "mailbox.created", self.created, actor=actor, via=self.via,
             changes=lambda m: audit.set_fields(m, mailboxes.CREATED_FIELDS),
         )
-        # Their tests are part of the import (due since `before_save_instance`): its entries
-        # above say so, no test_queued ones.
+        # Their tests are part of the import (due since `bulk_create`): its entries above say
+        # so, no test_queued ones.
         health.queue_created_tests(self.created)
 
 

@@ -144,9 +144,7 @@ def graph_checks(mailboxes: list[Mailbox]) -> dict[int, tuple[errors.ErrorCode |
     return results
 
 
-GRAPH_CHECKED = (
-    "Checked via Microsoft Graph only (mailbox settings): the app holds no Exchange roles"
-)
+GRAPH_CHECKED = "Checked via Microsoft Graph only (mailbox settings): the app holds no Exchange roles"
 
 
 # What `test_each` yields for a mailbox whose outcome is already written (a revoked grant:
@@ -261,13 +259,10 @@ def test_each(
                     yield mailbox, DELETED
                     continue
                 except FleetError as failure:
-                    yield (
-                        mailbox,
-                        (
-                            ALREADY_RECORDED
-                            if failure.error is errors.REAUTH_REQUIRED
-                            else (failure.error, failure.message)
-                        ),
+                    yield mailbox, (
+                        ALREADY_RECORDED
+                        if failure.error is errors.REAUTH_REQUIRED
+                        else (failure.error, failure.message)
                     )
                     continue
         testable.append(mailbox)

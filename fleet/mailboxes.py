@@ -28,18 +28,8 @@ ADMIN, API, TASK = "admin", "api", "task"
 VIA = (ADMIN, API, TASK)
 # What a new mailbox's audit entry shows (secrets as "changed" only).
 CREATED_FIELDS = [
-    "email",
-    "display_name",
-    "provider",
-    "auth_method",
-    "status",
-    "smtp_host",
-    "imap_host",
-    "password",
-    "totp_secret",
-    "refresh_token",
-    "graph_user_id",
-    "needs_approval",
+    "email", "display_name", "provider", "auth_method", "status", "smtp_host", "imap_host",
+    "password", "totp_secret", "refresh_token", "graph_user_id", "needs_approval",
 ]
 
 
@@ -90,10 +80,7 @@ def create(
 def record_created(mailbox: Mailbox, *, actor, via: str, message: str = "") -> MailboxEvent:
     """The first line of a mailbox's history (for mailboxes saved by a form, too)."""
     audit.record(
-        "mailbox.created",
-        mailbox,
-        actor=actor,
-        via=via,
+        "mailbox.created", mailbox, actor=actor, via=via,
         changes=audit.set_fields(mailbox, CREATED_FIELDS),
     )
     return MailboxEvent.objects.create(
@@ -118,10 +105,7 @@ def record_changes(
     if names:
         changes = audit.diff(mailbox, before) if before is not None else {}
         audit.record(
-            "mailbox.updated",
-            mailbox,
-            actor=actor,
-            via=via,
+            "mailbox.updated", mailbox, actor=actor, via=via,
             changes=changes or dict.fromkeys(names, audit.CHANGED),
         )
         _event(
@@ -224,13 +208,8 @@ def start_warmup(
         approve(mailbox, actor=actor, via=via)
     _check_can_warm_up(mailbox)
     _set_warmup(
-        mailbox,
-        Mailbox.Warmup.ACTIVE,
-        daily_volume,
-        response_rate,
-        actor=actor,
-        via=via,
-        action="mailbox.warmup_started",
+        mailbox, Mailbox.Warmup.ACTIVE, daily_volume, response_rate,
+        actor=actor, via=via, action="mailbox.warmup_started",
     )
 
 
@@ -243,13 +222,8 @@ def pause_warmup(mailbox: Mailbox, *, actor, via: str) -> None:
             "not running",
         )
     _set_warmup(
-        mailbox,
-        Mailbox.Warmup.PAUSED,
-        None,
-        None,
-        actor=actor,
-        via=via,
-        action="mailbox.warmup_paused",
+        mailbox, Mailbox.Warmup.PAUSED, None, None,
+        actor=actor, via=via, action="mailbox.warmup_paused",
     )
 
 
@@ -271,13 +245,8 @@ def resume_warmup(
     _check_warmup_settings(daily_volume, response_rate)
     _check_can_warm_up(mailbox)
     _set_warmup(
-        mailbox,
-        Mailbox.Warmup.ACTIVE,
-        daily_volume,
-        response_rate,
-        actor=actor,
-        via=via,
-        action="mailbox.warmup_resumed",
+        mailbox, Mailbox.Warmup.ACTIVE, daily_volume, response_rate,
+        actor=actor, via=via, action="mailbox.warmup_resumed",
     )
 
 
@@ -348,10 +317,7 @@ def set_tags(mailbox: Mailbox, names: Iterable[str], *, actor, via: str) -> list
     mailbox.tags.set(tags)
     if before != after:
         audit.record(
-            "mailbox.tags_set",
-            mailbox,
-            actor=actor,
-            via=via,
+            "mailbox.tags_set", mailbox, actor=actor, via=via,
             changes={"tags": {"before": before, "after": after}},
         )
     return tags

@@ -1681,7 +1681,9 @@ class AuditEntry(models.Model):
             # "What happened to this object", and "which entries did this request write" (the
             # search box and the API's object_id filter: exact ids, never a scan).
             models.Index(fields=["object_id", "-created_at"], name="audit_object"),
-            models.Index(fields=["request_id"], name="audit_request", condition=~Q(request_id="")),
+            models.Index(
+                fields=["request_id"], name="audit_request", condition=~Q(request_id="")
+            ),
             # The actor and action filters: each an ordered range of its own (an action is
             # often rare; read through the workspace index it would be a long scan).
             models.Index(fields=["actor", "-created_at"], name="audit_actor_time"),
@@ -1767,7 +1769,9 @@ class UptimeHour(models.Model):
 
     class Meta:
         ordering = ["workspace", "-hour"]
-        constraints = [models.UniqueConstraint(fields=["workspace", "hour"], name="uptime_ws_hour")]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "hour"], name="uptime_ws_hour")
+        ]
 
     def __str__(self) -> str:
         return f"{self.workspace_id} {self.hour:%Y-%m-%d %H}:00"

@@ -247,7 +247,9 @@ def start_move(workspace: Workspace, user=None, mailbox_ids: list[int] | None = 
             )
         MoveItem.objects.bulk_create(items, batch_size=1000)
         refresh_counts(run)
-        audit.record("moverun.started", run, actor=user, changes=audit.set_fields(run, ["total"]))
+        audit.record(
+            "moverun.started", run, actor=user, changes=audit.set_fields(run, ["total"])
+        )
         enqueue_on_commit(run_move, run.pk)
     return run
 

@@ -141,13 +141,11 @@ class ApiKeyAdmin(ScopedAdmin):
         before = audit.snapshot(obj, ["name"])
         obj.save()
         audit.record(
-            "apikey.updated" if change else "apikey.created",
-            obj,
-            actor=request.user,
+            "apikey.updated" if change else "apikey.created", obj, actor=request.user,
             via="admin",
-            changes=audit.diff(obj, before)
-            if change
-            else audit.set_fields(obj, ["name", "kind", "workspace_id", "role", "prefix"]),
+            changes=audit.diff(obj, before) if change else audit.set_fields(
+                obj, ["name", "kind", "workspace_id", "role", "prefix"]
+            ),
         )
 
     def response_add(self, request, obj, post_url_continue=None):
@@ -179,10 +177,7 @@ class ApiKeyAdmin(ScopedAdmin):
                 with transaction.atomic():
                     key.revoke()
                     audit.record(
-                        "apikey.revoked",
-                        key,
-                        actor=request.user,
-                        via="admin",
+                        "apikey.revoked", key, actor=request.user, via="admin",
                         changes={"revoked_at": {"before": None, "after": key.revoked_at}},
                     )
                 revoked += 1

@@ -80,9 +80,9 @@ class ActorFilter(admin.SimpleListFilter):
         users = get_user_model().objects.filter(is_active=True)
         if not request.user.is_superuser:
             users = users.filter(
-                fleet_memberships__workspace__in=Membership.objects.restrict(request.user).values(
-                    "workspace"
-                )
+                fleet_memberships__workspace__in=Membership.objects.restrict(
+                    request.user
+                ).values("workspace")
             ).distinct()
         return [(AuditEntry.SYSTEM, "system")] + [
             (str(user.pk), user.get_username()) for user in users.order_by("username")[:200]

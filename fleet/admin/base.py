@@ -169,12 +169,11 @@ def record_form(request: HttpRequest, obj, before: dict, change: bool) -> None:
         if changes:
             audit.record(f"{name}.updated", obj, actor=request.user, via="admin", changes=changes)
         return
-    fields = [f.attname for f in obj._meta.concrete_fields if not f.primary_key and f.editable]
+    fields = [
+        f.attname for f in obj._meta.concrete_fields if not f.primary_key and f.editable
+    ]
     audit.record(
-        f"{name}.created",
-        obj,
-        actor=request.user,
-        via="admin",
+        f"{name}.created", obj, actor=request.user, via="admin",
         changes=audit.set_fields(obj, fields),
     )
 
@@ -295,10 +294,8 @@ class ScopedAdmin(CountCappedMixin, ValidatedChangeListMixin, admin.ModelAdmin):
     def delete_queryset(self, request, queryset):
         if self.audited:
             audit.record_many(
-                f"{queryset.model._meta.model_name}.deleted",
-                queryset,
-                actor=request.user,
-                via="admin",
+                f"{queryset.model._meta.model_name}.deleted", queryset,
+                actor=request.user, via="admin",
             )
         super().delete_queryset(request, queryset)
 
@@ -310,10 +307,8 @@ class ScopedAdmin(CountCappedMixin, ValidatedChangeListMixin, admin.ModelAdmin):
         for gone in formset.deleted_forms:
             if gone.instance.pk is not None:
                 audit.record(
-                    f"{gone.instance._meta.model_name}.deleted",
-                    gone.instance,
-                    actor=request.user,
-                    via="admin",
+                    f"{gone.instance._meta.model_name}.deleted", gone.instance,
+                    actor=request.user, via="admin",
                 )
         kept = [
             (f, form_before(f), f.instance.pk is not None)

@@ -33,9 +33,7 @@ class KeyValueWidget(forms.MultiWidget):
         pairs = []
         for row in range(1, rows + 1):
             pairs += [
-                forms.TextInput(
-                    attrs={"placeholder": "key", "size": 18, "aria-label": f"key {row}"}
-                ),
+                forms.TextInput(attrs={"placeholder": "key", "size": 18, "aria-label": f"key {row}"}),
                 forms.TextInput(
                     attrs={"placeholder": "value", "size": 32, "aria-label": f"value {row}"}
                 ),
@@ -191,9 +189,8 @@ class ConsentRequestAdmin(ObjectActionsMixin, ScopedAdmin):
             "Copy link",
             Role.VIEWER,
             "Copying a consent link",
-            lambda cr: (
-                bool(cr.consent_url) and (cr.is_open or cr.status == ConsentRequest.Status.FAILED)
-            ),
+            lambda cr: bool(cr.consent_url)
+            and (cr.is_open or cr.status == ConsentRequest.Status.FAILED),
             "Copy the consent link to send it",
             method="copy",
             value=lambda cr: cr.consent_url,
@@ -355,10 +352,7 @@ class ConsentRequestAdmin(ObjectActionsMixin, ScopedAdmin):
 
     @admin.action(description="Cancel selected consent requests", permissions=["operate"])
     def cancel(self, request, queryset):
-        done = sum(
-            consent.cancel(cr, request.user, "admin")
-            for cr in self.scoped(request, queryset, Role.OPERATOR)
-        )
+        done = sum(consent.cancel(cr, request.user, "admin") for cr in self.scoped(request, queryset, Role.OPERATOR))
         self.message_user(request, f"{done} consent request(s) cancelled.")
 
     @admin.action(description="Download consent links as CSV")

@@ -35,11 +35,9 @@ CONSENT_FIXES = {errors.ADMIN_APPROVAL_REQUIRED.code, errors.APP_NOT_FOUND_IN_TE
 
 
 def needs_admin_consent(credential: Credential) -> bool:
-    return (
-        credential.last_error in CONSENT_FIXES
-        or credential.last_error == (errors.APP_PERMISSION_MISSING.code)
-        or any(held is False for held in (credential.permissions or {}).values())
-    )
+    return credential.last_error in CONSENT_FIXES or credential.last_error == (
+        errors.APP_PERMISSION_MISSING.code
+    ) or any(held is False for held in (credential.permissions or {}).values())
 
 
 @admin.register(Credential)
@@ -165,9 +163,7 @@ class CredentialAdmin(ObjectActionsMixin, ScopedAdmin):
 
         @admin.display(description="last error", ordering="last_error")
         def last_error_code(obj):
-            if obj.last_error in self.CONSENT_FIXES and (
-                managed is None or obj.workspace_id in managed
-            ):
+            if obj.last_error in self.CONSENT_FIXES and (managed is None or obj.workspace_id in managed):
                 return format_html(
                     '{} <a href="{}">request admin consent</a>',
                     error_code(obj.last_error),

@@ -92,7 +92,7 @@ def truncated(value: str, css: str = "fleet-cut") -> str:
 
 
 def short_time(moment) -> str:
-    """ "12-01 14:05" with the full date and time in the tooltip."""
+    """"12-01 14:05" with the full date and time in the tooltip."""
     if moment is None:
         return "—"
     local = timezone.localtime(moment)

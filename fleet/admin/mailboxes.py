@@ -141,11 +141,7 @@ def _oauth_unconnected(m: Mailbox) -> bool:
 
 
 def _oauth_connected(m: Mailbox) -> bool:
-    return m.auth_method == Mailbox.AuthMethod.OAUTH and m.status in (
-        S.ACTIVE,
-        S.ERROR,
-        S.REAUTH_REQUIRED,
-    )
+    return m.auth_method == Mailbox.AuthMethod.OAUTH and m.status in (S.ACTIVE, S.ERROR, S.REAUTH_REQUIRED)
 
 
 def _warmup_can_start(m: Mailbox) -> bool:
@@ -158,86 +154,45 @@ def _warmup_can_resume(m: Mailbox) -> bool:
 
 MAILBOX_ACTIONS = (
     ObjectAction(
-        "test",
-        "Test connection",
-        Role.OPERATOR,
-        "Testing a mailbox",
-        _in_use,
-        "Test connection: sign in over SMTP and IMAP (or Graph) now",
-        short="Test",
+        "test", "Test connection", Role.OPERATOR, "Testing a mailbox", _in_use,
+        "Test connection: sign in over SMTP and IMAP (or Graph) now", short="Test",
     ),
     ObjectAction(
-        "connect",
-        "Connect with Microsoft",
-        Role.OPERATOR,
-        "Connecting a mailbox",
-        _oauth_unconnected,
-        "Connect with Microsoft: sign in as this mailbox and consent",
+        "connect", "Connect with Microsoft", Role.OPERATOR, "Connecting a mailbox",
+        _oauth_unconnected, "Connect with Microsoft: sign in as this mailbox and consent",
         short="Connect",
     ),
     ObjectAction(
-        "reconnect",
-        "Reconnect",
-        Role.OPERATOR,
-        "Reconnecting a mailbox",
-        _oauth_connected,
+        "reconnect", "Reconnect", Role.OPERATOR, "Reconnecting a mailbox", _oauth_connected,
         "Sign in to Microsoft as this mailbox and consent again (a new grant)",
     ),
     ObjectAction(
-        "approve",
-        "Approve",
-        Role.MANAGER,
-        "Approving a mailbox",
-        lambda m: m.needs_approval,
-        "The mailbox was expected: let it be used and warmed up",
+        "approve", "Approve", Role.MANAGER, "Approving a mailbox",
+        lambda m: m.needs_approval, "The mailbox was expected: let it be used and warmed up",
     ),
     ObjectAction(
-        "start_warmup",
-        "Start warmup",
-        Role.MANAGER,
-        "Starting warmup",
-        _warmup_can_start,
+        "start_warmup", "Start warmup", Role.MANAGER, "Starting warmup", _warmup_can_start,
         "Choose the daily volume and response rate, then start",
     ),
     ObjectAction(
-        "pause_warmup",
-        "Pause warmup",
-        Role.MANAGER,
-        "Pausing warmup",
-        lambda m: m.warmup_status == W.ACTIVE,
-        "Stop sending warmup mail for now",
+        "pause_warmup", "Pause warmup", Role.MANAGER, "Pausing warmup",
+        lambda m: m.warmup_status == W.ACTIVE, "Stop sending warmup mail for now",
     ),
     ObjectAction(
-        "resume_warmup",
-        "Resume warmup",
-        Role.MANAGER,
-        "Resuming warmup",
-        _warmup_can_resume,
+        "resume_warmup", "Resume warmup", Role.MANAGER, "Resuming warmup", _warmup_can_resume,
         "Go on with the same volume and response rate",
     ),
     ObjectAction(
-        "reveal_totp",
-        "Reveal TOTP",
-        Role.OPERATOR,
-        "Showing a TOTP code",
-        lambda m: bool(m.totp_secret),
-        "Show the current one-time code (recorded in the history)",
+        "reveal_totp", "Reveal TOTP", Role.OPERATOR, "Showing a TOTP code",
+        lambda m: bool(m.totp_secret), "Show the current one-time code (recorded in the history)",
     ),
     ObjectAction(
-        "disable",
-        "Disable",
-        Role.MANAGER,
-        "Disabling a mailbox",
-        _in_use,
+        "disable", "Disable", Role.MANAGER, "Disabling a mailbox", _in_use,
         "Take the mailbox out of use: no tests, no warmup",
     ),
     ObjectAction(
-        "enable",
-        "Enable",
-        Role.MANAGER,
-        "Enabling a mailbox",
-        lambda m: m.status == S.DISABLED,
-        "Back in use; its connection is tested at once",
+        "enable", "Enable", Role.MANAGER, "Enabling a mailbox",
+        lambda m: m.status == S.DISABLED, "Back in use; its connection is tested at once",
     ),
 )
 # The one button a list row offers: the first that applies, most urgent first.
@@ -383,9 +338,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
             # iexact: UPPER(domain) = UPPER(%s), the mailbox_domain_upper index.
             return queryset.filter(domain__iexact=term), False
         if ADDRESS_TERM.fullmatch(term):
-            return queryset.alias(email_lower=Lower("email")).filter(
-                email_lower=term.lower()
-            ), False
+            return queryset.alias(email_lower=Lower("email")).filter(email_lower=term.lower()), False
         return super().get_search_results(request, queryset, search_term)
 
     def lookup_allowed(self, lookup, value, request=None):
@@ -638,9 +591,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
     def do_enable(self, request, mailbox):
         mailboxes.enable(mailbox, actor=request.user, via=mailboxes.ADMIN)
         self.message_user(
-            request,
-            f"{mailbox.email} enabled again; its connection is being tested.",
-            messages.SUCCESS,
+            request, f"{mailbox.email} enabled again; its connection is being tested.", messages.SUCCESS
         )
 
     def _warmup_one(self, request, mailbox, name, operation):
@@ -845,10 +796,7 @@ class MailboxAdmin(ObjectActionsMixin, MailboxImportExportMixin, ScopedAdmin):
         super().save_model(request, obj, form, change)
         if change:
             mailboxes.record_changes(
-                obj,
-                form.changed_data,
-                actor=request.user,
-                via="admin",
+                obj, form.changed_data, actor=request.user, via="admin",
                 before={name: form.initial.get(name) for name in form.changed_data},
             )
         else:

@@ -132,7 +132,9 @@ class ReconnectRunAdmin(ScopedAdmin):
             "form": form,
             "has_view_permission": True,
         }
-        return TemplateResponse(request, "admin/fleet/reconnect_run.html", context, status=status)
+        return TemplateResponse(
+            request, "admin/fleet/reconnect_run.html", context, status=status
+        )
 
     def csv_view(self, request, object_id):
         run = self.get_object(request, object_id)

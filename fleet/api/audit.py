@@ -58,10 +58,8 @@ class AuditFilterSerializer(serializers.Serializer):
     def validate(self, data):
         if "since" in data and "until" in data and data["until"] < data["since"]:
             raise serializers.ValidationError({"until": ["Must not be before since."]})
-        if (
-            "since" in data
-            and "until" in data
-            and data["until"] - data["since"] > timedelta(days=3660)
+        if "since" in data and "until" in data and data["until"] - data["since"] > timedelta(
+            days=3660
         ):
             raise serializers.ValidationError({"since": ["A range of at most ten years."]})
         return data
@@ -96,7 +94,9 @@ class AuditLogList(FleetView):
             OpenApiParameter("limit", int, description="Page size, 1 to 200 (default 50)."),
         ],
         responses={
-            200: envelope("AuditEntryListEnvelope", AuditEntrySerializer(many=True), paginated=True)
+            200: envelope(
+                "AuditEntryListEnvelope", AuditEntrySerializer(many=True), paginated=True
+            )
         },
     )
     def get(self, request):

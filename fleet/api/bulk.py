@@ -323,11 +323,7 @@ class BulkAddMicrosoft(FleetView):
         data = self.validated(BulkAddSerializer)
         credential = bulk_add.resolve_credential(workspace, data.get("credential_id"))
         run = bulk_add.start_run(
-            workspace,
-            credential,
-            data["accounts"],
-            request.user,
-            convert=data["convert"],
+            workspace, credential, data["accounts"], request.user, convert=data["convert"],
             via="api",
         )
         run = wait_for(run, settings.API_BULK_WAIT_SECONDS)

@@ -40,9 +40,7 @@ class ConnectOutlookSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
     @extend_schema_field(OpenApiTypes.URI)
-    def get_authUrl(
-        self, consent_request: ConsentRequest
-    ) -> str:  # SendKit's OAuth connect API spells it so
+    def get_authUrl(self, consent_request: ConsentRequest) -> str:  # SendKit's OAuth connect API spells it so
         return self.context["auth_url"]
 
     def get_instructions(self, consent_request: ConsentRequest) -> str:

@@ -66,10 +66,7 @@ class CredentialList(CredentialView):
         with transaction.atomic():
             credential.save()
             audit.record(
-                "credential.created",
-                credential,
-                actor=request.user,
-                via="api",
+                "credential.created", credential, actor=request.user, via="api",
                 changes=audit.set_fields(credential, [*values, "workspace_id"]),
             )
         return self.respond(credential, status=201)

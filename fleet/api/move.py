@@ -184,7 +184,6 @@ class MoveRunDetail(FleetView):
     queryset = MoveRun.objects.all()
     lookup_field = "uid"
     lookup_url_kwarg = "run_uid"
-
     @extend_schema(
         tags=TAG,
         operation_id="mailboxes_move_to_oauth_get",

@@ -39,16 +39,12 @@ class ReconnectRequestSerializer(serializers.Serializer):
         max_length=253, required=False, help_text="Only addresses of this domain."
     )
     error_code = serializers.CharField(
-        max_length=64,
-        required=False,
-        help_text="Only mailboxes with this code (e.g. REAUTH_REQUIRED).",
+        max_length=64, required=False, help_text="Only mailboxes with this code (e.g. REAUTH_REQUIRED)."
     )
 
 
 class ReconnectConsentSerializer(serializers.Serializer):
-    uid = serializers.UUIDField(
-        help_text="The consent request (`/mailboxes/consent-request/{uid}`)."
-    )
+    uid = serializers.UUIDField(help_text="The consent request (`/mailboxes/consent-request/{uid}`).")
     mailbox_uid = serializers.UUIDField(allow_null=True)
     email = serializers.CharField()
     consent_url = serializers.CharField(help_text="The link the mailbox's owner opens.")

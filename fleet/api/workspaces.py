@@ -79,17 +79,11 @@ class WorkspaceList(WorkspaceView):
                 user=request.user, workspace=workspace, role=Role.OWNER
             )
             audit.record(
-                "workspace.created",
-                workspace,
-                actor=request.user,
-                via="api",
+                "workspace.created", workspace, actor=request.user, via="api",
                 changes=audit.set_fields(workspace, ["name", "slug"]),
             )
             audit.record(
-                "membership.created",
-                membership,
-                actor=request.user,
-                via="api",
+                "membership.created", membership, actor=request.user, via="api",
                 changes=audit.set_fields(membership, ["user_id", "role"]),
             )
         access.forget_roles(request.user)
@@ -196,10 +190,7 @@ class WorkspaceWebhook(WorkspaceView):
         with transaction.atomic():
             workspace.save()
             audit.record(
-                "workspace.webhook_updated",
-                workspace,
-                actor=request.user,
-                via="api",
+                "workspace.webhook_updated", workspace, actor=request.user, via="api",
                 changes=audit.diff(workspace, before),
             )
         return self.respond(workspace)

@@ -136,10 +136,7 @@ def _share_token(key: tuple, token: identity.AppToken) -> None:
     seconds = int((token.expires_at - timezone.now()).total_seconds()) - 60
     if seconds <= 0:
         return
-    kept = {
-        "token": secrets.encrypt(token.access_token),
-        "expires_at": token.expires_at.isoformat(),
-    }
+    kept = {"token": secrets.encrypt(token.access_token), "expires_at": token.expires_at.isoformat()}
     try:
         cache.set(_shared_key(key), kept, timeout=seconds)
     except Exception:
@@ -547,9 +544,7 @@ class GraphClient:
                         # Nothing left to send, the last answers out: those due within a few
                         # ms join this group, so the caller writes the last batches together
                         # instead of one after the other (each write has its fixed cost).
-                        done, in_flight = wait(
-                            in_flight, timeout=LINGER, return_when=FIRST_COMPLETED
-                        )
+                        done, in_flight = wait(in_flight, LINGER, return_when=FIRST_COMPLETED)
                 if group:
                     finished.put(group)
 

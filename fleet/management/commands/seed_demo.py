@@ -151,10 +151,7 @@ class Command(BaseCommand):
         self.consent_requests(acme, acme_boxes, "eve", "ava", acme_graph)
         self.consent_requests(globex, globex_boxes, "omar", "lena", globex_graph)
         self.import_batch(
-            acme,
-            operator,
-            "acme-app-passwords.csv",
-            [acme_boxes[n] for n in ("cara", "dan", "tara")],
+            acme, operator, "acme-app-passwords.csv", [acme_boxes[n] for n in ("cara", "dan", "tara")]
         )
         self.import_batch(globex, None, "globex-app-passwords.csv", [globex_boxes["max"]])
         self.acme_bulk_add(acme, operator, acme_graph, acme_boxes)
@@ -187,9 +184,7 @@ class Command(BaseCommand):
                 continue
             if auth == "app_password" and sandbox:
                 # The sandbox's app password, except for dan, whose error the demo shows.
-                mailbox.password = (
-                    "wrong" if error == "INVALID_CREDENTIALS" else SANDBOX_APP_PASSWORD
-                )
+                mailbox.password = "wrong" if error == "INVALID_CREDENTIALS" else SANDBOX_APP_PASSWORD
                 mailbox.save(update_fields=["password"])
             mailbox.tags.add(tag)
             if status != "pending":
