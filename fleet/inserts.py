@@ -55,24 +55,13 @@ def insert_many(objects: Iterable[M], batch_size: int | None = None) -> list[M]:
             else:
                 row.append(f.get_db_prep_save(value, connection))
         rows.append(row)
-    table = model._meta.db_table
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [quote(table), model._meta.pk.column, len(objects)],
+            [connection.ops.quote_name(model._meta.db_table), model._meta.pk.column, len(rows)],
         )
         ids = [pk for (pk,) in cursor.fetchall()]
-        sql = f"COPY {quote(table)} ({columns}) FROM STDIN"
-        started = time.monotonic()
-        with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
-            for pk, row in zip(ids, rows, strict=True):
-                copy.write_row([pk, *row])
-        if connection.queries_logged:  # counted like any other statement (assertNumQueries)
-            connection.queries_log.append(
-                {"sql": f"{sql} -- {len(rows)} rows", "time": f"{time.monotonic() - started:.3f}"}
-            )
+    _copy(connection, model, fields, ([pk, *row] for pk, row in zip(ids, rows, strict=True)))
     for obj, pk in zip(objects, ids, strict=True):
         obj.pk = pk
         obj._state.adding = False
@@ -106,24 +95,39 @@ def insert_rows(model: type[models.Model], names: list[str], rows: Iterable[tupl
             rest.append((f, f.get_default()))
     fixed = [f.get_db_prep_save(v, connection) for f, v in rest]
     checks = [(f, _as_it_is(f)) for f in given]
-    quote = connection.ops.quote_name
-    order = [*given, *(f for f, _ in rest), *per_row]
-    sql = f"COPY {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in order)}) FROM STDIN"
-    with connection.cursor() as cursor:
-        started = time.monotonic()
-        with connection.wrap_database_errors, cursor.cursor.copy(sql) as copy:
-            for row in rows:
-                values = [
-                    v if ok(v) else f.get_db_prep_save(v, connection)
-                    for (f, ok), v in zip(checks, row, strict=True)
-                ]
-                extra = [f.get_db_prep_save(f.get_default(), connection) for f in per_row]
-                copy.write_row([*values, *fixed, *extra])
-        if connection.queries_logged:
-            connection.queries_log.append(
-                {"sql": f"{sql} -- {len(rows)} rows", "time": f"{time.monotonic() - started:.3f}"}
-            )
+
+    def prepared(row: tuple) -> list:
+        values = [
+            v if as_it_is(v) else f.get_db_prep_save(v, connection)
+            for (f, as_it_is), v in zip(checks, row, strict=True)
+        ]
+        made = [f.get_db_prep_save(f.get_default(), connection) for f in per_row]
+        return [*values, *fixed, *made]
+
+    _copy(connection, model, [*given, *(f for f, _ in rest), *per_row], map(prepared, rows))
     return len(rows)
+
+
+def _copy(connection, model: type[models.Model], fields: list[models.Field], rows) -> None:
+    """One COPY of `rows` (lists of database values, in the order of `fields`) into the model's
+    table; a failure is Django's error, and the statement is logged like any other (so that
+    assertNumQueries and the benchmarks' counts see it)."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    sql = f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN"
+    started, count = time.monotonic(), 0
+    with (
+        connection.cursor() as cursor,
+        connection.wrap_database_errors,
+        cursor.cursor.copy(sql) as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+            count += 1
+    if connection.queries_logged:
+        connection.queries_log.append(
+            {"sql": f"{sql} -- {count} rows", "time": f"{time.monotonic() - started:.3f}"}
+        )
 
 
 # Fields whose database value is the Python value itself when it has this exact type (Django's
