@@ -508,6 +508,13 @@ def record(
         _record(run, outcomes, domains, again)
 
 
+# A finished result's row, in this order (`_record` builds it as a tuple: no model instance each).
+RESULT_COLUMNS = [
+    "run_id", "position", "email", "name", "done", "success", "error_code", "error_detail",
+    "mailbox_id", "spf_correct", "dkim_correct", "dmarc_correct", "mx_correct",
+]
+
+
 def _record(
     run: BulkAddRun, outcomes: list[AccountCheck], domains: dict[str, DomainCheck], again: bool
 ) -> None:
@@ -557,12 +564,6 @@ def _record(
             "failed": F("failed") + len(outcomes) - len(successes),
         }
     BulkAddRun.objects.filter(pk=run.pk).update(**counts)
-
-
-RESULT_COLUMNS = [
-    "run_id", "position", "email", "name", "done", "success", "error_code", "error_detail",
-    "mailbox_id", "spf_correct", "dkim_correct", "dmarc_correct", "mx_correct",
-]
 
 
 def retry_throttled(

@@ -27,7 +27,7 @@ from django.utils import timezone
 M = TypeVar("M", bound=models.Model)
 
 
-def insert_many(objects: Iterable[M], batch_size: int | None = None) -> list[M]:
+def insert_many(objects: Iterable[M]) -> list[M]:
     """Insert new model instances as `Model.objects.bulk_create(objects)` would (same rows, pks
     set on the objects, which are then saved instances); database errors are Django's
     (`IntegrityError` …). Generated columns are not read back: they load when first read."""
@@ -39,7 +39,7 @@ def insert_many(objects: Iterable[M], batch_size: int | None = None) -> list[M]:
     connection = connections[using]
     fields = [f for f in model._meta.concrete_fields if not f.generated]
     if connection.vendor != "postgresql" or len(objects) < 2 or not _serial_pk(model):
-        return model._default_manager.bulk_create(objects, batch_size=batch_size)
+        return model._default_manager.bulk_create(objects)
     for obj in objects:
         obj._prepare_related_fields_for_save(operation_name="insert_many")
     rows = []
@@ -51,7 +51,7 @@ def insert_many(objects: Iterable[M], batch_size: int | None = None) -> list[M]:
             if as_it_is(value):
                 row.append(value)  # what get_db_prep_save would give back, at a tenth the cost
             elif hasattr(value, "as_sql"):  # an expression: only SQL can say
-                return model._default_manager.bulk_create(objects, batch_size=batch_size)
+                return model._default_manager.bulk_create(objects)
             else:
                 row.append(f.get_db_prep_save(value, connection))
         rows.append(row)
